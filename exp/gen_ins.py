@@ -1,0 +1,147 @@
+"""Stage 1: extract instructions with the pre-query template (the original's gen_ins.py)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from magpie.engines import load_engine  # noqa: E402
+from magpie.instructions import InstructionJob, instruction_file_name  # noqa: E402
+from magpie.models import canonical_name, load_tokenizer  # noqa: E402
+from magpie.profiles import CONTROL_TASKS, get_profile  # noqa: E402
+from magpie.records import InputError  # noqa: E402
+from magpie.stage import run_cli  # noqa: E402
+
+log = logging.getLogger("magpie")
+
+
+def main(
+    model_path: str = "",
+    total_prompts: int = 1000,
+    n: int = 200,
+    repeat: int | None = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_tokens: int = 2048,
+    max_model_len: int = 4096,
+    early_stopping: bool = True,
+    disable_early_stopping: bool = False,
+    system_prompt: bool | str = False,
+    control_tasks: str | None = None,
+    sanitize: bool = False,
+    logits_processor: bool = False,
+    flaming_tokens: bool = False,
+    shuffle: bool = True,
+    seed: int | None = None,
+    checkpoint_every: int = 100,
+    engine: str | None = None,
+    device: str | None = None,
+    dtype: str = "bfloat16",
+    batch_size: int = 64,
+    tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float = 0.95,
+    swap_space: float = 2.0,
+    trust_remote_code: bool = False,
+    output_folder: str = "data",
+    job_name: str | None = None,
+    timestamp: int | None = None,
+):
+    """Generate Magpie instructions.
+
+    Args:
+      model_path: hub id or local folder of an aligned chat model; empty = the embedded
+        SmolLM2-135M-Instruct.
+      total_prompts: exactly this many instruction records are written.
+      n: samples per pre-query prompt (one request with n samples).
+      repeat: number of rounds of n; only used when total_prompts is 0 (total = repeat*n).
+      temperature: sampling temperature for instructions.
+      top_p: nucleus sampling threshold.
+      max_tokens: most tokens per instruction; longer ones are flagged "unfinished".
+      max_model_len: context length for vLLM.
+      early_stopping: stop at the first newline (single-line instructions).
+      disable_early_stopping: same as --early_stopping=False.
+      system_prompt: True: use the model's with-system-prompt template; a string: use it
+        as the system prompt.
+      control_tasks: math, code or translation: steer with the task's system prompt.
+      sanitize: clean instructions (prefixes, answer leaks) and record the rule class.
+      logits_processor: forbid a markdown header as the first token.
+      flaming_tokens: a hotter first token (logits / 1.2); not with --logits_processor.
+      shuffle: shuffle the n samples of each prompt (seeded).
+      seed: random seed; default the timestamp. Recorded in gen_input_configs.seed.
+      checkpoint_every: kept for compatibility; every record is journaled as it is made.
+      engine: hf, vllm or openai; default vllm with a GPU, else hf.
+      device: torch device for the hf engine (cpu, cuda); default cuda if present.
+      dtype: bfloat16, float16 or float32.
+      batch_size: rows decoded together by the hf engine.
+      tensor_parallel_size: GPUs per model for vLLM.
+      gpu_memory_utilization: share of GPU memory vLLM may take.
+      swap_space: CPU swap space (GiB) for vLLM.
+      trust_remote_code: allow the model's own code (off unless asked).
+      output_folder: where outputs go (created).
+      job_name: subfolder of output_folder for this job.
+      timestamp: used in the output file name; default now. Pass the same one to resume.
+    """
+    if logits_processor and flaming_tokens:
+        raise InputError("--logits_processor and --flaming_tokens cannot be used together")
+    if control_tasks is not None and control_tasks not in CONTROL_TASKS:
+        raise InputError(f"--control_tasks must be one of {', '.join(CONTROL_TASKS)}")
+    if not total_prompts:
+        if not repeat:
+            raise InputError("give --total_prompts, or --repeat with --n")
+        total_prompts = repeat * n
+    timestamp = int(timestamp if timestamp is not None else time.time())
+    seed = int(seed if seed is not None else timestamp)
+    name = canonical_name(model_path)
+    folder = Path(output_folder) / job_name if job_name else Path(output_folder)
+    output = folder / instruction_file_name(name, total_prompts, timestamp)
+    if output.exists() and not Path(f"{output}.journal.jsonl").exists():
+        print(f"[gen_ins] {output} is already complete; nothing to do")
+        return
+    tokenizer = load_tokenizer(model_path, trust_remote_code)
+    profile = get_profile(name, tokenizer)
+    log.info("model %s, profile from %s", name, profile.source)
+    processor = (
+        "de_markdown" if logits_processor else ("flaming_tokens" if flaming_tokens else None)
+    )
+    job = InstructionJob(
+        profile,
+        output,
+        model_name=name,
+        total_prompts=total_prompts,
+        n=n,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_tokens,
+        early_stopping=early_stopping and not disable_early_stopping,
+        system_prompt=system_prompt,
+        control_tasks=control_tasks,
+        sanitize=sanitize,
+        logits_processor=processor,
+        shuffle=shuffle,
+        seed=seed,
+    )
+    eng = load_engine(
+        engine,
+        model_path,
+        dtype=dtype,
+        device=device,
+        batch_size=batch_size,
+        seed=seed,
+        trust_remote_code=trust_remote_code,
+        tensor_parallel_size=tensor_parallel_size,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len,
+        swap_space=swap_space,
+        tokenizer=tokenizer,
+    )
+    summary = job.run(eng)
+    print(summary.line())
+    print(f"[gen_ins] wrote {output}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

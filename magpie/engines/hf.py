@@ -1,0 +1,297 @@
+"""transformers engine: CPU or CUDA, continuous batching with a left-padded KV cache.
+
+Why not `model.generate`: a static batch runs until its slowest sequence ends, and the
+original Magpie decoded every sequence to max_tokens before cutting at stop strings.
+Here each row of the batch is a slot. A row that hits a stop id or stop string is done at
+once; its slot is refilled with the next prompt (prefilled and spliced into the cache,
+right-aligned, with the columns before it masked out). Rows never decode past their
+stop, and the batch stays full while work is queued.
+
+Identical prompts (every Magpie instruction prompt is the same pre-query template) are
+prefilled once per admission and their cache rows copied.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from magpie.engines.base import Completion, Prompt, SamplingParams, collect, cut_at_stop
+from magpie.logits import FLAMING_TOKENS_FACTOR, markdown_header_token_ids
+
+log = logging.getLogger("magpie")
+
+# Stop strings are searched in the decoded tail of this many tokens (a stop string longer
+# than this many tokens would be missed; real stop strings are 1-8 tokens).
+STOP_WINDOW_TOKENS = 24
+
+
+@dataclass
+class _Row:
+    prompt_index: int
+    sample_index: int
+    prompt_ids: list[int]
+    generated: list[int] = field(default_factory=list)
+    pending: int | None = None  # sampled, not yet in the KV cache
+    done: bool = False
+
+
+class HFEngine:
+    """Batched generation with transformers. See the module docstring."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "bfloat16",
+        device: str | None = None,
+        batch_size: int = 64,
+        seed: int | None = None,
+        trust_remote_code: bool = False,
+        model=None,
+        tokenizer=None,
+    ):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from magpie.models import resolve_model
+
+        self.model_path = model_path
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.batch_size = batch_size
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed if seed is not None else torch.seed() % (2**63))
+        if model is None:
+            local = resolve_model(model_path)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(
+                local, trust_remote_code=trust_remote_code
+            )
+            model = AutoModelForCausalLM.from_pretrained(
+                local, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            )
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.pad_id = (
+            tokenizer.pad_token_id
+            if tokenizer.pad_token_id is not None
+            else (tokenizer.eos_token_id or 0)
+        )
+        self.max_positions = getattr(model.config, "max_position_embeddings", None) or 1_000_000
+        self._special = [t for t in tokenizer.all_special_tokens if t]
+
+    # ----------------------------------------------------------------- public API
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+        return collect(self.stream(prompts, params), len(prompts))
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt. Text is already templated: no special tokens are added."""
+        if isinstance(prompt, str):
+            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return list(prompt)
+
+    @torch.inference_mode()
+    def stream(
+        self, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> Iterator[tuple[int, list[Completion]]]:
+        if params.seed is not None:
+            self.generator.manual_seed(params.seed)
+        encoded = [self.encode(p) for p in prompts]
+        queue = deque(_Row(pi, si, ids) for pi, ids in enumerate(encoded) for si in range(params.n))
+        results: dict[int, list[Completion | None]] = {}
+        banned = (
+            torch.tensor(markdown_header_token_ids(self.tokenizer), device=self.device)
+            if params.logits_processor == "de_markdown"
+            else None
+        )
+        stop_ids = set(params.stop_token_ids)
+        rows: list[_Row] = []
+        cache = None
+        mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)
+
+        while queue or rows:
+            free = self.batch_size - len(rows)
+            # Admit new prompts when enough slots are free (or nothing is running).
+            if queue and (not rows or free >= max(1, self.batch_size // 8)):
+                new = [queue.popleft() for _ in range(min(free, len(queue)))]
+                cache, mask, logits = self._admit(rows, new, cache, mask)
+                rows.extend(new)
+                self._sample_into(new, logits, params, banned, first_token=True)
+            else:
+                # One decode step for every row: feed each row's pending token.
+                tokens = torch.tensor([[r.pending] for r in rows], device=self.device)
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                positions = (mask.sum(dim=1, keepdim=True) - 1).clamp(min=0)
+                out = self.model(
+                    input_ids=tokens,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                cache = out.past_key_values
+                for r in rows:
+                    r.generated.append(r.pending)
+                    r.pending = None
+                logits = out.logits[:, -1, :]
+                self._sample_into(rows, logits, params, banned, first_token=False)
+
+            # Finish rows that stopped; yield prompts whose n samples are all done.
+            keep = []
+            for i, r in enumerate(rows):
+                completion = self._check_done(r, params, stop_ids)
+                if completion is None:
+                    keep.append(i)
+                    continue
+                slot = results.setdefault(r.prompt_index, [None] * params.n)
+                slot[r.sample_index] = completion
+                if all(c is not None for c in slot):
+                    yield r.prompt_index, results.pop(r.prompt_index)  # type: ignore[misc]
+            if len(keep) < len(rows):
+                rows = [rows[i] for i in keep]
+                if rows:
+                    cache, mask = self._select_rows(cache, mask, keep)
+                else:
+                    cache, mask = None, mask[:0, :0]
+
+    # ----------------------------------------------------------------- internals
+    def _admit(self, rows, new, cache, mask):
+        """Prefill `new` rows (unique prompts once) and splice them into the batch cache."""
+        unique: dict[tuple[int, ...], int] = {}
+        for r in new:
+            unique.setdefault(tuple(r.prompt_ids), len(unique))
+        prompts = list(unique)
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        pmask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for j, p in enumerate(prompts):
+            ids[j, width - len(p) :] = torch.tensor(p)
+            pmask[j, width - len(p) :] = 1
+        ids, pmask = ids.to(self.device), pmask.to(self.device)
+        positions = (pmask.cumsum(dim=1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=ids, attention_mask=pmask, position_ids=positions, use_cache=True
+        )
+        expand = torch.tensor([unique[tuple(r.prompt_ids)] for r in new], device=self.device)
+        new_layers = [
+            (layer.keys.index_select(0, expand), layer.values.index_select(0, expand))
+            for layer in out.past_key_values.layers
+        ]
+        new_mask = pmask.index_select(0, expand)
+        logits_new = out.logits[:, -1, :].index_select(0, expand)
+        if cache is None or not rows:
+            cache = out.past_key_values
+            for layer, (k, v) in zip(cache.layers, new_layers, strict=True):
+                layer.keys, layer.values = k, v
+            return cache, new_mask, logits_new
+        # Right-align old and new rows to a common width, then stack them.
+        old_w, new_w = mask.shape[1], new_mask.shape[1]
+        total = max(old_w, new_w)
+        for layer, (k, v) in zip(cache.layers, new_layers, strict=True):
+            layer.keys = torch.cat([_left_pad(layer.keys, total), _left_pad(k, total)], dim=0)
+            layer.values = torch.cat([_left_pad(layer.values, total), _left_pad(v, total)], dim=0)
+        mask = torch.cat([_left_pad_mask(mask, total), _left_pad_mask(new_mask, total)], dim=0)
+        return cache, mask, logits_new
+
+    def _select_rows(self, cache, mask, keep: list[int]):
+        """Drop finished rows from the cache, and columns no remaining row attends to."""
+        index = torch.tensor(keep, device=self.device)
+        mask = mask.index_select(0, index)
+        used = mask.any(dim=0).nonzero()
+        start = int(used[0]) if len(used) else mask.shape[1]
+        mask = mask[:, start:]
+        for layer in cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, start:, :]
+            layer.values = layer.values.index_select(0, index)[:, :, start:, :]
+        return cache, mask
+
+    def _sample_into(self, rows, logits, params, banned, first_token: bool):
+        """Sample each row's next (pending) token from its logits row."""
+        logits = logits.float()
+        if params.repetition_penalty != 1.0:
+            logits = _repetition_penalty(logits, rows, params.repetition_penalty, self.device)
+        if first_token and banned is not None:
+            logits[:, banned] = float("-inf")
+        if first_token and params.logits_processor == "flaming_tokens":
+            logits = logits / FLAMING_TOKENS_FACTOR
+        tokens = _sample(logits, params.temperature, params.top_p, self.generator)
+        for r, t in zip(rows, tokens.tolist(), strict=True):
+            r.pending = t
+
+    def _check_done(self, r: _Row, params: SamplingParams, stop_ids: set[int]) -> Completion | None:
+        """A Completion if the row stopped after its pending token, else None."""
+        token = r.pending
+        if token is None:
+            return None
+        if token in stop_ids:
+            return self._finish(r, "stop", token)
+        tail = r.generated[-STOP_WINDOW_TOKENS:] + [token]
+        if params.stop:
+            text = self.tokenizer.decode(tail, skip_special_tokens=False)
+            if any(s and s in text for s in params.stop):
+                r.generated.append(token)
+                return self._finish(r, "stop", None, params.stop)
+        limit = min(params.max_tokens, self.max_positions - len(r.prompt_ids))
+        if len(r.generated) + 1 >= limit:
+            r.generated.append(token)
+            return self._finish(r, "length", None, params.stop)
+        return None
+
+    def _finish(self, r: _Row, reason, stop_id, stops=()) -> Completion:
+        text = self.tokenizer.decode(r.generated, skip_special_tokens=False)
+        text, which = cut_at_stop(text, stops)
+        for special in self._special:
+            text = text.replace(special, "")
+        r.done = True
+        if reason == "length" and which is not None:
+            reason = "stop"
+        return Completion(
+            text=text,
+            finish_reason=reason,
+            stop_reason=stop_id if stop_id is not None else which,
+            prompt_tokens=len(r.prompt_ids),
+            completion_tokens=len(r.generated) + (1 if stop_id is not None else 0),
+        )
+
+
+def _left_pad(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Pad a [B, H, L, D] cache tensor with zeros on the left of L up to `width`."""
+    missing = width - t.shape[2]
+    if missing <= 0:
+        return t
+    pad = torch.zeros((*t.shape[:2], missing, t.shape[3]), dtype=t.dtype, device=t.device)
+    return torch.cat([pad, t], dim=2)
+
+
+def _left_pad_mask(m: torch.Tensor, width: int) -> torch.Tensor:
+    missing = width - m.shape[1]
+    if missing <= 0:
+        return m
+    return torch.cat([torch.zeros((m.shape[0], missing), dtype=m.dtype, device=m.device), m], 1)
+
+
+def _repetition_penalty(logits, rows, penalty: float, device) -> torch.Tensor:
+    """CTRL-style penalty on tokens already in each row's prompt or output."""
+    for i, r in enumerate(rows):
+        seen = torch.tensor(sorted(set(r.prompt_ids + r.generated)), device=device)
+        values = logits[i, seen]
+        logits[i, seen] = torch.where(values > 0, values / penalty, values * penalty)
+    return logits
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator) -> torch.Tensor:
+    """Greedy at temperature 0, else temperature + nucleus sampling."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        cumulative = sorted_probs.cumsum(dim=-1)
+        drop = cumulative - sorted_probs > top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)

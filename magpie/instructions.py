@@ -1,0 +1,178 @@
+"""Instruction extraction: the model, given only the pre-query template, writes a user turn.
+
+Every record is kept (exactly `total_prompts` of them), and the ones that are not good
+instructions are flagged rather than dropped or silently counted as good:
+
+- `instruction_finish_reason`: "end_of_turn" (the model closed its user turn: a stop id or
+  turn-boundary string), "newline" (cut at the first newline by early stopping), or
+  "length" (hit max_tokens without stopping).
+- `instruction_flag`: null for a usable instruction, "empty" for an empty one, "unfinished"
+  for one that hit max_tokens. Later stages skip flagged records (and say so); the filter
+  stage drops them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from magpie.engines.base import Completion, Engine, SamplingParams
+from magpie.profiles import Profile
+from magpie.records import InputError, Journal
+from magpie.sanitize import instruction_post_process
+from magpie.stage import Summary
+
+log = logging.getLogger("magpie")
+
+
+def instruction_file_name(model_path: str, total_prompts: int, timestamp: int) -> str:
+    """The original's name: Magpie_<model basename>_<total>_<timestamp>_ins.json."""
+    return f"Magpie_{Path(model_path.rstrip('/')).name}_{total_prompts}_{timestamp}_ins.json"
+
+
+def finish_reason(c: Completion, newline_stop: bool) -> str:
+    if c.finish_reason == "length":
+        return "length"
+    if newline_stop and c.stop_reason == "\n":
+        return "newline"
+    return "end_of_turn"
+
+
+def instruction_flag(text: str, reason: str) -> str | None:
+    if not text:
+        return "empty"
+    if reason == "length":
+        return "unfinished"
+    return None
+
+
+class InstructionJob:
+    """One instruction-extraction run: validated and journal opened before any model loads."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        output_path: str | Path,
+        *,
+        model_name: str,
+        total_prompts: int,
+        n: int = 200,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_tokens: int = 2048,
+        early_stopping: bool = True,
+        system_prompt: bool | str = False,
+        control_tasks: str | None = None,
+        sanitize: bool = False,
+        logits_processor: str | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+    ):
+        if total_prompts < 1 or n < 1:
+            raise InputError("--total_prompts and --n must be at least 1")
+        if isinstance(system_prompt, str) and system_prompt:
+            self.template = profile.with_system(system_prompt)
+        else:
+            self.template = profile.template(control_tasks, bool(system_prompt))
+        self.model_name, self.total, self.n = model_name, total_prompts, n
+        self.sanitize, self.early_stopping, self.shuffle, self.seed = (
+            sanitize,
+            early_stopping,
+            shuffle,
+            seed,
+        )
+        self.params = SamplingParams(
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            stop=list(profile.stop_tokens) + (["\n"] if early_stopping else []),
+            stop_token_ids=list(profile.stop_token_ids),
+            seed=seed,
+            logits_processor=logits_processor,  # type: ignore[arg-type]
+        )
+        self.journal = Journal(
+            output_path,
+            {
+                "stage": "gen_ins",
+                "model": model_name,
+                "pre_query_template": self.template,
+                "total_prompts": total_prompts,
+                "n": n,
+                "temperature": temperature,
+                "top_p": top_p,
+                "max_tokens": max_tokens,
+                "early_stopping": early_stopping,
+                "sanitize": sanitize,
+                "logits_processor": logits_processor,
+                "seed": seed,
+            },
+        )
+
+    def run(self, engine: Engine) -> Summary:
+        """Generate what the journal lacks, then write exactly `total_prompts` records."""
+        journal, n, total = self.journal, self.n, self.total
+        summary = Summary("gen_ins", 0)
+        summary.resumed = len(journal.done)
+        rounds = math.ceil(total / n)
+        ids_of = [list(range(r * n, min((r + 1) * n, total))) for r in range(rounds)]
+        todo = [r for r in range(rounds) if any(i not in journal.done for i in ids_of[r])]
+        shuffler = random.Random(self.seed)
+        bar = tqdm(total=total, initial=len(journal.done), desc="instructions", unit="ins")
+        # Full rounds share one call with n samples each; a short last round gets its own n.
+        groups: dict[int, list[int]] = {}
+        for r in todo:
+            groups.setdefault(len(ids_of[r]), []).append(r)
+        try:
+            for size, group_rounds in groups.items():
+                params = dataclasses.replace(self.params, n=size)
+                prompts = [self.template] * len(group_rounds)
+                for k, completions in engine.stream(prompts, params):
+                    r = group_rounds[k]
+                    if self.shuffle:
+                        shuffler.shuffle(completions)
+                    for i, c in zip(ids_of[r], completions, strict=True):
+                        summary.tokens += c.completion_tokens
+                        if i not in journal.done:
+                            journal.append(i, self._record(i, c))
+                            bar.update(1)
+        finally:
+            bar.close()
+            journal.close()
+        records = [journal.done[i] for i in range(total)]
+        summary.flags.update(r["instruction_flag"] for r in records if r["instruction_flag"])
+        summary.records_out = len(records)
+        journal.finish(records)
+        return summary
+
+    def _record(self, i: int, c: Completion) -> dict:
+        raw = c.text.strip()
+        reason = finish_reason(c, self.early_stopping)
+        record: dict = {"id": i, "pre_query_template": self.template}
+        if self.sanitize:
+            text, class_num = instruction_post_process(raw, self.model_name)
+            record.update(
+                raw_instruction=raw, instruction=text, instruction_sanitize_class_num=class_num
+            )
+        else:
+            record["instruction"] = raw
+        record.update(
+            instruction_finish_reason=reason,
+            instruction_flag=instruction_flag(record["instruction"], reason),
+            response=None,
+            created=int(time.time()),
+            gen_input_configs={
+                "temperature": self.params.temperature,
+                "top_p": self.params.top_p,
+                "input_generator": self.model_name,
+                "seed": self.seed,
+            },
+            gen_response_configs=None,
+        )
+        return record

@@ -1,0 +1,33 @@
+"""The original Magpie's first-token logits processors, defined once for every engine.
+
+- de-markdown: forbid a first token that opens a markdown header ("#", "##", ...), so
+  instructions do not start as documents. The original hard-coded four Llama-3.1 ids;
+  here the ids are found in any tokenizer's vocabulary.
+- flaming tokens: divide the first token's logits by 1.2 (a hotter first token, more
+  diverse openings), on top of the sampling temperature.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+FLAMING_TOKENS_FACTOR = 1.2
+
+
+def markdown_header_token_ids(tokenizer) -> list[int]:
+    """Ids of every token whose text, once leading spaces are dropped, starts with '#'."""
+    return list(_header_ids(_vocab_key(tokenizer), tokenizer))
+
+
+def _vocab_key(tokenizer) -> tuple:
+    return (getattr(tokenizer, "name_or_path", ""), len(tokenizer))
+
+
+@lru_cache(maxsize=8)
+def _header_ids(_key: tuple, tokenizer) -> tuple[int, ...]:
+    ids = []
+    for token_id in range(len(tokenizer)):
+        text = tokenizer.decode([token_id])
+        if text.lstrip(" ").startswith("#"):
+            ids.append(token_id)
+    return tuple(ids)

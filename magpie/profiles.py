@@ -1,0 +1,264 @@
+"""Model profiles: what Magpie needs to know about a model's chat format.
+
+A profile holds the pre-query template (the left side of the chat template, up to where
+the user's text starts), its system-prompt variants, the user-turn header that follows a
+closed conversation (for multi-turn), and the stop strings and ids that end a turn.
+
+Profiles come from `configs/model_configs.json` (the original's registry, fixed and
+extended) or, for any other model, are derived from the tokenizer's own chat template by
+rendering conversations around a sentinel text. Derivation keeps any default system turn
+the template inserts (SmolLM2, Qwen2.5, Llama-3.1 date header): without it extraction
+produces junk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from magpie.records import InputError
+
+CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "model_configs.json"
+
+# The system texts of the original's control-task variants (configs/model_configs.json).
+CONTROL_TASKS = ("math", "code", "translation")
+SYSTEM_PLACEHOLDER = "{system_prompt}"
+# Templates with a date (Llama-3.1/3.2) render today's date unless given one; a fixed
+# date keeps prompts, and so journals and results, the same from one day to the next.
+TEMPLATE_DATE = "26 Jul 2024"
+_SENTINEL = "MAGPIESENTINEL7Q"
+_SYS_SENTINEL = "MAGPIESYSTEM7Q"
+_REPLY = "MAGPIEREPLY7Q"
+
+
+@dataclass
+class Profile:
+    """A model's Magpie profile. `source` is "config" or "chat_template"."""
+
+    name: str
+    pre_query_template: str
+    stop_tokens: list[str]
+    stop_token_ids: list[int]
+    mt_append_template: str | None = None
+    system_prompt_template: str | None = None
+    # Named variants: with_system_prompt, math, code, translation.
+    variants: dict[str, str] = field(default_factory=dict)
+    source: str = "config"
+
+    def template(self, control_task: str | None = None, system_prompt: bool = False) -> str:
+        """The pre-query template for a control task or the system-prompt variant."""
+        key = control_task or ("with_system_prompt" if system_prompt else None)
+        if key is None:
+            return self.pre_query_template
+        if key not in self.variants:
+            what = f"control task '{control_task}'" if control_task else "--system_prompt"
+            raise InputError(
+                f"model {self.name}: no pre-query template for {what} "
+                f"(its chat format has no system turn, or the config lacks "
+                f"pre_query_template_{key})"
+            )
+        return self.variants[key]
+
+    def with_system(self, system_prompt: str) -> str:
+        """The pre-query template with an arbitrary system prompt."""
+        if self.system_prompt_template is None:
+            raise InputError(f"model {self.name}: its chat format has no system turn")
+        return self.system_prompt_template.replace(SYSTEM_PLACEHOLDER, system_prompt)
+
+
+def load_model_configs(path: str | None = None) -> dict[str, dict]:
+    """The model registry: $MAGPIE_MODEL_CONFIGS if set, else configs/model_configs.json."""
+    return _load_json(path or os.environ.get("MAGPIE_MODEL_CONFIGS") or str(CONFIG_PATH))
+
+
+@lru_cache(maxsize=4)
+def _load_json(path: str) -> dict[str, dict]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"{path}: model registry not found") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+
+
+def profile_from_config(entry: dict) -> Profile:
+    variants = {
+        key: entry[f"pre_query_template_{key}"]
+        for key in ("with_system_prompt", *CONTROL_TASKS)
+        if f"pre_query_template_{key}" in entry
+    }
+    return Profile(
+        name=entry["model_name"],
+        pre_query_template=entry["pre_query_template"],
+        stop_tokens=list(entry["stop_tokens"]),
+        stop_token_ids=list(entry["stop_token_ids"]),
+        mt_append_template=entry.get("mt_append_template"),
+        system_prompt_template=entry.get("system_prompt_template"),
+        variants=variants,
+        source="config",
+    )
+
+
+def render_chat(
+    chat_template: str,
+    messages: list[dict],
+    add_generation_prompt: bool = False,
+    **special_tokens: str,
+) -> str:
+    """Render messages with a jinja chat template exactly as `apply_chat_template` would."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    rendered, _ = render_jinja_template(
+        conversations=[messages],
+        chat_template=chat_template,
+        add_generation_prompt=add_generation_prompt,
+        date_string=TEMPLATE_DATE,
+        **special_tokens,
+    )
+    return rendered[0]
+
+
+def _prefix_before(text: str, marker: str) -> str | None:
+    i = text.find(marker)
+    return text[:i] if i != -1 else None
+
+
+def _common_prefix_len(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def derive_profile(
+    name: str,
+    chat_template: str,
+    bos_token: str = "",
+    eos_token: str = "",
+    special_tokens: dict[str, int] | None = None,
+    eos_token_ids: list[int] | None = None,
+) -> Profile:
+    """Derive a profile from a jinja chat template.
+
+    `special_tokens` maps the tokenizer's special/added token strings to their ids; the
+    ones that appear in turn boundaries become stop strings and stop ids.
+    """
+    special_tokens = special_tokens or {}
+
+    def render(messages, gen=False):
+        return render_chat(
+            chat_template, messages, gen, bos_token=bos_token or "", eos_token=eos_token or ""
+        )
+
+    user_only = render([{"role": "user", "content": _SENTINEL}])
+    pre_query = _prefix_before(user_only, _SENTINEL)
+    if pre_query is None:
+        raise InputError(f"model {name}: its chat template drops the user's message")
+    end_of_user_turn = user_only.split(_SENTINEL, 1)[1]
+
+    # System turn: absent when the template rejects it or drops it.
+    system_template = None
+    try:
+        with_sys = render(
+            [{"role": "system", "content": _SYS_SENTINEL}, {"role": "user", "content": _SENTINEL}]
+        )
+        prefix = _prefix_before(with_sys, _SENTINEL)
+        if prefix is not None and _SYS_SENTINEL in prefix:
+            system_template = prefix.replace(_SYS_SENTINEL, SYSTEM_PLACEHOLDER)
+    except Exception:  # templates raise on roles they do not support (Gemma)
+        system_template = None
+
+    # Follow-up user header: what follows the assistant's text in a longer conversation,
+    # less the end-of-assistant-turn marker (what a closed conversation ends with). Some
+    # templates add more at the very end (Phi-3's <|endoftext|>), so only the shared
+    # part of the marker counts, cut back to a token boundary.
+    exchange = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _REPLY}]
+    assistant_end = render(exchange).split(_REPLY, 1)[-1]
+    follow = render([*exchange, {"role": "user", "content": _SENTINEL}])
+    mt_append = None
+    if _REPLY in follow and _SENTINEL in follow:
+        between = follow.split(_REPLY, 1)[1].split(_SENTINEL, 1)[0]
+        k = _common_prefix_len(between, assistant_end)
+        if k < len(assistant_end):
+            while k > 0 and between[k - 1] not in ">\n ":
+                k -= 1
+        mt_append = between[k:]
+
+    # Turn boundaries: the end of the user turn and of the assistant turn.
+    boundary = end_of_user_turn + assistant_end + (mt_append or "") + pre_query
+    stop_tokens = [eos_token] if eos_token else []
+    for token in sorted(special_tokens, key=len, reverse=True):
+        if token and token in boundary and token != bos_token and token not in stop_tokens:
+            stop_tokens.append(token)
+    stop_ids = list(
+        dict.fromkeys(
+            [
+                *(eos_token_ids or []),
+                *(special_tokens[t] for t in stop_tokens if t in special_tokens),
+            ]
+        )
+    )
+
+    profile = Profile(
+        name=name,
+        pre_query_template=pre_query,
+        stop_tokens=stop_tokens,
+        stop_token_ids=stop_ids,
+        mt_append_template=mt_append,
+        system_prompt_template=system_template,
+        source="chat_template",
+    )
+    if system_template is not None:
+        for key, text in system_texts().items():
+            profile.variants[key] = profile.with_system(text)
+    return profile
+
+
+@lru_cache(maxsize=1)
+def system_texts() -> dict[str, str]:
+    """The original's system texts for the with_system_prompt and control-task variants."""
+    path = CONFIG_PATH.parent / "system_prompts.json"
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def derive_from_tokenizer(name: str, tokenizer, eos_token_ids: list[int] | None = None) -> Profile:
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise InputError(
+            f"model {name}: no profile in configs/model_configs.json and no chat template "
+            "in its tokenizer; add an entry to configs/model_configs.json"
+        )
+    special = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens}
+    for token_id, added in getattr(tokenizer, "added_tokens_decoder", {}).items():
+        if getattr(added, "special", False):
+            special[str(added)] = token_id
+    ids = list(eos_token_ids or [])
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+    return derive_profile(
+        name,
+        template,
+        bos_token=tokenizer.bos_token or "",
+        eos_token=tokenizer.eos_token or "",
+        special_tokens=special,
+        eos_token_ids=ids,
+    )
+
+
+def get_profile(name: str, tokenizer=None, eos_token_ids: list[int] | None = None) -> Profile:
+    """The config entry for `name` if there is one, else a profile derived from `tokenizer`."""
+    configs = load_model_configs()
+    if name in configs:
+        return profile_from_config(configs[name])
+    if tokenizer is None:
+        raise InputError(
+            f"model {name}: no profile in configs/model_configs.json and no tokenizer to "
+            "derive one from"
+        )
+    return derive_from_tokenizer(name, tokenizer, eos_token_ids)

@@ -1,0 +1,140 @@
+"""Response generation: answer each instruction with the model's own chat template.
+
+Records whose instruction is flagged (empty, unfinished) or missing text are not sent to
+the model: they keep `response: null` with `response_flag: "skipped"`, so nothing is
+silently treated as answered. A response that hits max_tokens is kept and flagged
+"unfinished"; an empty one "empty".
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tqdm import tqdm
+
+from magpie.engines.base import Engine, SamplingParams
+from magpie.profiles import TEMPLATE_DATE, Profile
+from magpie.records import InputError, Journal, read_records, require_text_field
+from magpie.stage import Summary
+
+log = logging.getLogger("magpie")
+
+
+def response_file_name(input_file: str | Path, suffix: str = "_res") -> Path:
+    """<input stem><suffix>.json next to the input, as the original names it."""
+    p = Path(input_file)
+    return p.with_name(p.stem + suffix + ".json")
+
+
+def chat_prompt(tokenizer, messages: list[dict]) -> str:
+    """The model's chat template applied to `messages`, with the assistant turn opened."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError("the model's tokenizer has no chat template to build response prompts")
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, date_string=TEMPLATE_DATE
+    )
+
+
+class ResponseJob:
+    """One response run: input read and validated, journal opened, before any model loads."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        input_file: str | Path,
+        output_path: str | Path | None = None,
+        *,
+        model_name: str,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        max_tokens: int = 4096,
+        seed: int | None = None,
+    ):
+        self.records = read_records(input_file)
+        require_text_field(
+            [r for r in self.records if r.get("instruction") is not None],
+            "instruction",
+            input_file,
+        )
+        self.params = SamplingParams(
+            n=1,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            repetition_penalty=repetition_penalty,
+            stop=list(profile.stop_tokens),
+            stop_token_ids=list(profile.stop_token_ids),
+            seed=seed,
+        )
+        self.configs = {
+            "temperature": temperature,
+            "top_p": top_p,
+            "repetition_penalty": repetition_penalty,
+            "max_tokens": max_tokens,
+            "stop_tokens": list(profile.stop_tokens),
+            "output_generator": model_name,
+        }
+        self.journal = Journal(
+            output_path or response_file_name(input_file),
+            {
+                "stage": "gen_res",
+                "input": str(Path(input_file).resolve()),
+                "records": len(self.records),
+                "model": model_name,
+                "temperature": temperature,
+                "top_p": top_p,
+                "repetition_penalty": repetition_penalty,
+                "max_tokens": max_tokens,
+                "seed": seed,
+            },
+        )
+
+    def run(self, engine: Engine) -> Summary:
+        records, journal = self.records, self.journal
+        summary = Summary("gen_res", len(records))
+        summary.resumed = len(journal.done)
+        configs = {**self.configs, "engine": engine.name}
+        todo, prompts = [], []
+        for i, record in enumerate(records):
+            if i in journal.done:
+                continue
+            text = record.get("instruction")
+            if not text or record.get("instruction_flag"):
+                journal.append(i, {**record, "response": None, "response_flag": "skipped"})
+                continue
+            todo.append(i)
+            prompts.append(chat_prompt(engine.tokenizer, [{"role": "user", "content": text}]))
+        bar = tqdm(
+            total=len(records), initial=len(records) - len(todo), desc="responses", unit="res"
+        )
+        try:
+            for k, (c,) in engine.stream(prompts, self.params):
+                i = todo[k]
+                response = c.text.strip()
+                flag = (
+                    "empty"
+                    if not response
+                    else ("unfinished" if c.finish_reason == "length" else None)
+                )
+                summary.tokens += c.completion_tokens
+                journal.append(
+                    i,
+                    {
+                        **records[i],
+                        "response": response,
+                        "response_finish_reason": c.finish_reason,
+                        "response_flag": flag,
+                        "gen_response_configs": {"prompt": prompts[k], **configs},
+                    },
+                )
+                bar.update(1)
+        finally:
+            bar.close()
+            journal.close()
+        out = [journal.done[i] for i in range(len(records))]
+        summary.flags.update(r["response_flag"] for r in out if r.get("response_flag"))
+        summary.records_out = len(out)
+        journal.finish(out)
+        return summary

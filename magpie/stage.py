@@ -1,0 +1,56 @@
+"""What every stage CLI shares: logging, the one-line summary, clean exits on bad input."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from magpie.records import InputError
+
+log = logging.getLogger("magpie")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S", force=True
+    )
+    for noisy in ("transformers", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Summary:
+    """Counts for the one summary line a stage prints at its end."""
+
+    def __init__(self, stage: str, records_in: int = 0):
+        self.stage = stage
+        self.records_in = records_in
+        self.records_out = 0
+        self.flags: Counter = Counter()
+        self.tokens = 0
+        self.resumed = 0
+        self.start = time.time()
+
+    def line(self) -> str:
+        seconds = time.time() - self.start
+        flags = ", ".join(f"{k} {v}" for k, v in sorted(self.flags.items())) or "none"
+        rate = f", {self.tokens / seconds:.0f} tok/s" if self.tokens and seconds > 0 else ""
+        resumed = f", {self.resumed} resumed from journal" if self.resumed else ""
+        return (
+            f"[{self.stage}] records in {self.records_in}, out {self.records_out}; "
+            f"flagged: {flags}; {seconds:.1f} s, {self.tokens} tokens{rate}{resumed}"
+        )
+
+
+def run_cli(main: Callable) -> None:
+    """Run a fire CLI; bad input ends with one clear line and exit code 2."""
+    import fire
+
+    setup_logging()
+    try:
+        fire.Fire(main)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

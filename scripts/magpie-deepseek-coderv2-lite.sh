@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# DeepSeek-Coder-V2-Lite-Instruct: original defaults.
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+DEVICE="${DEVICE:-0}" TENSOR_PARALLEL="${TENSOR_PARALLEL:-1}" \
+exec bash "$here/magpie.sh" "${1:-deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct}" "${2:-1000}" "${3:-1}" "${4:-1}" "${5:-1}" "${6:-0}"

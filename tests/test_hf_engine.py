@@ -1,0 +1,158 @@
+"""The hf engine's continuous batching, checked against transformers' own generate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_llama
+
+from magpie.engines.base import SamplingParams, cut_at_stop
+from magpie.engines.hf import HFEngine
+from magpie.logits import markdown_header_token_ids
+
+
+@pytest.fixture(scope="module")
+def tiny(smol_tokenizer):
+    return tiny_llama(smol_tokenizer)
+
+
+def engine(tiny, tok, batch_size=3, seed=0):
+    return HFEngine("tiny", model=tiny, tokenizer=tok, batch_size=batch_size, seed=seed)
+
+
+PROMPTS = [
+    "<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n",
+    "<|im_start|>user\nA much longer prompt with many more words in it to pad<|im_end|>\n",
+    "Short",
+    "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhy is the sky blue?",
+    "One two three four five six seven",
+    "x",
+    "<|im_start|>user\nHello there<|im_end|>\n<|im_start|>assistant\n",
+]
+
+
+def reference_greedy(model, tok, prompt: str, max_tokens: int) -> list[int]:
+    ids = tok(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=max_tokens,
+        min_new_tokens=max_tokens,
+        pad_token_id=tok.pad_token_id,
+    )
+    return out[0, ids.shape[1] :].tolist()
+
+
+def test_continuous_batching_matches_unbatched_generate(tiny, smol_tokenizer):
+    """Rows joining and leaving a batch of 3 decode exactly as each prompt alone would."""
+    max_tokens = 12
+    eng = engine(tiny, smol_tokenizer, batch_size=3)
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    got = eng.generate(PROMPTS, params)
+    for prompt, (c,) in zip(PROMPTS, got, strict=True):
+        expected = smol_tokenizer.decode(
+            reference_greedy(tiny, smol_tokenizer, prompt, max_tokens), skip_special_tokens=False
+        )
+        for special in smol_tokenizer.all_special_tokens:
+            expected = expected.replace(special, "")
+        assert c.text == expected
+        assert c.finish_reason == "length"
+        assert c.completion_tokens == max_tokens
+        assert c.prompt_tokens == len(smol_tokenizer(prompt, add_special_tokens=False).input_ids)
+
+
+def test_stop_id_ends_row_at_once_and_is_not_in_text(tiny, smol_tokenizer):
+    eng = engine(tiny, smol_tokenizer)
+    free = eng.generate(PROMPTS[:3], SamplingParams(temperature=0.0, max_tokens=10))
+    # Make the 4th greedy token of prompt 0 a stop id: generation must end right there.
+    ids = reference_greedy(tiny, smol_tokenizer, PROMPTS[0], 10)
+    stopped = eng.generate(
+        PROMPTS[:1], SamplingParams(temperature=0.0, max_tokens=10, stop_token_ids=[ids[3]])
+    )[0][0]
+    first = ids.index(ids[3])
+    assert stopped.finish_reason == "stop"
+    assert stopped.stop_reason == ids[3]
+    assert stopped.completion_tokens == first + 1
+    assert free[0][0].completion_tokens == 10
+
+
+def test_stop_string_cuts_at_earliest_match(tiny, smol_tokenizer):
+    eng = engine(tiny, smol_tokenizer)
+    full = eng.generate(PROMPTS[:1], SamplingParams(temperature=0.0, max_tokens=16))[0][0].text
+    assert len(full) > 10
+    late, early = full[8:11], full[3:5]
+    got = eng.generate(
+        PROMPTS[:1], SamplingParams(temperature=0.0, max_tokens=16, stop=[late, early])
+    )[0][0]
+    assert got.finish_reason == "stop"
+    assert got.text == full[: full.find(early)]
+    assert got.stop_reason == early
+
+
+def test_cut_at_stop_prefers_earliest_not_list_order():
+    assert cut_at_stop("abc\nxyz<end>", ["<end>", "\n"]) == ("abc", "\n")
+    assert cut_at_stop("plain", ["<end>"]) == ("plain", None)
+
+
+def test_n_samples_seeded_and_streamed_once(tiny, smol_tokenizer):
+    params = SamplingParams(n=4, temperature=1.0, max_tokens=6, seed=7)
+    a = list(engine(tiny, smol_tokenizer, batch_size=5).stream(PROMPTS[:3], params))
+    b = engine(tiny, smol_tokenizer, batch_size=5).generate(PROMPTS[:3], params)
+    assert sorted(i for i, _ in a) == [0, 1, 2]
+    assert all(len(c) == 4 for _, c in a)
+    assert [[c.text for c in cs] for cs in b] == [[c.text for c in cs] for _, cs in sorted(a)]
+    # Samples differ (a random model at temperature 1 over a 49k vocabulary).
+    assert len({c.text for c in b[0]}) > 1
+
+
+def test_de_markdown_bans_header_first_token(tiny, smol_tokenizer):
+    """With a bias that makes '#' the favourite token, only the first token avoids it."""
+    hash_id = smol_tokenizer.convert_tokens_to_ids("#")
+    assert hash_id in markdown_header_token_ids(smol_tokenizer)
+    handle = tiny.lm_head.register_forward_hook(
+        lambda m, i, out: out.index_add(
+            -1, torch.tensor([hash_id]), torch.full((*out.shape[:-1], 1), 100.0)
+        )
+    )
+    try:
+        eng = engine(tiny, smol_tokenizer)
+        plain = eng.generate(["Hi"], SamplingParams(temperature=0.0, max_tokens=3))[0][0]
+        banned = eng.generate(
+            ["Hi"], SamplingParams(temperature=0.0, max_tokens=3, logits_processor="de_markdown")
+        )[0][0]
+    finally:
+        handle.remove()
+    assert plain.text == "###"
+    assert not banned.text.lstrip().startswith("#")
+    assert banned.text.endswith("##")
+
+
+def test_repetition_penalty_matches_transformers(tiny, smol_tokenizer):
+    """A model biased towards '#' repeats it; the penalty stops that exactly as HF's does."""
+    hash_id = smol_tokenizer.convert_tokens_to_ids("#")
+    handle = tiny.lm_head.register_forward_hook(
+        lambda m, i, out: out.index_add(
+            -1, torch.tensor([hash_id]), torch.full((*out.shape[:-1], 1), 3.0)
+        )
+    )
+    try:
+        eng = engine(tiny, smol_tokenizer)
+        base = eng.generate(["Hi"], SamplingParams(temperature=0.0, max_tokens=8))[0][0]
+        ours = eng.generate(
+            ["Hi"], SamplingParams(temperature=0.0, max_tokens=8, repetition_penalty=50.0)
+        )[0][0]
+        ids = smol_tokenizer("Hi", add_special_tokens=False, return_tensors="pt").input_ids
+        ref = tiny.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=8,
+            repetition_penalty=50.0,
+            pad_token_id=smol_tokenizer.pad_token_id,
+        )[0, ids.shape[1] :]
+    finally:
+        handle.remove()
+    assert base.text.count("#") > 4
+    assert ours.text == smol_tokenizer.decode(ref, skip_special_tokens=True)
+    assert ours.text.count("#") == 1
