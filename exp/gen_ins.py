@@ -46,6 +46,10 @@ def main(
     gpu_memory_utilization: float = 0.95,
     swap_space: float = 2.0,
     trust_remote_code: bool = False,
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    max_concurrency: int = 8,
+    request_timeout: float = 600.0,
     output_folder: str = "data",
     job_name: str | None = None,
     timestamp: int | None = None,
@@ -81,6 +85,10 @@ def main(
       gpu_memory_utilization: share of GPU memory vLLM may take.
       swap_space: CPU swap space (GiB) for vLLM.
       trust_remote_code: allow the model's own code (off unless asked).
+      base_url: OpenAI-compatible server for --engine openai (e.g. http://127.0.0.1:8000/v1).
+      api_key_env: environment variable holding the server's API key (never printed).
+      max_concurrency: requests in flight at once with --engine openai.
+      request_timeout: seconds before a server request is retried.
       output_folder: where outputs go (created).
       job_name: subfolder of output_folder for this job.
       timestamp: used in the output file name; default now. Pass the same one to resume.
@@ -137,6 +145,10 @@ def main(
         max_model_len=max_model_len,
         swap_space=swap_space,
         tokenizer=tokenizer,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        max_concurrency=max_concurrency,
+        request_timeout=request_timeout,
     )
     summary = job.run(eng)
     print(summary.line())

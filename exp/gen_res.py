@@ -36,6 +36,10 @@ def main(
     gpu_memory_utilization: float = 0.95,
     swap_space: float = 2.0,
     trust_remote_code: bool = False,
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    max_concurrency: int = 8,
+    request_timeout: float = 600.0,
     output_file: str | None = None,
 ):
     """Generate a response for every instruction of INPUT_FILE (.json or .jsonl).
@@ -58,6 +62,10 @@ def main(
       gpu_memory_utilization: share of GPU memory vLLM may take.
       swap_space: CPU swap space (GiB) for vLLM.
       trust_remote_code: allow the model's own code (off unless asked).
+      base_url: OpenAI-compatible server for --engine openai (e.g. http://127.0.0.1:8000/v1).
+      api_key_env: environment variable holding the server's API key (never printed).
+      max_concurrency: requests in flight at once with --engine openai.
+      request_timeout: seconds before a server request is retried.
       output_file: default <input stem>_res.json next to the input.
     """
     if not input_file:
@@ -93,6 +101,10 @@ def main(
         max_model_len=max_model_len,
         swap_space=swap_space,
         tokenizer=tokenizer,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        max_concurrency=max_concurrency,
+        request_timeout=request_timeout,
     )
     summary = job.run(eng)
     print(summary.line())

@@ -56,6 +56,15 @@ def load_engine(engine: str | None, model_path: str, **options) -> Engine:
         )
         engine_obj.model_path = model_path
         return engine_obj
-    from magpie.engines.openai import OpenAIEngine  # issue: server engine
+    from magpie.engines.openai import OpenAIEngine
 
-    return OpenAIEngine(model_path, **options)
+    keys = (
+        "base_url",
+        "api_key_env",
+        "max_concurrency",
+        "request_timeout",
+        "seed",
+        "tokenizer",
+        "trust_remote_code",
+    )
+    return OpenAIEngine(model_path, **{k: v for k, v in options.items() if k in keys})
