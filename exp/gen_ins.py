@@ -9,9 +9,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from magpie.engines import load_engine  # noqa: E402
+from magpie.engines import load_engine, load_tokenizer_for  # noqa: E402
 from magpie.instructions import InstructionJob, instruction_file_name  # noqa: E402
-from magpie.models import canonical_name, load_tokenizer  # noqa: E402
+from magpie.models import canonical_name  # noqa: E402
 from magpie.profiles import CONTROL_TASKS, get_profile  # noqa: E402
 from magpie.records import InputError  # noqa: E402
 from magpie.stage import run_cli  # noqa: E402
@@ -109,7 +109,9 @@ def main(
     if output.exists() and not Path(f"{output}.journal.jsonl").exists():
         print(f"[gen_ins] {output} is already complete; nothing to do")
         return
-    tokenizer = load_tokenizer(model_path, trust_remote_code)
+    tokenizer = load_tokenizer_for(
+        engine, model_path, trust_remote_code, base_url=base_url, api_key_env=api_key_env
+    )
     profile = get_profile(name, tokenizer)
     log.info("model %s, profile from %s", name, profile.source)
     processor = (

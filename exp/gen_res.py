@@ -8,8 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from magpie.engines import load_engine  # noqa: E402
-from magpie.models import canonical_name, load_tokenizer  # noqa: E402
+from magpie.engines import load_engine, load_tokenizer_for  # noqa: E402
+from magpie.models import canonical_name  # noqa: E402
 from magpie.profiles import get_profile  # noqa: E402
 from magpie.records import InputError, read_records  # noqa: E402
 from magpie.responses import ResponseJob, response_file_name  # noqa: E402
@@ -76,7 +76,9 @@ def main(
         return
     read_records(input_file)  # bad input fails before any model loads
     name = canonical_name(model_path)
-    tokenizer = load_tokenizer(model_path, trust_remote_code)
+    tokenizer = load_tokenizer_for(
+        engine, model_path, trust_remote_code, base_url=base_url, api_key_env=api_key_env
+    )
     job = ResponseJob(
         get_profile(name, tokenizer),
         input_file,

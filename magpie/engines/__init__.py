@@ -7,7 +7,14 @@ import logging
 
 from magpie.engines.base import Completion, Engine, SamplingParams
 
-__all__ = ["Completion", "Engine", "SamplingParams", "load_engine", "pick_engine"]
+__all__ = [
+    "Completion",
+    "Engine",
+    "SamplingParams",
+    "load_engine",
+    "load_tokenizer_for",
+    "pick_engine",
+]
 
 log = logging.getLogger("magpie")
 ENGINES = ("hf", "vllm", "openai")
@@ -68,3 +75,20 @@ def load_engine(engine: str | None, model_path: str, **options) -> Engine:
         "trust_remote_code",
     )
     return OpenAIEngine(model_path, **{k: v for k, v in options.items() if k in keys})
+
+
+def load_tokenizer_for(
+    engine: str | None, model_path: str, trust_remote_code: bool = False, **options
+):
+    """The tokenizer for profiles and chat templates, loaded before any weights.
+
+    For a server (`openai`) the model's files may not be on this machine: the server
+    engine then supplies a tokenizer-like object built from what the server reports.
+    """
+    if pick_engine(engine) == "openai":
+        from magpie.engines.openai import server_tokenizer
+
+        return server_tokenizer(model_path, trust_remote_code=trust_remote_code, **options)
+    from magpie.models import load_tokenizer
+
+    return load_tokenizer(model_path, trust_remote_code)
