@@ -156,3 +156,22 @@ def test_repetition_penalty_matches_transformers(tiny, smol_tokenizer):
     assert base.text.count("#") > 4
     assert ours.text == smol_tokenizer.decode(ref, skip_special_tokens=True)
     assert ours.text.count("#") == 1
+
+
+def test_sampler_matches_the_nucleus_distribution():
+    """Inverse-CDF sampling with top-p: only the nucleus is drawn, in proportion."""
+    from magpie.engines.hf import TOP_P_CANDIDATES, _sample
+
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log().repeat(40000, 1)
+    g = torch.Generator().manual_seed(0)
+    draws = _sample(logits, 1.0, 0.7, g)
+    counts = torch.bincount(draws, minlength=4).float() / len(draws)
+    # The nucleus for top_p 0.7 is {0, 1} (0.5 < 0.7 <= 0.8), renormalised to 5/8, 3/8.
+    assert counts[2:].sum() == 0
+    assert abs(counts[0] - 0.625) < 0.01 and abs(counts[1] - 0.375) < 0.01
+    full = torch.bincount(_sample(logits, 1.0, 1.0, g), minlength=4).float() / len(draws)
+    assert torch.allclose(full, probs, atol=0.01)
+    # A flat distribution over more than TOP_P_CANDIDATES tokens takes the exact fallback.
+    flat = torch.zeros(8, TOP_P_CANDIDATES * 4)
+    assert _sample(flat, 1.0, 0.9, g).max() >= TOP_P_CANDIDATES

@@ -9,6 +9,10 @@ stop, and the batch stays full while work is queued.
 
 Identical prompts (every Magpie instruction prompt is the same pre-query template) are
 prefilled once per admission and their cache rows copied.
+
+With `SamplingParams.json_schema` set (tagging), each row gets a grammar matcher when it
+is admitted; the tokens the schema forbids are masked before sampling, the sampled token
+is fed to the matcher, and the row stops when the grammar terminates (`magpie.grammar`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from magpie import grammar
 from magpie.engines.base import Completion, Prompt, SamplingParams, collect, cut_at_stop
 from magpie.logits import FLAMING_TOKENS_FACTOR, markdown_header_token_ids
 
@@ -38,6 +43,7 @@ class _Row:
     generated: list[int] = field(default_factory=list)
     pending: int | None = None  # sampled, not yet in the KV cache
     done: bool = False
+    matcher: object | None = None  # grammar matcher under constrained decoding
 
 
 class HFEngine:
@@ -83,6 +89,8 @@ class HFEngine:
         )
         self.max_positions = getattr(model.config, "max_position_embeddings", None) or 1_000_000
         self._special = [t for t in tokenizer.all_special_tokens if t]
+        self._grammar = None
+        self.supports_json_schema = grammar.available()
 
     # ----------------------------------------------------------------- public API
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
@@ -109,6 +117,7 @@ class HFEngine:
             else None
         )
         stop_ids = set(params.stop_token_ids)
+        schema_grammar = self._schema_grammar(params)
         rows: list[_Row] = []
         cache = None
         mask = torch.zeros((0, 0), dtype=torch.long, device=self.device)
@@ -118,9 +127,12 @@ class HFEngine:
             # Admit new prompts when enough slots are free (or nothing is running).
             if queue and (not rows or free >= max(1, self.batch_size // 8)):
                 new = [queue.popleft() for _ in range(min(free, len(queue)))]
+                if schema_grammar is not None:
+                    for r in new:
+                        r.matcher = schema_grammar.matcher(params.json_schema, stop_ids)
                 cache, mask, logits = self._admit(rows, new, cache, mask)
                 rows.extend(new)
-                self._sample_into(new, logits, params, banned, first_token=True)
+                self._sample_into(new, logits, params, banned, True, schema_grammar)
             else:
                 # One decode step for every row: feed each row's pending token.
                 tokens = torch.tensor([[r.pending] for r in rows], device=self.device)
@@ -138,7 +150,7 @@ class HFEngine:
                     r.generated.append(r.pending)
                     r.pending = None
                 logits = out.logits[:, -1, :]
-                self._sample_into(rows, logits, params, banned, first_token=False)
+                self._sample_into(rows, logits, params, banned, False, schema_grammar)
 
             # Finish rows that stopped; yield prompts whose n samples are all done.
             keep = []
@@ -209,7 +221,19 @@ class HFEngine:
             layer.values = layer.values.index_select(0, index)[:, :, start:, :]
         return cache, mask
 
-    def _sample_into(self, rows, logits, params, banned, first_token: bool):
+    def _schema_grammar(self, params: SamplingParams):
+        """The grammar compiler for constrained decoding, or None (no schema, no xgrammar)."""
+        if params.json_schema is None:
+            return None
+        if not self.supports_json_schema:
+            log.warning("json_schema ignored: constrained decoding needs xgrammar")
+            return None
+        if self._grammar is None:
+            vocab_size = self.model.get_output_embeddings().weight.shape[0]
+            self._grammar = grammar.JsonSchemaGrammar(self.tokenizer, vocab_size)
+        return self._grammar
+
+    def _sample_into(self, rows, logits, params, banned, first_token: bool, schema_grammar=None):
         """Sample each row's next (pending) token from its logits row."""
         logits = logits.float()
         if params.repetition_penalty != 1.0:
@@ -218,16 +242,20 @@ class HFEngine:
             logits[:, banned] = float("-inf")
         if first_token and params.logits_processor == "flaming_tokens":
             logits = logits / FLAMING_TOKENS_FACTOR
+        if schema_grammar is not None:
+            schema_grammar.mask_logits(logits, [r.matcher for r in rows])
         tokens = _sample(logits, params.temperature, params.top_p, self.generator)
         for r, t in zip(rows, tokens.tolist(), strict=True):
             r.pending = t
+            if r.matcher is not None:
+                r.matcher.accept_token(t)
 
     def _check_done(self, r: _Row, params: SamplingParams, stop_ids: set[int]) -> Completion | None:
         """A Completion if the row stopped after its pending token, else None."""
         token = r.pending
         if token is None:
             return None
-        if token in stop_ids:
+        if token in stop_ids or (r.matcher is not None and r.matcher.is_terminated()):
             return self._finish(r, "stop", token)
         tail = r.generated[-STOP_WINDOW_TOKENS:] + [token]
         if params.stop:
@@ -283,15 +311,48 @@ def _repetition_penalty(logits, rows, penalty: float, device) -> torch.Tensor:
     return logits
 
 
+# Nucleus sampling looks at this many top candidates first; a row whose candidates do
+# not reach top_p falls back to the full sort (exact either way, much cheaper usually).
+TOP_P_CANDIDATES = 1024
+
+
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator) -> torch.Tensor:
-    """Greedy at temperature 0, else temperature + nucleus sampling."""
+    """Greedy at temperature 0, else temperature + nucleus sampling.
+
+    Draws by inverse CDF (cumsum + searchsorted): exact, and ~40x cheaper on CPU than
+    torch.multinomial over a 49k vocabulary, which cost as much as the forward pass.
+    """
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        cumulative = sorted_probs.cumsum(dim=-1)
-        drop = cumulative - sorted_probs > top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    logits = logits / temperature
+    if top_p >= 1.0:
+        return _draw(torch.softmax(logits, dim=-1), generator)
+    k = min(TOP_P_CANDIDATES, logits.shape[-1])
+    values, index = logits.topk(k, dim=-1)  # sorted, largest first
+    probs = torch.exp(values - logits.logsumexp(dim=-1, keepdim=True))
+    short = probs.sum(dim=-1) < top_p
+    if short.any():  # rare: a flat distribution needs more than k candidates
+        full_values, full_index = logits[short].sort(dim=-1, descending=True)
+        rows = short.nonzero().squeeze(1)
+        out = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+        out[rows] = _nucleus(full_values, full_index, top_p, generator)
+        keep = (~short).nonzero().squeeze(1)
+        if len(keep):
+            out[keep] = _nucleus(values[keep], index[keep], top_p, generator)
+        return out
+    return _nucleus(values, index, top_p, generator)
+
+
+def _nucleus(values, index, top_p: float, generator) -> torch.Tensor:
+    """Sample among the smallest set of sorted candidates whose mass reaches top_p."""
+    probs = torch.softmax(values, dim=-1)
+    drop = probs.cumsum(dim=-1) - probs > top_p
+    probs = probs.masked_fill(drop, 0.0)
+    return index.gather(1, _draw(probs, generator).unsqueeze(1)).squeeze(1)
+
+
+def _draw(probs: torch.Tensor, generator) -> torch.Tensor:
+    """One index per row, drawn with probability proportional to `probs` (inverse CDF)."""
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=probs.shape[-1] - 1)
