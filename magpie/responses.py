@@ -14,8 +14,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from magpie.engines.base import Engine, SamplingParams
-from magpie.profiles import TEMPLATE_DATE, Profile
-from magpie.records import InputError, Journal, read_records, require_text_field
+from magpie.profiles import Profile
+from magpie.records import Journal, read_records, require_text_field
 from magpie.stage import Summary
 
 log = logging.getLogger("magpie")
@@ -29,11 +29,9 @@ def response_file_name(input_file: str | Path, suffix: str = "_res") -> Path:
 
 def chat_prompt(tokenizer, messages: list[dict]) -> str:
     """The model's chat template applied to `messages`, with the assistant turn opened."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise InputError("the model's tokenizer has no chat template to build response prompts")
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, date_string=TEMPLATE_DATE
-    )
+    from magpie.conversations import assistant_turn_prompt
+
+    return assistant_turn_prompt(tokenizer, messages)
 
 
 class ResponseJob:
@@ -95,7 +93,13 @@ class ResponseJob:
         records, journal = self.records, self.journal
         summary = Summary("gen_res", len(records))
         summary.resumed = len(journal.done)
-        configs = {**self.configs, "engine": engine.name}
+        # "chat": the server's chat endpoint applies the template (openai engine, opt-in).
+        chat = getattr(engine, "response_mode", "template") == "chat"
+        configs = {
+            **self.configs,
+            "engine": engine.name,
+            "response_mode": "chat" if chat else "template",
+        }
         todo, prompts = [], []
         for i, record in enumerate(records):
             if i in journal.done:
@@ -105,12 +109,14 @@ class ResponseJob:
                 journal.append(i, {**record, "response": None, "response_flag": "skipped"})
                 continue
             todo.append(i)
-            prompts.append(chat_prompt(engine.tokenizer, [{"role": "user", "content": text}]))
+            messages = [{"role": "user", "content": text}]
+            prompts.append(messages if chat else chat_prompt(engine.tokenizer, messages))
         bar = tqdm(
             total=len(records), initial=len(records) - len(todo), desc="responses", unit="res"
         )
         try:
-            for k, (c,) in engine.stream(prompts, self.params):
+            stream = engine.chat_stream if chat else engine.stream
+            for k, (c,) in stream(prompts, self.params):
                 i = todo[k]
                 response = c.text.strip()
                 flag = (
@@ -126,7 +132,7 @@ class ResponseJob:
                         "response": response,
                         "response_finish_reason": c.finish_reason,
                         "response_flag": flag,
-                        "gen_response_configs": {"prompt": prompts[k], **configs},
+                        "gen_response_configs": {"prompt": None if chat else prompts[k], **configs},
                     },
                 )
                 bar.update(1)

@@ -1,0 +1,159 @@
+"""One-pass steered conversations (distilabel-style Magpie options) in a stage of its own.
+
+gen_ins.py keeps the original's meaning (instructions only, one pre-query template);
+this stage writes whole conversations, with system-prompt steering.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from magpie.conversations import parse_system_prompts  # noqa: E402
+from magpie.engines import load_engine, load_tokenizer_for  # noqa: E402
+from magpie.models import canonical_name  # noqa: E402
+from magpie.multiturn import ConversationJob  # noqa: E402
+from magpie.profiles import get_profile  # noqa: E402
+from magpie.stage import run_cli  # noqa: E402
+
+
+def main(
+    model_path: str = "",
+    total_prompts: int = 100,
+    input_file: str | None = None,
+    n_turns: int = 1,
+    end_with_user: bool = False,
+    include_system_prompt: bool = False,
+    only_instruction: bool = False,
+    system_prompt=None,
+    instruction_temperature: float = 1.0,
+    instruction_top_p: float = 1.0,
+    instruction_repetition_penalty: float = 1.0,
+    response_temperature: float = 0.0,
+    response_top_p: float = 1.0,
+    response_repetition_penalty: float = 1.0,
+    max_tokens: int = 2048,
+    early_stopping: bool = True,
+    seed: int | None = None,
+    engine: str | None = None,
+    device: str | None = None,
+    dtype: str = "bfloat16",
+    batch_size: int = 64,
+    tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float = 0.95,
+    max_model_len: int = 4096,
+    trust_remote_code: bool = False,
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    max_concurrency: int = 8,
+    output_folder: str = "data",
+    job_name: str | None = None,
+    timestamp: int | None = None,
+):
+    """Generate conversations in one pass, steered by system prompts.
+
+    Output columns: `instruction` (+ `response`) for one turn, `conversation` [{role,
+    content}] for more, `instruction` only with --only_instruction; `system_prompt_key`
+    when --system_prompt is a mapping; always `model_name` and `conversation_stop_reason`
+    (null, or why a conversation ended early: an empty or unfinished turn).
+
+    Args:
+      model_path: hub id or local folder; empty = the embedded SmolLM2-135M-Instruct.
+      total_prompts: number of conversations (ignored with --input_file).
+      input_file: rows to extend, one conversation each; a `system_prompt` column
+        overrides --system_prompt for its row.
+      n_turns: user/assistant turn pairs per conversation.
+      end_with_user: end each conversation with a user turn (no final reply).
+      include_system_prompt: keep the system message in the output.
+      only_instruction: generate the first user turn only (n_turns ignored).
+      system_prompt: a string; a list (chosen uniformly per record); a mapping name ->
+        prompt; a mapping name -> [prompt, weight]; or a .json/.yaml file holding one.
+      instruction_temperature: sampling temperature for user turns.
+      instruction_top_p: nucleus threshold for user turns.
+      instruction_repetition_penalty: repetition penalty for user turns.
+      response_temperature: sampling temperature for assistant turns (0 = greedy).
+      response_top_p: nucleus threshold for assistant turns.
+      response_repetition_penalty: repetition penalty for assistant turns.
+      max_tokens: most tokens per turn; a turn that hits it ends its conversation.
+      early_stopping: cut user turns at the first newline.
+      seed: random seed (system prompt choices and sampling); default the timestamp.
+      engine: hf, vllm or openai; default vllm with a GPU, else hf.
+      device: torch device for the hf engine.
+      dtype: bfloat16, float16 or float32.
+      batch_size: rows decoded together by the hf engine.
+      tensor_parallel_size: GPUs per model for vLLM.
+      gpu_memory_utilization: share of GPU memory vLLM may take.
+      max_model_len: context length for vLLM.
+      trust_remote_code: allow the model's own code (off unless asked).
+      base_url: OpenAI-compatible server for --engine openai.
+      api_key_env: environment variable holding the server's API key.
+      max_concurrency: requests in flight at once with --engine openai.
+      output_folder: where outputs go.
+      job_name: subfolder of output_folder.
+      timestamp: used in the output file name; pass the same one to resume.
+    """
+    timestamp = int(timestamp if timestamp is not None else time.time())
+    seed = int(seed if seed is not None else timestamp)
+    prompts = parse_system_prompts(system_prompt)
+    name = canonical_name(model_path)
+    folder = Path(output_folder) / job_name if job_name else Path(output_folder)
+    count = "input" if input_file else total_prompts
+    output = folder / f"Magpie_{Path(name).name}_{count}_{timestamp}_conv.json"
+    if output.exists() and not Path(f"{output}.journal.jsonl").exists():
+        print(f"[gen_conv] {output} is already complete; nothing to do")
+        return
+    tokenizer = load_tokenizer_for(
+        engine, model_path, trust_remote_code, base_url=base_url, api_key_env=api_key_env
+    )
+    job = ConversationJob(
+        get_profile(name, tokenizer),
+        tokenizer,
+        output,
+        model_name=name,
+        total=total_prompts,
+        input_file=input_file,
+        n_turns=n_turns,
+        end_with_user=end_with_user,
+        include_system_prompt=include_system_prompt,
+        only_instruction=only_instruction,
+        system_prompts=prompts,
+        early_stopping=early_stopping,
+        instruction_params={
+            "temperature": instruction_temperature,
+            "top_p": instruction_top_p,
+            "repetition_penalty": instruction_repetition_penalty,
+        },
+        response_params={
+            "temperature": response_temperature,
+            "top_p": response_top_p,
+            "repetition_penalty": response_repetition_penalty,
+        },
+        max_tokens=max_tokens,
+        seed=seed,
+    )
+    eng = load_engine(
+        engine,
+        model_path,
+        dtype=dtype,
+        device=device,
+        batch_size=batch_size,
+        seed=seed,
+        trust_remote_code=trust_remote_code,
+        tensor_parallel_size=tensor_parallel_size,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len,
+        tokenizer=tokenizer,
+        base_url=base_url,
+        api_key_env=api_key_env,
+        max_concurrency=max_concurrency,
+    )
+    summary = job.run(eng)
+    print(summary.line())
+    print(f"[gen_conv] wrote {output}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

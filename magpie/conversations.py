@@ -1,0 +1,231 @@
+"""Conversations: follow-up user turns, multi-turn extension, one-pass steered dialogues.
+
+The follow-up user turn is extracted Magpie-style: the conversation so far, rendered by
+the model's own chat template, followed by the header of a new user turn. We get that
+string by asking the template to render one more user message and cutting at its text,
+so the prompt is exactly what the template would make — for every family (Llama-3,
+ChatML, Gemma, Mistral, Phi-3, ...), never a dangling assistant header and never a
+second BOS (the mistakes of appending a pre-query template after a generation prompt).
+
+Turns are generated step by step across all records (all first user turns, then all
+first replies, ...), so the engine batches them; each finished turn goes to the journal,
+so a killed run resumes at the turn it was on. A turn that comes back empty or
+unfinished ends that conversation: the record keeps the turns it has and
+`conversation_stop_reason` says why; other records are untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from magpie.engines.base import Completion, Engine, SamplingParams
+from magpie.profiles import TEMPLATE_DATE, Profile
+from magpie.records import InputError, Journal
+from magpie.stage import Summary
+
+# The paper's multi-turn system prompt, with the original's typos ("Al assistant",
+# "thorough,relevant") fixed on purpose.
+MULTI_TURN_SYSTEM_PROMPT = (
+    "You are a helpful AI assistant. The user will engage in a multi-round conversation "
+    "with you, asking initial questions and following up with additional related "
+    "questions. Your goal is to provide thorough, relevant and insightful responses to "
+    "help the user with their queries."
+)
+_SENTINEL = "MAGPIENEXTUSERTURN7Q"
+
+
+def render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+    """The tokenizer's chat template applied to messages (fixed date for dated templates)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError("the model's tokenizer has no chat template to render conversations")
+    try:
+        return tokenizer.apply_chat_template(
+            messages,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            date_string=TEMPLATE_DATE,
+        )
+    except Exception as e:  # templates raise on roles they do not support (Gemma: system)
+        if type(e).__name__ in ("TemplateError", "TemplateSyntaxError", "UndefinedError"):
+            raise InputError(f"the chat template rejects this conversation: {e}") from None
+        raise
+
+
+def user_turn_prompt(tokenizer, messages: list[dict]) -> str:
+    """`messages` rendered as a closed conversation plus the header of the next user turn."""
+    rendered = render(tokenizer, [*messages, {"role": "user", "content": _SENTINEL}], False)
+    cut = rendered.find(_SENTINEL)
+    if cut == -1:
+        raise InputError("the chat template drops user messages; cannot extract user turns")
+    return rendered[:cut]
+
+
+def assistant_turn_prompt(tokenizer, messages: list[dict]) -> str:
+    """`messages` rendered with the assistant's turn opened."""
+    return render(tokenizer, messages, True)
+
+
+def first_user_prompt(tokenizer, profile: Profile, system: str | None) -> str:
+    """The first user turn: the registry's pre-query template, or the template with a
+    system prompt."""
+    if system is None:
+        return profile.pre_query_template
+    return user_turn_prompt(tokenizer, [{"role": "system", "content": system}])
+
+
+# ---------------------------------------------------------------- system prompts
+@dataclass
+class SystemPrompts:
+    """A parsed --system_prompt: prompts with weights; keys when it came from a mapping."""
+
+    prompts: list[str]
+    weights: list[float]
+    keys: list[str] | None = None
+
+    def choose(self, rng: random.Random) -> tuple[str | None, str]:
+        i = rng.choices(range(len(self.prompts)), weights=self.weights)[0]
+        return (self.keys[i] if self.keys else None), self.prompts[i]
+
+
+def parse_system_prompts(spec) -> SystemPrompts | None:
+    """str | list[str] | {name: str} | {name: [str, weight]}, or a .json/.yaml file of one.
+
+    Weights are normalised (so 0.6/0.1/0.1/0.1/0.1 is fine whatever its float sum);
+    negative or all-zero weights are refused.
+    """
+    if spec is None or spec is False or spec == "":
+        return None
+    if isinstance(spec, str) and spec.endswith((".json", ".yaml", ".yml")) and Path(spec).exists():
+        import yaml
+
+        with open(spec, encoding="utf-8") as f:
+            loaded = json.load(f) if spec.endswith(".json") else yaml.safe_load(f)
+        return parse_system_prompts(loaded)
+    if isinstance(spec, str):
+        return SystemPrompts([spec], [1.0])
+    if isinstance(spec, list | tuple):
+        if not spec or not all(isinstance(p, str) and p for p in spec):
+            raise InputError("--system_prompt list must hold non-empty strings")
+        return SystemPrompts(list(spec), [1.0] * len(spec))
+    if isinstance(spec, dict):
+        if not spec:
+            raise InputError("--system_prompt mapping is empty")
+        keys, prompts, weights = [], [], []
+        for key, value in spec.items():
+            if isinstance(value, str):
+                prompt, weight = value, 1.0
+            elif isinstance(value, list | tuple) and len(value) == 2:
+                prompt, weight = value
+            else:
+                raise InputError(
+                    f"--system_prompt '{key}': expected a prompt or [prompt, weight], got {value!r}"
+                )
+            if not isinstance(prompt, str) or not prompt:
+                raise InputError(f"--system_prompt '{key}': the prompt must be a non-empty string")
+            if isinstance(weight, bool) or not isinstance(weight, int | float):
+                raise InputError(f"--system_prompt '{key}': weight {weight!r} is not a number")
+            if weight < 0:
+                raise InputError(f"--system_prompt '{key}': weight {weight} is negative")
+            keys.append(str(key))
+            prompts.append(prompt)
+            weights.append(float(weight))
+        total = sum(weights)
+        if total <= 0:
+            raise InputError("--system_prompt weights are all zero")
+        return SystemPrompts(prompts, [w / total for w in weights], keys)
+    raise InputError(
+        f"--system_prompt: expected a string, list or mapping, got {type(spec).__name__}"
+    )
+
+
+# ---------------------------------------------------------------- turn runner
+@dataclass
+class Dialogue:
+    """One conversation being grown. `messages` holds the system message (if any) first."""
+
+    messages: list[dict] = field(default_factory=list)
+    stop_reason: str | None = None
+
+    @property
+    def turns(self) -> list[dict]:
+        return [m for m in self.messages if m["role"] != "system"]
+
+
+def turn_failure(c: Completion) -> str | None:
+    if not c.text.strip():
+        return "empty"
+    if c.finish_reason == "length":
+        return "unfinished"
+    return None
+
+
+def run_turns(
+    engine: Engine,
+    dialogues: Sequence[Dialogue],
+    roles: Sequence[str],
+    prompt_for: Callable[[str, Dialogue], str],
+    params_for: Callable[[str, int], SamplingParams],
+    journal: Journal,
+    summary: Summary,
+) -> None:
+    """Grow every dialogue by `roles` (e.g. user, assistant, user ...), step by step."""
+    total = sum(1 for d in dialogues if d.stop_reason is None) * len(roles)
+    bar = tqdm(total=total, desc="turns", unit="turn")
+    try:
+        for step, role in enumerate(roles):
+            todo = []
+            for i, d in enumerate(dialogues):
+                if d.stop_reason is not None:
+                    continue
+                entry = journal.done.get(f"{i}/{step}")
+                if entry is not None:
+                    _apply(d, entry)
+                    bar.update(1)
+                else:
+                    todo.append(i)
+            prompts = [prompt_for(role, dialogues[i]) for i in todo]
+            for k, (c,) in engine.stream(prompts, params_for(role, step)):
+                i = todo[k]
+                summary.tokens += c.completion_tokens
+                entry = {
+                    "role": role,
+                    "content": c.text.strip(),
+                    "failure": turn_failure(c),
+                    "turn": len(dialogues[i].turns) // 2 + 1,
+                }
+                journal.append(f"{i}/{step}", entry)
+                _apply(dialogues[i], entry)
+                bar.update(1)
+    finally:
+        bar.close()
+
+
+def _apply(d: Dialogue, entry: dict) -> None:
+    if entry["failure"]:
+        name = "instruction" if entry["role"] == "user" else "response"
+        d.stop_reason = f"{name} {entry['turn']} {entry['failure']}"
+    else:
+        d.messages.append({"role": entry["role"], "content": entry["content"]})
+
+
+def flat_turn_keys(turns: list[dict]) -> dict:
+    """The original's flat keys: instruction, response, instruction_2, response_2, ..."""
+    out: dict = {}
+    for n, m in enumerate(turns):
+        k = n // 2 + 1
+        name = "instruction" if m["role"] == "user" else "response"
+        out[name if k == 1 else f"{name}_{k}"] = m["content"]
+    return out
+
+
+def step_params(base: SamplingParams, step: int) -> SamplingParams:
+    """A distinct seed per step, so that steps do not replay the same random stream."""
+    seed = None if base.seed is None else base.seed + 1000003 * step
+    return dataclasses.replace(base, seed=seed)

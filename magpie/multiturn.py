@@ -1,0 +1,303 @@
+"""Two conversation stages built on `magpie.conversations`:
+
+- `MultiTurnJob` (exp/gen_mt.py): extend single-turn records to N turns, as the
+  original's gen_mt.py: follow-up instructions are extracted with the multi-turn system
+  prompt, responses are generated without it. Keeps the flat keys `instruction_2`,
+  `response_2`, ... and adds the whole dialogue as `conversation` [{role, content}].
+- `ConversationJob` (exp/gen_conv.py): one-pass steered generation with distilabel's
+  options (n_turns, end_with_user, include_system_prompt, only_instruction,
+  system_prompt as str / list / mapping / weighted mapping, per-record `system_prompt`).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from magpie.conversations import (
+    MULTI_TURN_SYSTEM_PROMPT,
+    Dialogue,
+    SystemPrompts,
+    assistant_turn_prompt,
+    first_user_prompt,
+    flat_turn_keys,
+    run_turns,
+    step_params,
+    user_turn_prompt,
+)
+from magpie.engines.base import Engine, SamplingParams
+from magpie.profiles import Profile
+from magpie.records import InputError, Journal, read_records, require_text_field
+from magpie.stage import Summary
+
+
+def _sampling(
+    profile: Profile,
+    temperature,
+    top_p,
+    repetition_penalty,
+    max_tokens,
+    seed,
+    newline: bool = False,
+) -> SamplingParams:
+    return SamplingParams(
+        temperature=temperature,
+        top_p=top_p,
+        repetition_penalty=repetition_penalty,
+        max_tokens=max_tokens,
+        stop=list(profile.stop_tokens) + (["\n"] if newline else []),
+        stop_token_ids=list(profile.stop_token_ids),
+        seed=seed,
+    )
+
+
+class MultiTurnJob:
+    """Extend records of `input_file` to `num_turns` turns; output <stem>_mt.json."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        tokenizer,
+        input_file: str | Path,
+        output_path: str | Path,
+        *,
+        model_name: str,
+        num_turns: int = 2,
+        system_prompt: str = MULTI_TURN_SYSTEM_PROMPT,
+        early_stopping: bool = True,
+        instruction_params: dict,
+        response_params: dict,
+        max_tokens: int = 4096,
+        seed: int | None = None,
+    ):
+        if num_turns < 2:
+            raise InputError("--num_turns must be at least 2")
+        self.records = read_records(input_file)
+        require_text_field(
+            [r for r in self.records if r.get("instruction") is not None],
+            "instruction",
+            input_file,
+        )
+        self.tokenizer, self.num_turns, self.system = tokenizer, num_turns, system_prompt
+        self.user_params = _sampling(
+            profile, max_tokens=max_tokens, seed=seed, newline=early_stopping, **instruction_params
+        )
+        self.assistant_params = _sampling(
+            profile, max_tokens=max_tokens, seed=seed, **response_params
+        )
+        self.journal = Journal(
+            output_path,
+            {
+                "stage": "gen_mt",
+                "input": str(Path(input_file).resolve()),
+                "records": len(self.records),
+                "model": model_name,
+                "num_turns": num_turns,
+                "system_prompt": system_prompt,
+                "early_stopping": early_stopping,
+                "instruction": instruction_params,
+                "response": response_params,
+                "max_tokens": max_tokens,
+                "seed": seed,
+            },
+        )
+        self.configs = {
+            "num_turns": num_turns,
+            "system_prompt": system_prompt,
+            "instruction": instruction_params,
+            "response": response_params,
+            "max_tokens": max_tokens,
+            "mt_generator": model_name,
+        }
+
+    def run(self, engine: Engine) -> Summary:
+        summary = Summary("gen_mt", len(self.records))
+        summary.resumed = len(self.journal.done)
+        dialogues = []
+        for r in self.records:
+            usable = (
+                r.get("instruction")
+                and isinstance(r.get("response"), str)
+                and r["response"]
+                and not r.get("instruction_flag")
+                and not r.get("response_flag")
+            )
+            d = Dialogue(
+                [
+                    {"role": "user", "content": r.get("instruction") or ""},
+                    {"role": "assistant", "content": r.get("response") or ""},
+                ]
+            )
+            if not usable:
+                d.stop_reason = "input has no usable instruction and response"
+            dialogues.append(d)
+        system = [{"role": "system", "content": self.system}] if self.system else []
+
+        def prompt_for(role: str, d: Dialogue) -> str:
+            if role == "user":
+                return user_turn_prompt(self.tokenizer, system + d.messages)
+            return assistant_turn_prompt(self.tokenizer, d.messages)
+
+        def params_for(role: str, step: int) -> SamplingParams:
+            base = self.user_params if role == "user" else self.assistant_params
+            return step_params(base, step)
+
+        roles = ["user", "assistant"] * (self.num_turns - 1)
+        try:
+            run_turns(engine, dialogues, roles, prompt_for, params_for, self.journal, summary)
+        finally:
+            self.journal.close()
+        out = []
+        for r, d in zip(self.records, dialogues, strict=True):
+            record = {**r, **flat_turn_keys(d.turns)}
+            record.update(
+                conversation=d.turns,
+                conversation_stop_reason=d.stop_reason,
+                gen_mt_configs={**self.configs, "engine": engine.name},
+            )
+            if d.stop_reason:
+                summary.flags[d.stop_reason] += 1
+            out.append(record)
+        summary.records_out = len(out)
+        self.journal.finish(out)
+        return summary
+
+
+class ConversationJob:
+    """One-pass conversations of `n_turns` turns for `total` records (or one per input row)."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        tokenizer,
+        output_path: str | Path,
+        *,
+        model_name: str,
+        total: int | None = None,
+        input_file: str | Path | None = None,
+        n_turns: int = 1,
+        end_with_user: bool = False,
+        include_system_prompt: bool = False,
+        only_instruction: bool = False,
+        system_prompts: SystemPrompts | None = None,
+        early_stopping: bool = True,
+        instruction_params: dict,
+        response_params: dict,
+        max_tokens: int = 2048,
+        seed: int = 0,
+    ):
+        if n_turns < 1:
+            raise InputError("--n_turns must be at least 1")
+        rows = read_records(input_file) if input_file else [{} for _ in range(total or 0)]
+        if not rows:
+            raise InputError("give --total_prompts (at least 1) or --input_file")
+        for i, row in enumerate(rows):
+            value = row.get("system_prompt")
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{input_file}: record {i}: field 'system_prompt' is not a string")
+        self.rows, self.profile, self.tokenizer = rows, profile, tokenizer
+        self.model_name, self.only_instruction = model_name, only_instruction
+        self.include_system_prompt, self.system_prompts = include_system_prompt, system_prompts
+        self.roles = ["user"] if only_instruction else ["user", "assistant"] * n_turns
+        if end_with_user and not only_instruction:
+            self.roles = self.roles[:-1]  # the last turn is the user's
+        self.single = n_turns == 1 or only_instruction
+        # Without a system prompt, multi-turn dialogues get the paper's one where possible.
+        self.default_system = (
+            MULTI_TURN_SYSTEM_PROMPT if n_turns > 1 and profile.system_prompt_template else None
+        )
+        self.seed = seed
+        self.user_params = _sampling(
+            profile, max_tokens=max_tokens, seed=seed, newline=early_stopping, **instruction_params
+        )
+        self.assistant_params = _sampling(
+            profile, max_tokens=max_tokens, seed=seed, **response_params
+        )
+        self.gen_configs = {
+            "n_turns": n_turns,
+            "end_with_user": end_with_user,
+            "instruction": instruction_params,
+            "response": response_params,
+            "max_tokens": max_tokens,
+            "input_generator": model_name,
+            "seed": seed,
+        }
+        spec = None
+        if system_prompts:
+            spec = [system_prompts.prompts, system_prompts.weights, system_prompts.keys]
+        self.journal = Journal(
+            output_path,
+            {
+                "stage": "gen_conv",
+                "rows": len(rows),
+                "input": str(Path(input_file).resolve()) if input_file else None,
+                "system_prompts": spec,
+                "roles": self.roles,
+                **self.gen_configs,
+                "early_stopping": early_stopping,
+            },
+        )
+
+    def _systems(self) -> list[tuple[str | None, str | None]]:
+        rng = random.Random(self.seed)
+        chosen = []
+        for row in self.rows:
+            key, prompt = (None, None)
+            if self.system_prompts:
+                key, prompt = self.system_prompts.choose(rng)  # drawn for every row: stable
+            if row.get("system_prompt"):
+                key, prompt = None, row["system_prompt"]
+            elif prompt is None:
+                prompt = self.default_system
+            chosen.append((key, prompt))
+        return chosen
+
+    def run(self, engine: Engine) -> Summary:
+        summary = Summary("gen_conv", len(self.rows) if any(self.rows) else 0)
+        summary.resumed = len(self.journal.done)
+        systems = self._systems()
+        dialogues = [Dialogue([{"role": "system", "content": p}] if p else []) for _, p in systems]
+        if any(p for _, p in systems) and not self.profile.system_prompt_template:
+            raise InputError(f"model {self.model_name}: its chat format has no system turn")
+
+        def prompt_for(role: str, d: Dialogue) -> str:
+            if role == "user":
+                if not d.turns:
+                    system = d.messages[0]["content"] if d.messages else None
+                    return first_user_prompt(self.tokenizer, self.profile, system)
+                return user_turn_prompt(self.tokenizer, d.messages)
+            return assistant_turn_prompt(self.tokenizer, d.messages)
+
+        def params_for(role: str, step: int) -> SamplingParams:
+            base = self.user_params if role == "user" else self.assistant_params
+            return step_params(base, step)
+
+        try:
+            run_turns(engine, dialogues, self.roles, prompt_for, params_for, self.journal, summary)
+        finally:
+            self.journal.close()
+        out = []
+        for i, (row, d, (key, system)) in enumerate(
+            zip(self.rows, dialogues, systems, strict=True)
+        ):
+            record: dict = {"id": i, **row}
+            turns = d.turns
+            if self.single:
+                record["instruction"] = turns[0]["content"] if turns else None
+                if not self.only_instruction and self.roles[-1] == "assistant":
+                    record["response"] = turns[1]["content"] if len(turns) > 1 else None
+                if self.include_system_prompt:
+                    record["system_prompt"] = system
+            else:
+                record["conversation"] = d.messages if self.include_system_prompt else turns
+            if self.system_prompts and self.system_prompts.keys:
+                record["system_prompt_key"] = key
+            record["model_name"] = self.model_name
+            record["conversation_stop_reason"] = d.stop_reason
+            record["gen_input_configs"] = {**self.gen_configs, "engine": engine.name}
+            if d.stop_reason:
+                summary.flags[d.stop_reason] += 1
+            out.append(record)
+        summary.records_out = len(out)
+        self.journal.finish(out)
+        return summary
