@@ -1,0 +1,273 @@
+"""Task files (fms-dgt style): a YAML naming a data builder and its settings.
+
+Common fields: task_name, created_by, task_description, data_builder. Builders:
+
+- `magpie_tag_transform`: tag an existing dataset (`seed_datastore: {type: default,
+  data_path: FILE}`, records with input/output or a `messages` list — messages win),
+  `mission: all | magpie`, then optional near-duplicate marking (`dedup: true`) and
+  filtering (`filter:` a mapping of filter rules or a preset file).
+- `instructlab/skills`: grow question/answer data from `seed_examples` (magpie.skills),
+  then tag (quality, sample_quality, difficulty), mark near-duplicates and filter
+  (input quality good/excellent, sample quality 4-5, duplicates removed by default).
+
+Output goes to `<output_root>/<task_name>/`; every rejected item is kept in a file with
+the step and reason that rejected it, and a summary says generated, kept and rejected per
+step. Relative paths in a task file are read from the task file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from magpie.records import InputError, read_records, write_records
+
+COMMON = ("task_name", "created_by", "task_description", "data_builder")
+MODEL_FIELDS = ("model_path", "engine", "seed", "max_tokens", "temperature", "batch_size")
+BUILDERS = {
+    "magpie_tag_transform": {
+        "required": ("seed_datastore",),
+        "optional": (
+            "mission",
+            "dedup",
+            "filter",
+            "guard_model_path",
+            "reward_model_path",
+            *MODEL_FIELDS,
+        ),
+    },
+    "instructlab/skills": {
+        "required": ("seed_examples",),
+        "optional": (
+            "num_icl_examples_per_prompt",
+            "num_questions_to_generate_per_prompt",
+            "num_samples",
+            "max_iterations",
+            "prompt_templates_dir",
+            "tag",
+            "dedup",
+            "filter",
+            *MODEL_FIELDS,
+        ),
+    },
+}
+SKILLS_FILTER = {
+    "input_quality": ["good", "excellent"],
+    "sample_quality": [4, 5],
+    "remove_duplicates": True,
+}
+
+
+def _resolve(task_file: Path, value: str) -> str:
+    p = Path(value)
+    if p.is_absolute() or p.exists():
+        return str(p)
+    return str(task_file.parent / p)
+
+
+def load_task(path: str | Path) -> dict:
+    """A validated task; errors name the file and the field."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: task file not found")
+    try:
+        task = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: malformed YAML ({e})") from None
+    if not isinstance(task, dict):
+        raise InputError(f"{path}: a task file is a mapping of fields")
+    for name in COMMON:
+        if not isinstance(task.get(name), str) or not task[name].strip():
+            problem = "missing" if name not in task else "not a non-empty string"
+            raise InputError(f"{path}: field '{name}' is {problem}")
+    builder = BUILDERS.get(task["data_builder"])
+    if builder is None:
+        raise InputError(
+            f"{path}: field 'data_builder': unknown builder "
+            f"'{task['data_builder']}' (known: {', '.join(BUILDERS)})"
+        )
+    for name in builder["required"]:
+        if name not in task:
+            raise InputError(
+                f"{path}: field '{name}' is missing (needed by {task['data_builder']})"
+            )
+    allowed = set(COMMON) | set(builder["required"]) | set(builder["optional"])
+    for name in task:
+        if name not in allowed:
+            raise InputError(f"{path}: field '{name}' is unknown for {task['data_builder']}")
+    if not all(c.isalnum() or c in "-_." for c in task["task_name"]):
+        raise InputError(f"{path}: field 'task_name' must be letters, digits, '-', '_', '.'")
+    task["_file"] = str(path)
+    if task["data_builder"] == "magpie_tag_transform":
+        store = task["seed_datastore"]
+        if (
+            not isinstance(store, dict)
+            or store.get("type", "default") != "default"
+            or not isinstance(store.get("data_path"), str)
+        ):
+            raise InputError(f"{path}: field 'seed_datastore' needs type: default and data_path")
+        store["data_path"] = _resolve(path, store["data_path"])
+        if task.get("mission", "magpie") not in ("all", "magpie"):
+            raise InputError(f"{path}: field 'mission' must be all or magpie")
+    else:
+        seeds = task["seed_examples"]
+        if not isinstance(seeds, list) or not seeds:
+            raise InputError(f"{path}: field 'seed_examples' must be a non-empty list")
+        for i, seed in enumerate(seeds):
+            if not isinstance(seed, dict):
+                raise InputError(f"{path}: field 'seed_examples[{i}]' must be a mapping")
+            seed.setdefault("question", seed.pop("instruction", None))
+            seed.setdefault("answer", seed.pop("response", None))
+            for key in ("question", "answer"):
+                if not isinstance(seed.get(key), str) or not seed[key].strip():
+                    raise InputError(f"{path}: field 'seed_examples[{i}].{key}' is missing")
+        if task.get("prompt_templates_dir"):
+            task["prompt_templates_dir"] = _resolve(path, task["prompt_templates_dir"])
+    if isinstance(task.get("filter"), str):
+        task["filter"] = _resolve(path, task["filter"])
+    return task
+
+
+def _filter_config(spec):
+    from magpie.filters import load_filter_config
+
+    if spec is None or spec is False:
+        return None
+    if isinstance(spec, str):
+        return load_filter_config(spec)
+    if isinstance(spec, dict):
+        return load_filter_config(None, **spec)
+    raise InputError("field 'filter' must be a mapping of rules or a preset file")
+
+
+def _tag_options(task: dict, missions_model: str | None = None):
+    from magpie.tagging.job import TagOptions
+
+    return TagOptions(
+        model_path=task.get("model_path", "") or "",
+        engine=task.get("engine"),
+        guard_model_path=task.get("guard_model_path"),
+        reward_model_path=task.get("reward_model_path"),
+        save_as="jsonl",
+        seed=task.get("seed", 0),
+        batch_size=task.get("batch_size", 32),
+        max_tokens=task.get("max_tokens", 512),
+    )
+
+
+def _post_process(
+    task: dict, tagged: Path, out_dir: Path, summary: dict, text_field: str = "instruction"
+) -> Path:
+    """Near-duplicate marking and filtering, as the task asks; returns the final file."""
+    from magpie.dedup import run_distance
+    from magpie.filters import run_filter
+
+    current = tagged
+    if task.get("dedup"):
+        current_out = out_dir / f"{tagged.stem}_distance.jsonl"
+        run_distance(current, current_out, text_field=text_field, progress=False)
+        current = current_out
+    cfg = _filter_config(task.get("filter"))
+    final = out_dir / "final_data.jsonl"
+    if cfg is None:
+        write_records(final, read_records(current))
+        summary["kept"] = len(read_records(final))
+        return final
+    report = run_filter(current, cfg, final, out_dir / "filter_rejected.jsonl")
+    summary["filter"] = {
+        "in": report.records_in,
+        "kept": report.kept,
+        "rejected_by_rule": dict(report.rejected),
+    }
+    summary["kept"] = report.kept
+    return final
+
+
+def run_tag_transform(task: dict, out_dir: Path) -> dict:
+    from magpie.tagging.job import run as run_tagging
+
+    records = read_records(task["seed_datastore"]["data_path"])
+    source = out_dir / f"{task['task_name']}.jsonl"
+    write_records(source, records)
+    files = run_tagging(task.get("mission", "magpie"), source, _tag_options(task))
+    summary = {"task": task["task_name"], "builder": task["data_builder"], "records": len(records)}
+    has_messages = any(isinstance(r.get("messages"), list) for r in records)
+    has_instruction = any("instruction" in r for r in records)
+    text_field = "instruction" if has_messages or has_instruction else "input"
+    _post_process(task, files[-1], out_dir, summary, text_field)
+    return summary
+
+
+def run_skills(task: dict, out_dir: Path) -> dict:
+    from magpie.engines import load_engine, load_tokenizer_for
+    from magpie.models import canonical_name
+    from magpie.profiles import get_profile
+    from magpie.skills import SkillsBuilder, item_record
+
+    model_path = task.get("model_path", "") or ""
+    tokenizer = load_tokenizer_for(task.get("engine"), model_path)
+    profile = get_profile(canonical_name(model_path), tokenizer)
+    engine = load_engine(
+        task.get("engine"),
+        model_path,
+        tokenizer=tokenizer,
+        seed=task.get("seed", 0),
+        batch_size=task.get("batch_size", 32),
+    )
+    builder = SkillsBuilder(
+        engine,
+        profile,
+        task,
+        seed=task.get("seed", 0),
+        temperature=task.get("temperature", 0.7),
+        max_tokens=task.get("max_tokens", 512),
+    )
+    items = builder.run(int(task.get("num_samples", 10)), int(task.get("max_iterations", 5)))
+    generated = out_dir / "generated.jsonl"
+    write_records(generated, [item_record(task["task_name"], i, it) for i, it in enumerate(items)])
+    write_records(out_dir / "generation_rejected.jsonl", builder.rejected)
+    summary = {
+        "task": task["task_name"],
+        "builder": task["data_builder"],
+        "generated": len(items),
+        "steps": {
+            step: {
+                "made": builder.counts.made[step],
+                "kept": builder.counts.kept[step],
+                "rejected": builder.counts.rejected[step],
+            }
+            for step in sorted(set(builder.counts.made) | set(builder.counts.rejected))
+        },
+    }
+    if not items:
+        write_records(out_dir / "final_data.jsonl", [])
+        summary["kept"] = 0
+        return summary
+    current = generated
+    if task.get("tag", True):
+        from magpie.tagging.job import tag_file
+        from magpie.tagging.llm import LLMTagger
+
+        tagger = LLMTagger(engine, canonical_name(model_path), seed=task.get("seed", 0))
+        for mission in ("quality", "sample_quality", "difficulty"):
+            out = out_dir / f"{current.stem}_{mission}.jsonl"
+            print(tag_file(mission, tagger, current, out).line())
+            current = out
+    task = {"dedup": True, "filter": SKILLS_FILTER, **task}
+    _post_process(task, current, out_dir, summary)
+    return summary
+
+
+def run_task(path: str | Path, output_root: str | Path = "data") -> dict:
+    """Run one task file; returns (and writes) its summary."""
+    task = load_task(path)
+    out_dir = Path(output_root) / task["task_name"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if task["data_builder"] == "magpie_tag_transform":
+        summary = run_tag_transform(task, out_dir)
+    else:
+        summary = run_skills(task, out_dir)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

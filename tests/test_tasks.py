@@ -1,0 +1,223 @@
+"""Task files and the skills builder: validation, judge parsing, end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from magpie.records import InputError, read_records
+from magpie.skills import load_templates, read_rating, split_questions
+from magpie.tasks import load_task
+
+TASKS = REPO / "tasks"
+
+
+def write(tmp_path: Path, task: dict, name: str = "t.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(task))
+    return path
+
+
+def skills_task(**extra) -> dict:
+    return {
+        "task_name": "t",
+        "created_by": "me",
+        "task_description": "d",
+        "data_builder": "instructlab/skills",
+        "seed_examples": [{"question": "q?", "answer": "a."}],
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"task_name": None}, "field 'task_name' is not a non-empty string"),
+        ({"data_builder": "magic"}, "field 'data_builder': unknown builder 'magic'"),
+        ({"colour": "blue"}, "field 'colour' is unknown for instructlab/skills"),
+        ({"seed_examples": []}, "field 'seed_examples' must be a non-empty list"),
+        ({"seed_examples": [{"question": "q"}]}, r"field 'seed_examples\[0\].answer' is missing"),
+        ({"task_name": "../escape"}, "field 'task_name' must be letters"),
+    ],
+)
+def test_bad_task_files_name_file_and_field(tmp_path, change, message):
+    task = skills_task()
+    task.update(change)
+    if change.get("task_name", "") is None:
+        del task["task_name"]
+        message = "field 'task_name' is missing"
+    path = write(tmp_path, task)
+    with pytest.raises(InputError, match=message) as e:
+        load_task(path)
+    assert str(path) in str(e.value)
+
+
+def test_missing_builder_field_and_bad_yaml(tmp_path):
+    task = skills_task()
+    del task["seed_examples"]
+    with pytest.raises(InputError, match="field 'seed_examples' is missing"):
+        load_task(write(tmp_path, task))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task_name: [unclosed\n")
+    with pytest.raises(InputError, match="malformed YAML"):
+        load_task(bad)
+    with pytest.raises(InputError, match="task file not found"):
+        load_task(tmp_path / "none.yaml")
+    transform = {
+        "task_name": "x",
+        "created_by": "me",
+        "task_description": "d",
+        "data_builder": "magpie_tag_transform",
+        "seed_datastore": {"type": "s3"},
+    }
+    with pytest.raises(InputError, match="'seed_datastore' needs type: default and data_path"):
+        load_task(write(tmp_path, transform))
+
+
+def test_shipped_tasks_load_and_resolve_paths():
+    for path in sorted(TASKS.glob("*.yaml")):
+        task = load_task(path)
+        if task["data_builder"] == "magpie_tag_transform":
+            assert Path(task["seed_datastore"]["data_path"]).exists()
+
+
+def test_split_questions_reads_common_shapes():
+    text = "### Question 1: What is A?\n### Question 2: Why B?\n\n### Question 3: How C works?"
+    assert split_questions(text) == ["What is A?", "Why B?", "How C works?"]
+    assert split_questions("**Question 1:** Name a fruit.\n**Question 2:** Name a tree.") == [
+        "Name a fruit.",
+        "Name a tree.",
+    ]
+    assert split_questions("1. First question here?\n2. Second question here?") == [
+        "First question here?",
+        "Second question here?",
+    ]
+    assert split_questions("") == []
+
+
+@pytest.mark.parametrize(
+    "text, ratings, constrained, expected",
+    [
+        ('{"explanation": "fine", "rating": 1}', [0, 1], True, 1),
+        ('"explanation": "fine", "rating": 0}', [0, 1], False, 0),  # after a "{" prefill
+        ('{"explanation": "x", "rating": "3"}', [1, 2, 3], True, 3),
+        ('{"explanation": "x", "rating": 2.0}', [1, 2, 3], True, 2),
+        ('{"explanation": "x", "rating": 7}', [1, 2, 3], True, None),
+        ('{"explanation": "x", "rating": true}', [0, 1], True, None),
+        ("I think it is good", [0, 1], True, None),
+    ],
+)
+def test_judge_ratings_are_parsed_or_rejected_with_a_reason(text, ratings, constrained, expected):
+    rating, reason = read_rating(text, ratings, constrained)
+    assert rating == expected
+    assert (reason is None) == (expected is not None)
+    if expected is None:
+        assert reason.startswith("unparseable judgement")
+
+
+def test_prompt_templates_can_be_overridden(tmp_path):
+    (tmp_path / "validate_question.txt").write_text("Rate $question for $task_description.")
+    templates = load_templates(tmp_path)
+    assert templates["validate_question"].template.startswith("Rate $question")
+    assert "### Question N:" in templates["generate_questions"].template  # the default
+
+
+# ------------------------------------------------------------------ end to end, real model
+LABELS = {
+    "input_quality": {"very poor", "poor", "average", "good", "excellent"},
+    "difficulty": {"very easy", "easy", "medium", "hard", "very hard"},
+}
+
+
+def small(task_file: Path, tmp_path: Path, **changes) -> Path:
+    task = yaml.safe_load(task_file.read_text())
+    task.update(changes)
+    return write(tmp_path, task, task_file.name)
+
+
+def check_counts(summary: dict) -> None:
+    for step, c in summary["steps"].items():
+        if step in ("parse_questions", "exact_duplicate"):
+            continue  # rejections of whole generations / of repeats, no "made" count
+        assert c["made"] == c["kept"] + c["rejected"], (step, c)
+
+
+def check_outputs(out: Path, summary: dict) -> None:
+    final = (
+        read_records(out / "final_data.jsonl") if (out / "final_data.jsonl").stat().st_size else []
+    )
+    assert summary["kept"] == len(final)
+    for r in final:
+        assert r["question"].strip() and r["answer"].strip()
+        assert r["input_quality"] in ("good", "excellent")
+        assert r["sample_quality"] in (4, 5)
+        assert r["difficulty"] in LABELS["difficulty"]
+    for name in ("generation_rejected.jsonl", "filter_rejected.jsonl"):
+        path = out / name
+        if path.exists() and path.stat().st_size:
+            for r in read_records(path):
+                assert r.get("reason") or r.get("filter_reason")
+                assert r.get("step") or r.get("filter_reason")
+    if "filter" in summary:
+        f = summary["filter"]
+        assert f["in"] == f["kept"] + sum(f["rejected_by_rule"].values())
+        assert f["in"] == summary["generated"]
+
+
+def test_skills_freeform_end_to_end(tmp_path, embedded_dir):
+    from magpie.tasks import run_task
+
+    path = small(
+        TASKS / "skills_freeform.yaml",
+        tmp_path,
+        num_samples=2,
+        max_iterations=1,
+        num_questions_to_generate_per_prompt=2,
+        max_tokens=96,
+    )
+    summary = run_task(path, tmp_path / "out")
+    out = tmp_path / "out" / "short_answers"
+    assert json.loads((out / "summary.json").read_text()) == summary
+    check_counts(summary)
+    assert summary["steps"]["validate_question"]["made"] >= 1
+    check_outputs(out, summary)
+
+
+def test_skills_grounded_end_to_end(tmp_path, embedded_dir):
+    from magpie.tasks import run_task
+
+    path = small(
+        TASKS / "skills_grounded.yaml",
+        tmp_path,
+        num_samples=2,
+        max_iterations=1,
+        num_questions_to_generate_per_prompt=2,
+        max_tokens=96,
+    )
+    summary = run_task(path, tmp_path / "out")
+    check_counts(summary)
+    assert summary["steps"]["generate_context"]["made"] == 2
+    check_outputs(tmp_path / "out" / "reading_questions", summary)
+
+
+def test_tag_transform_end_to_end(tmp_path, embedded_dir):
+    from magpie.tasks import run_task
+
+    shutil.copy(TASKS / "tag_transform_data.jsonl", tmp_path / "tag_transform_data.jsonl")
+    path = small(TASKS / "tag_transform.yaml", tmp_path, max_tokens=200)
+    summary = run_task(path, tmp_path / "out")
+    out = tmp_path / "out" / "tag_example"
+    tagged = read_records(out / "tag_example_quality_sample_quality_difficulty.jsonl")
+    assert len(tagged) == 5
+    for r in tagged:
+        for field, vocab in LABELS.items():
+            assert r[field] is None or r[field] in vocab
+        assert (r["input_quality"] is None) == ("quality" in (r.get("tag_errors") or {}))
+    assert tagged[2]["messages"][0]["content"] == "Give me a synonym for happy."
+    f = summary["filter"]
+    assert f["in"] == 5 and f["in"] == f["kept"] + sum(f["rejected_by_rule"].values())
