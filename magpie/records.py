@@ -78,6 +78,9 @@ def write_records(path: str | os.PathLike, records: Iterable[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; outputs are ordinary
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             if path.suffix == ".jsonl":

@@ -4,6 +4,11 @@ Records whose instruction is flagged (empty, unfinished) or missing text are not
 the model: they keep `response: null` with `response_flag: "skipped"`, so nothing is
 silently treated as answered. A response that hits max_tokens is kept and flagged
 "unfinished"; an empty one "empty".
+
+With `num_samples` (gen_po_multi_res) each prompt is ONE request for n samples (the
+original made n separate passes, re-prefilling every prompt), and a record gets
+`responses` (n strings) with `response_finish_reasons` and `response_flags` aligned to
+them; a skipped record gets `responses: null` and `response_flag: "skipped"`.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from tqdm import tqdm
 
 from magpie.engines.base import Engine, SamplingParams
 from magpie.profiles import Profile
-from magpie.records import Journal, read_records, require_text_field
+from magpie.records import InputError, Journal, read_records, require_text_field
 from magpie.stage import Summary
 
 log = logging.getLogger("magpie")
@@ -49,7 +54,12 @@ class ResponseJob:
         repetition_penalty: float = 1.0,
         max_tokens: int = 4096,
         seed: int | None = None,
+        num_samples: int | None = None,
     ):
+        if num_samples is not None and num_samples < 1:
+            raise InputError(f"--num_samples must be at least 1, not {num_samples}")
+        self.num_samples = num_samples
+        self.stage = "gen_res" if num_samples is None else "gen_po_multi_res"
         self.records = read_records(input_file)
         require_text_field(
             [r for r in self.records if r.get("instruction") is not None],
@@ -57,7 +67,7 @@ class ResponseJob:
             input_file,
         )
         self.params = SamplingParams(
-            n=1,
+            n=num_samples or 1,
             temperature=temperature,
             top_p=top_p,
             max_tokens=max_tokens,
@@ -74,10 +84,15 @@ class ResponseJob:
             "stop_tokens": list(profile.stop_tokens),
             "output_generator": model_name,
         }
+        fingerprint = {}
+        if num_samples is not None:
+            self.configs.update(num_samples=num_samples, seed=seed)
+            fingerprint["num_samples"] = num_samples
+        suffix = "_res" if num_samples is None else f"_{num_samples}res"
         self.journal = Journal(
-            output_path or response_file_name(input_file),
+            output_path or response_file_name(input_file, suffix),
             {
-                "stage": "gen_res",
+                "stage": self.stage,
                 "input": str(Path(input_file).resolve()),
                 "records": len(self.records),
                 "model": model_name,
@@ -86,12 +101,34 @@ class ResponseJob:
                 "repetition_penalty": repetition_penalty,
                 "max_tokens": max_tokens,
                 "seed": seed,
+                **fingerprint,
             },
         )
 
+    def _answer(self, completions: list) -> dict:
+        """The record fields for one prompt's completions (one or n)."""
+        texts = [c.text.strip() for c in completions]
+        reasons = [c.finish_reason for c in completions]
+        flags = [
+            "empty" if not t else ("unfinished" if r == "length" else None)
+            for t, r in zip(texts, reasons, strict=True)
+        ]
+        if self.num_samples is None:
+            return {
+                "response": texts[0],
+                "response_finish_reason": reasons[0],
+                "response_flag": flags[0],
+            }
+        return {"responses": texts, "response_finish_reasons": reasons, "response_flags": flags}
+
     def run(self, engine: Engine) -> Summary:
         records, journal = self.records, self.journal
-        summary = Summary("gen_res", len(records))
+        summary = Summary(self.stage, len(records))
+        skipped = (
+            {"response": None, "response_flag": "skipped"}
+            if self.num_samples is None
+            else {"responses": None, "response_flag": "skipped"}
+        )
         summary.resumed = len(journal.done)
         # "chat": the server's chat endpoint applies the template (openai engine, opt-in).
         chat = getattr(engine, "response_mode", "template") == "chat"
@@ -106,7 +143,7 @@ class ResponseJob:
                 continue
             text = record.get("instruction")
             if not text or record.get("instruction_flag"):
-                journal.append(i, {**record, "response": None, "response_flag": "skipped"})
+                journal.append(i, {**record, **skipped})
                 continue
             todo.append(i)
             messages = [{"role": "user", "content": text}]
@@ -116,22 +153,14 @@ class ResponseJob:
         )
         try:
             stream = engine.chat_stream if chat else engine.stream
-            for k, (c,) in stream(prompts, self.params):
+            for k, completions in stream(prompts, self.params):
                 i = todo[k]
-                response = c.text.strip()
-                flag = (
-                    "empty"
-                    if not response
-                    else ("unfinished" if c.finish_reason == "length" else None)
-                )
-                summary.tokens += c.completion_tokens
+                summary.tokens += sum(c.completion_tokens for c in completions)
                 journal.append(
                     i,
                     {
                         **records[i],
-                        "response": response,
-                        "response_finish_reason": c.finish_reason,
-                        "response_flag": flag,
+                        **self._answer(completions),
                         "gen_response_configs": {"prompt": None if chat else prompts[k], **configs},
                     },
                 )
@@ -141,6 +170,7 @@ class ResponseJob:
             journal.close()
         out = [journal.done[i] for i in range(len(records))]
         summary.flags.update(r["response_flag"] for r in out if r.get("response_flag"))
+        summary.flags.update(f for r in out for f in r.get("response_flags") or () if f)
         summary.records_out = len(out)
         journal.finish(out)
         return summary

@@ -1,0 +1,68 @@
+"""Preference data, step 2: score every response with a reward model (gen_po_rewards.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from magpie.preference import RewardJob, reward_file_name  # noqa: E402
+from magpie.records import InputError  # noqa: E402
+from magpie.stage import run_cli  # noqa: E402
+
+
+def main(
+    input_file: str | None = None,
+    reward_model_path: str = "RLHFlow/ArmoRM-Llama3-8B-v0.1",
+    batch_size: int = 16,
+    max_length: int = 4096,
+    device: str | None = None,
+    dtype: str = "bfloat16",
+    trust_remote_code: bool = False,
+    output_file: str | None = None,
+    checkpoint_every: int = 5000,
+):
+    """Add `rewards_armorm` ([{"score": s}] aligned with `responses`) and `rewards_model`
+    to every record of INPUT_FILE (the output of gen_po_multi_res.py).
+
+    Args:
+      input_file: records with `instruction` and `responses`.
+      reward_model_path: any sequence-classification reward model with a single-logit
+        head (hub id or local folder). The original's RLHFlow/ArmoRM-Llama3-8B-v0.1 has
+        its own model code and needs --trust_remote_code.
+      batch_size: most responses per forward pass (batches are sorted by length).
+      max_length: longest input in tokens; longer ones are truncated and counted.
+      device: torch device; default CUDA when present.
+      dtype: bfloat16, float16 or float32.
+      trust_remote_code: allow the reward model's own code (off unless asked).
+      output_file: default <input stem>_armorm.json next to the input.
+      checkpoint_every: kept for compatibility; every record is journaled as it is scored.
+    """
+    del checkpoint_every
+    if not input_file:
+        raise InputError("--input_file is required")
+    output = Path(output_file) if output_file else reward_file_name(input_file)
+    if output.exists() and not Path(f"{output}.journal.jsonl").exists():
+        print(f"[gen_po_rewards] {output} is already complete; nothing to do")
+        return
+    job = RewardJob(
+        input_file, output, reward_model=reward_model_path, max_length=max_length, dtype=dtype
+    )
+    from magpie.tagging.reward import RewardScorer
+
+    scorer = RewardScorer(
+        reward_model_path,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        max_length=max_length,
+        trust_remote_code=trust_remote_code,
+    )
+    summary = job.run(scorer)
+    print(summary.line())
+    print(f"[gen_po_rewards] wrote {output}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,301 @@
+"""Filtering tagged records into a training set (the original's data_filter.ipynb and
+fms-dgt's magpie_filter), driven by flags or a YAML preset in configs/filters/.
+
+Rules, each off unless set, checked in this order:
+
+- generation_flags: drop records a generation stage flagged (any non-null `*_flag`,
+  e.g. `instruction_flag`, `response_flag`; README "Records").
+- input_quality: allowed labels, e.g. [good, excellent] (the original's rule).
+- min_instruct_reward: keep when `instruct_reward` > this (the original used -10).
+- no_trailing_colon: drop instructions ending with ":" (the original's rule).
+- remove_duplicates: drop a record whose near-duplicate representative
+  (`min_similar_conversation_id` / `min_similar_uuid`, from gen_dis) is another record.
+- sample_quality: allowed 1-5 judge scores, e.g. [4, 5] (fms-dgt), read from
+  `sample_quality_field` (default `sample_quality`, as unitag writes it).
+- difficulty, task_category, language: allowed values (language as ISO 639-1, any case).
+- safe_only: keep only records whose `llama_guard_2` verdict is "safe".
+
+A missing or null tag fails its rule instead of crashing (the original's `> -10` raised on
+null rewards). The survivors can be cut to the `top_k` longest responses and shuffled
+with `seed`; fewer than top_k survivors is fine. Rejected records keep the rule that
+rejected them (`filter_reason`, the first failed in the order above) and every rule they
+failed (`filter_failed`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from magpie.labels import DIFFICULTY, INPUT_QUALITY, SAMPLE_QUALITY_SCORES, TASK_CATEGORIES
+from magpie.records import InputError, read_records, write_records
+from magpie.sharegpt import canonical_label, conversations_of
+
+RULES = (
+    "generation_flags",
+    "input_quality",
+    "min_instruct_reward",
+    "no_trailing_colon",
+    "remove_duplicates",
+    "sample_quality",
+    "difficulty",
+    "task_category",
+    "language",
+    "safe_only",
+)
+
+
+@dataclass
+class FilterConfig:
+    """Which rules run and with what values; None / False turns a rule off."""
+
+    generation_flags: bool = True
+    input_quality: list[str] | None = None
+    min_instruct_reward: float | None = None
+    no_trailing_colon: bool = False
+    remove_duplicates: bool = False
+    sample_quality: list[int] | None = None
+    sample_quality_field: str = "sample_quality"
+    difficulty: list[str] | None = None
+    task_category: list[str] | None = None
+    language: list[str] | None = None
+    safe_only: bool = False
+    safety_field: str = "llama_guard_2"
+    top_k: int | None = None
+    shuffle: bool = False
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        self.input_quality = _labels("input_quality", self.input_quality, INPUT_QUALITY)
+        self.difficulty = _labels("difficulty", self.difficulty, DIFFICULTY)
+        self.task_category = _labels("task_category", self.task_category, TASK_CATEGORIES)
+        if self.sample_quality is not None:
+            scores = [_score(v) for v in _as_list(self.sample_quality)]
+            if None in scores:
+                raise InputError(f"sample_quality: scores are 1..5, got {self.sample_quality!r}")
+            self.sample_quality = scores
+        if self.language is not None:
+            self.language = [str(v).upper() for v in _as_list(self.language)]
+        if self.min_instruct_reward is not None:
+            self.min_instruct_reward = float(self.min_instruct_reward)
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 0):
+            raise InputError(f"top_k must be a non-negative integer, got {self.top_k!r}")
+
+    def active(self) -> list[str]:
+        return [r for r in RULES if getattr(self, r) not in (None, False)]
+
+
+def _as_list(value) -> list:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (int, float)):
+        return [value]
+    return list(value)
+
+
+def _labels(name: str, value, vocab: tuple[str, ...]) -> list[str] | None:
+    """Check configured labels against the vocabulary (a typo would silently drop all)."""
+    if value is None:
+        return None
+    out = []
+    for v in _as_list(value):
+        canon = canonical_label(v, vocab)
+        if canon is None:
+            raise InputError(f"{name}: unknown label {v!r}; choose from {', '.join(vocab)}")
+        out.append(canon)
+    return out
+
+
+def _score(value) -> int | None:
+    """A 1-5 judge score from 4, 4.0 or "4"; None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and value in SAMPLE_QUALITY_SCORES else None
+
+
+def load_filter_config(path: str | os.PathLike | None = None, **overrides) -> FilterConfig:
+    """A preset (YAML) with the non-None overrides on top; unknown keys are refused."""
+    values: dict = {}
+    if path:
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path}: filter preset not found")
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"{path}: malformed YAML ({e})") from None
+        if not isinstance(values, dict):
+            raise InputError(f"{path}: expected a mapping of filter settings")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(FilterConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(
+            f"{path or 'filter settings'}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return FilterConfig(**values)
+
+
+# ---------------------------------------------------------------------------------------
+# Rules: each returns True when the record passes
+
+
+def _id_of(record: dict) -> tuple[str, object] | None:
+    for name in ("uuid", "conversation_id", "id"):
+        if name in record:
+            return name, record[name]
+    return None
+
+
+def _instruction(record: dict) -> str | None:
+    from magpie.dedup import text_of
+
+    try:
+        value = record["instruction"] if "instruction" in record else text_of(record)
+    except KeyError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def check(record: dict, cfg: FilterConfig) -> list[str]:
+    """The rules this record fails (empty: it passes)."""
+    failed = []
+    if cfg.generation_flags and any(
+        k.endswith("_flag") and v is not None for k, v in record.items()
+    ):
+        failed.append("generation_flags")
+    if cfg.input_quality is not None:
+        if canonical_label(record.get("input_quality"), INPUT_QUALITY) not in cfg.input_quality:
+            failed.append("input_quality")
+    if cfg.min_instruct_reward is not None:
+        reward = record.get("instruct_reward")
+        ok = isinstance(reward, (int, float)) and not isinstance(reward, bool)
+        if not (ok and reward > cfg.min_instruct_reward):
+            failed.append("min_instruct_reward")
+    if cfg.no_trailing_colon:
+        text = _instruction(record)
+        if text is None or text.rstrip().endswith(":"):
+            failed.append("no_trailing_colon")
+    if cfg.remove_duplicates:
+        ident = _id_of(record)
+        key = f"min_similar_{ident[0]}" if ident else None
+        if key is None or key not in record:
+            failed.append("remove_duplicates")  # not annotated by gen_dis
+        elif record[key] is not None and record[key] != ident[1]:
+            failed.append("remove_duplicates")
+    if cfg.sample_quality is not None:
+        if _score(record.get(cfg.sample_quality_field)) not in cfg.sample_quality:
+            failed.append("sample_quality")
+    if cfg.difficulty is not None:
+        if canonical_label(record.get("difficulty"), DIFFICULTY) not in cfg.difficulty:
+            failed.append("difficulty")
+    if cfg.task_category is not None:
+        if canonical_label(record.get("task_category"), TASK_CATEGORIES) not in cfg.task_category:
+            failed.append("task_category")
+    if cfg.language is not None:
+        lang = record.get("language")
+        if not isinstance(lang, str) or lang.upper() not in cfg.language:
+            failed.append("language")
+    if cfg.safe_only:
+        verdict = record.get(cfg.safety_field)
+        if not isinstance(verdict, str) or verdict.strip().split("\n")[0].strip().lower() != "safe":
+            failed.append("safe_only")
+    return failed
+
+
+def response_length(record: dict) -> int:
+    """Characters of the response (all assistant turns for a conversation)."""
+    if isinstance(record.get("response"), str):
+        return len(record["response"])
+    try:
+        turns = conversations_of(record)
+    except ValueError:
+        return 0
+    return sum(len(t["value"]) for t in turns if t["from"] == "gpt")
+
+
+@dataclass
+class FilterReport:
+    records_in: int
+    kept: int
+    rejected: Counter  # first failed rule -> count
+    failed: Counter  # rule -> records failing it (a record may fail several)
+    seconds: float
+
+    def line(self) -> str:
+        rejected = ", ".join(f"{k} {v}" for k, v in self.rejected.most_common()) or "none"
+        failed = ", ".join(f"{k} {v}" for k, v in self.failed.most_common()) or "none"
+        return (
+            f"[filter] records in {self.records_in}, kept {self.kept}, rejected "
+            f"{sum(self.rejected.values())} (by rule: {rejected}; failing each rule: {failed}); "
+            f"{self.seconds:.1f} s"
+        )
+
+
+def apply_filters(
+    records: list[dict], cfg: FilterConfig
+) -> tuple[list[dict], list[dict], FilterReport]:
+    """Kept records (top-K, shuffled as configured) and rejected ones with their reason."""
+    start = time.time()
+    kept, rejected = [], []
+    first, failed = Counter(), Counter()
+    for record in records:
+        fails = check(record, cfg)
+        if fails:
+            first[fails[0]] += 1
+            failed.update(fails)
+            rejected.append(record | {"filter_reason": fails[0], "filter_failed": fails})
+        else:
+            kept.append(record)
+    if cfg.top_k is not None and len(kept) > cfg.top_k:
+        order = sorted(range(len(kept)), key=lambda i: -response_length(kept[i]))  # stable
+        chosen = set(order[: cfg.top_k])
+        cut = [kept[i] for i in range(len(kept)) if i not in chosen]
+        kept = [kept[i] for i in order[: cfg.top_k]]
+        rejected.extend(r | {"filter_reason": "top_k", "filter_failed": ["top_k"]} for r in cut)
+        first["top_k"] += len(cut)
+        failed["top_k"] += len(cut)
+    elif cfg.top_k is not None:
+        kept.sort(key=lambda r: -response_length(r))
+    if cfg.shuffle:
+        random.Random(cfg.seed).shuffle(kept)
+    report = FilterReport(len(records), len(kept), first, failed, time.time() - start)
+    return kept, rejected, report
+
+
+def filtered_file_names(input_file: str | os.PathLike) -> tuple[Path, Path]:
+    """<stem>_filtered.jsonl and <stem>_rejected.jsonl next to the input."""
+    p = Path(input_file)
+    return p.with_name(p.stem + "_filtered.jsonl"), p.with_name(p.stem + "_rejected.jsonl")
+
+
+def run_filter(
+    input_file: str | os.PathLike,
+    cfg: FilterConfig,
+    output_file: str | os.PathLike | None = None,
+    rejected_file: str | os.PathLike | None = None,
+) -> FilterReport:
+    """Filter a file; kept and rejected records are written atomically."""
+    records = read_records(input_file)
+    default_out, default_rej = filtered_file_names(input_file)
+    output = Path(output_file) if output_file else default_out
+    rejected_path = Path(rejected_file) if rejected_file else default_rej
+    kept, rejected, report = apply_filters(records, cfg)
+    write_records(output, kept)
+    write_records(rejected_path, rejected)
+    print(report.line())
+    print(f"[filter] rules: {json.dumps(cfg.active())}; wrote {output} and {rejected_path}")
+    return report

@@ -1,0 +1,306 @@
+"""Preference data: reward scores for sampled responses, then chosen/rejected pairs.
+
+The original's path is gen_po_multi_res.py (N responses, see magpie.responses with
+`num_samples`) → gen_po_rewards.py (ArmoRM score per response) → process_po.ipynb
+(chosen = best, rejected = worst). Kept: its file names (`<stem>_armorm.json`) and fields
+(`rewards_armorm` = [{"score": s}] aligned with `responses`). Fixed (its §9 items 26, 36):
+
+- Scoring is batched by length (magpie.tagging.reward.RewardScorer), any single-logit
+  sequence-classification reward model works, and a custom-head model such as ArmoRM
+  loads only with an explicit trust_remote_code. `rewards_model` names the scorer, since
+  the field keeps the name `rewards_armorm` whatever model filled it.
+- Pairs need a real preference: ties and margins below `min_margin` are dropped and
+  counted, as are records with fewer than two usable responses (flagged empty or
+  unfinished responses are not candidates unless asked). The train/test split is seeded.
+- Pairs come in the explicit-prompt conversational form TRL's DPOTrainer reads:
+  `prompt` = [user turn], `chosen` / `rejected` = [assistant turn] (the original stored
+  whole conversations under chosen/rejected; TRL would repeat the prompt with those),
+  followed by every column of the input record.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from magpie.records import InputError, Journal, read_records, where, write_records
+from magpie.stage import Summary
+
+REWARD_FIELD = "rewards_armorm"
+REWARD_MODEL_FIELD = "rewards_model"
+
+
+def reward_file_name(input_file: str | os.PathLike) -> Path:
+    """<input stem>_armorm.json next to the input, as the original names it."""
+    p = Path(input_file)
+    return p.with_name(p.stem + "_armorm.json")
+
+
+def pairs_dir_name(input_file: str | os.PathLike) -> Path:
+    """<input stem>_dpo/ next to the input: train.jsonl and test.jsonl, which
+    `datasets.load_dataset(folder)` reads as the train and test splits."""
+    p = Path(input_file)
+    return p.with_name(p.stem + "_dpo")
+
+
+def _responses(record: dict, path, index: int) -> list[str] | None:
+    """The record's responses (None for a record the sampling stage skipped)."""
+    responses = record.get("responses")
+    if responses is None:
+        if "responses" not in record:
+            raise InputError(f"{where(path, index)}: field 'responses' is missing")
+        return None
+    if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+        raise InputError(f"{where(path, index)}: field 'responses' is not a list of strings")
+    if not isinstance(record.get("instruction"), str):
+        raise InputError(f"{where(path, index)}: field 'instruction' is missing or not a string")
+    return responses
+
+
+# ---------------------------------------------------------------------------------------
+# Rewards
+
+
+class RewardJob:
+    """One scoring run: input read and validated, journal opened, before any model loads."""
+
+    def __init__(
+        self,
+        input_file: str | os.PathLike,
+        output_path: str | os.PathLike | None = None,
+        *,
+        reward_model: str,
+        max_length: int = 4096,
+        dtype: str = "bfloat16",
+    ):
+        self.records = read_records(input_file)
+        self.responses = [_responses(r, input_file, i) for i, r in enumerate(self.records)]
+        self.journal = Journal(
+            output_path or reward_file_name(input_file),
+            {
+                "stage": "gen_po_rewards",
+                "input": str(Path(input_file).resolve()),
+                "records": len(self.records),
+                "reward_model": reward_model,
+                "max_length": max_length,
+                "dtype": dtype,
+            },
+        )
+
+    def run(self, scorer, chunk_records: int = 256) -> Summary:
+        """Score every response with `scorer` (a RewardScorer), `chunk_records` records at
+        a time: each chunk is one length-sorted pass, then journaled record by record."""
+        from magpie.tagging.inputs import Conversation
+
+        records, journal = self.records, self.journal
+        summary = Summary("gen_po_rewards", len(records))
+        summary.resumed = len(journal.done)
+        todo = []
+        for i, responses in enumerate(self.responses):
+            if i in journal.done:
+                continue
+            if responses is None:
+                skipped = {REWARD_FIELD: None, REWARD_MODEL_FIELD: None, "rewards_flag": "skipped"}
+                journal.append(i, {**records[i], **skipped})
+            else:
+                todo.append(i)
+        total = sum(len(self.responses[i]) for i in todo)
+        bar = tqdm(total=total, desc="rewards", unit="res")
+        try:
+            for start in range(0, len(todo), max(1, chunk_records)):
+                chunk = todo[start : start + max(1, chunk_records)]
+                items = [(i, j) for i in chunk for j in range(len(self.responses[i]))]
+                texts = [(records[i]["instruction"], self.responses[i][j]) for i, j in items]
+                encoded = [
+                    scorer.encode(Conversation([("user", q), ("assistant", a)])) for q, a in texts
+                ]
+                scores: dict[int, list] = {i: [None] * len(self.responses[i]) for i in chunk}
+                for k, value in scorer.scores(encoded):
+                    i, j = items[k]
+                    if not math.isfinite(value):
+                        summary.flags["non_finite_score"] += 1
+                    scores[i][j] = {"score": value if math.isfinite(value) else None}
+                    bar.update(1)
+                for i in chunk:
+                    journal.append(
+                        i,
+                        {
+                            **records[i],
+                            REWARD_FIELD: scores[i],
+                            REWARD_MODEL_FIELD: scorer.model_path,
+                        },
+                    )
+        finally:
+            bar.close()
+            journal.close()
+        out = [journal.done[i] for i in range(len(records))]
+        summary.flags.update(r["rewards_flag"] for r in out if r.get("rewards_flag"))
+        if scorer.truncated:
+            summary.flags["truncated"] += scorer.truncated
+        summary.tokens = scorer.tokens
+        summary.records_out = len(out)
+        journal.finish(out)
+        return summary
+
+
+# ---------------------------------------------------------------------------------------
+# Pairs
+
+
+def _scores(record: dict, field: str, count: int, path, index: int) -> list[float | None]:
+    """The record's scores as floats (None where a response has none)."""
+    rewards = record.get(field)
+    if not isinstance(rewards, list):
+        problem = (
+            "missing (score it with gen_po_rewards.py)" if field not in record else "not a list"
+        )
+        raise InputError(f"{where(path, index)}: field '{field}' is {problem}")
+    if len(rewards) != count:
+        raise InputError(
+            f"{where(path, index)}: '{field}' has {len(rewards)} scores for {count} responses"
+        )
+    out: list[float | None] = []
+    for value in rewards:
+        if isinstance(value, dict):
+            value = value.get("score")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InputError(f"{where(path, index)}: '{field}' holds a non-numeric score {value!r}")
+        out.append(None if value is None or not math.isfinite(value) else float(value))
+    return out
+
+
+def choose_pair(
+    scores: list[float | None], usable: list[bool] | None = None, min_margin: float = 0.0
+) -> tuple[int, int] | str:
+    """(chosen index, rejected index), or why there is no pair.
+
+    Chosen is the first highest score, rejected the first lowest, among usable responses
+    with a score. A pair needs a margin above zero and at least `min_margin`:
+    "too_few_responses" (fewer than two candidates), "tie" (all candidates score the same) or "below_margin".
+    """
+    candidates = [
+        j for j, s in enumerate(scores) if s is not None and (usable is None or usable[j])
+    ]
+    if len(candidates) < 2:
+        return "too_few_responses"
+    best = max(candidates, key=lambda j: (scores[j], -j))
+    worst = min(candidates, key=lambda j: (scores[j], j))
+    margin = scores[best] - scores[worst]
+    if margin <= 0:
+        return "tie"
+    if margin < min_margin:
+        return "below_margin"
+    return best, worst
+
+
+def pair_record(record: dict, chosen: int, rejected: int, scores: list) -> dict:
+    """TRL's explicit-prompt conversational preference row, then the input's columns."""
+    responses = record["responses"]
+    return {
+        "prompt": [{"role": "user", "content": record["instruction"]}],
+        "chosen": [{"role": "assistant", "content": responses[chosen]}],
+        "rejected": [{"role": "assistant", "content": responses[rejected]}],
+        "chosen_score": scores[chosen],
+        "rejected_score": scores[rejected],
+        **{k: v for k, v in record.items() if k not in ("prompt", "chosen", "rejected")},
+    }
+
+
+def make_pairs(
+    records: list[dict],
+    path: str | os.PathLike = "<records>",
+    *,
+    min_margin: float = 0.0,
+    reward_field: str = REWARD_FIELD,
+    use_flagged: bool = False,
+) -> tuple[list[dict], Counter]:
+    """Preference pairs from scored records, and the count of records dropped by reason."""
+    pairs, dropped = [], Counter()
+    for index, record in enumerate(records):
+        responses = _responses(record, path, index)
+        if responses is None:
+            dropped["no_responses"] += 1  # skipped when sampling
+            continue
+        if reward_field in record and record[reward_field] is None:
+            dropped["not_scored"] += 1
+            continue
+        scores = _scores(record, reward_field, len(responses), path, index)
+        flags = record.get("response_flags")
+        usable = [
+            bool(r.strip())
+            and (use_flagged or not isinstance(flags, list) or j >= len(flags) or not flags[j])
+            for j, r in enumerate(responses)
+        ]
+        choice = choose_pair(scores, usable, min_margin)
+        if isinstance(choice, str):
+            dropped[choice] += 1
+        else:
+            pairs.append(pair_record(record, *choice, scores))
+    return pairs, dropped
+
+
+def split_pairs(pairs: list[dict], test_size: float = 0.02, seed: int = 42):
+    """A seeded shuffle into (train, test). `test_size` below 1 is a share (rounded up,
+    as `datasets` does, and never all the rows), 1 or more a count."""
+    n = len(pairs)
+    n_test = math.ceil(test_size * n) if test_size < 1 else int(test_size)
+    n_test = max(0, min(n_test, n - 1))
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [pairs[i] for i in order[n_test:]], [pairs[i] for i in order[:n_test]]
+
+
+def build_pairs(
+    input_file: str | os.PathLike,
+    output_dir: str | os.PathLike | None = None,
+    *,
+    min_margin: float = 0.0,
+    test_size: float = 0.02,
+    seed: int = 42,
+    reward_field: str = REWARD_FIELD,
+    use_flagged: bool = False,
+) -> dict:
+    """Scored records (gen_po_rewards' output) → <output_dir>/train.jsonl and test.jsonl;
+    returns the counts that the summary line shows."""
+    summary = Summary("gen_po_pairs")
+    if min_margin < 0:
+        raise InputError(f"--min_margin must be at least 0, not {min_margin}")
+    if test_size < 0:
+        raise InputError(f"--test_size must be at least 0, not {test_size}")
+    records = read_records(input_file)
+    summary.records_in = len(records)
+    pairs, dropped = make_pairs(
+        records,
+        input_file,
+        min_margin=min_margin,
+        reward_field=reward_field,
+        use_flagged=use_flagged,
+    )
+    if not pairs:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
+        raise InputError(f"{input_file}: no record gives a preference pair ({reasons})")
+    train, test = split_pairs(pairs, test_size, seed)
+    out = Path(output_dir) if output_dir else pairs_dir_name(input_file)
+    write_records(out / "train.jsonl", train)
+    test_path = out / "test.jsonl"
+    if test:
+        write_records(test_path, test)
+    elif test_path.exists():
+        test_path.unlink()  # left by an earlier run with other settings
+    summary.records_out = len(pairs)
+    summary.flags.update(dropped)
+    print(summary.line())
+    print(f"[gen_po_pairs] train {len(train)}, test {len(test)}; wrote {out}")
+    return {
+        "output_dir": str(out),
+        "records": len(records),
+        "pairs": len(pairs),
+        "train": len(train),
+        "test": len(test),
+        "dropped": dict(dropped),
+    }

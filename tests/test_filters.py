@@ -1,0 +1,231 @@
+"""Filtering: each rule on crafted tags (nulls included), presets, top-K, shuffle, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from magpie.filters import RULES, apply_filters, check, load_filter_config, run_filter
+from magpie.records import InputError
+
+REPO = Path(__file__).resolve().parent.parent
+PRESETS = sorted((REPO / "configs" / "filters").glob("*.yaml"))
+
+
+def good(**changes) -> dict:
+    """A record that passes every rule; `changes` spoil one thing."""
+    record = {
+        "conversation_id": "m_1",
+        "instruction": "Explain the water cycle.",
+        "response": "Water evaporates, condenses and falls as rain.",
+        "instruction_flag": None,
+        "response_flag": None,
+        "input_quality": "good",
+        "instruct_reward": 1.5,
+        "min_similar_conversation_id": None,
+        "sample_quality": 5,
+        "difficulty": "medium",
+        "task_category": "Information seeking",
+        "language": "EN",
+        "llama_guard_2": "safe",
+    }
+    record.update(changes)
+    return record
+
+
+ALL = load_filter_config(
+    None,
+    input_quality=["good", "excellent"],
+    min_instruct_reward=-10,
+    no_trailing_colon=True,
+    remove_duplicates=True,
+    sample_quality=[4, 5],
+    difficulty=["medium", "hard"],
+    task_category=["Information seeking", "Others"],
+    language=["en"],
+    safe_only=True,
+)
+
+
+def test_good_record_passes_every_rule():
+    assert ALL.active() == list(RULES)
+    assert check(good(), ALL) == []
+
+
+@pytest.mark.parametrize(
+    "changes, rule",
+    [
+        ({"response_flag": "unfinished"}, "generation_flags"),
+        ({"instruction_flag": "empty"}, "generation_flags"),
+        ({"input_quality": "average"}, "input_quality"),
+        ({"input_quality": None}, "input_quality"),
+        ({"instruct_reward": -10}, "min_instruct_reward"),  # strictly above, as the original
+        ({"instruct_reward": None}, "min_instruct_reward"),  # the original raised TypeError
+        ({"instruct_reward": "high"}, "min_instruct_reward"),
+        ({"instruction": "Here is a list:"}, "no_trailing_colon"),
+        ({"instruction": "Complete this: \n"}, "no_trailing_colon"),
+        ({"instruction": None}, "no_trailing_colon"),
+        ({"min_similar_conversation_id": "m_0"}, "remove_duplicates"),
+        ({"sample_quality": 3}, "sample_quality"),
+        ({"sample_quality": None}, "sample_quality"),
+        ({"difficulty": "very easy"}, "difficulty"),
+        ({"difficulty": None}, "difficulty"),
+        ({"task_category": "Math"}, "task_category"),
+        ({"language": "FR"}, "language"),
+        ({"language": None}, "language"),
+        ({"llama_guard_2": "unsafe\nS2"}, "safe_only"),
+        ({"llama_guard_2": None}, "safe_only"),
+    ],
+)
+def test_each_rule_fails_alone_and_nulls_do_not_crash(changes, rule):
+    assert check(good(**changes), ALL) == [rule]
+
+
+def test_missing_tags_fail_their_rules():
+    bare = {"conversation_id": "m_1", "instruction": "Hi", "response": "Hello"}
+    assert check(bare, ALL) == [
+        r for r in RULES if r not in ("generation_flags", "no_trailing_colon")
+    ]
+
+
+def test_duplicate_rule_keeps_the_representative_and_reads_uuid():
+    assert check(good(min_similar_conversation_id="m_1"), ALL) == []
+    rec = good(uuid="u1", min_similar_uuid="u0")
+    del rec["min_similar_conversation_id"]
+    assert check(rec, ALL) == ["remove_duplicates"]
+    assert check(rec | {"min_similar_uuid": "u1"}, ALL) == []
+
+
+def test_label_forms_accepted():
+    assert (
+        check(good(sample_quality="4", input_quality="Excellent", task_category="Others"), ALL)
+        == []
+    )
+    assert load_filter_config(None, sample_quality="4,5").sample_quality == [4, 5]
+
+
+def test_unknown_labels_and_settings_refused(tmp_path):
+    with pytest.raises(InputError, match="unknown label 'great'"):
+        load_filter_config(None, input_quality="good,great")
+    with pytest.raises(InputError, match="sample_quality: scores are 1..5"):
+        load_filter_config(None, sample_quality=[6])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input_qualty: [good]\n")
+    with pytest.raises(InputError, match="unknown setting"):
+        load_filter_config(bad)
+    with pytest.raises(InputError, match="not found"):
+        load_filter_config(tmp_path / "none.yaml")
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_presets_load(preset):
+    cfg = load_filter_config(preset)
+    assert cfg.generation_flags and cfg.remove_duplicates
+
+
+def test_original_preset_matches_its_notebook():
+    cfg = load_filter_config(REPO / "configs" / "filters" / "magpie-300k.yaml")
+    assert cfg.input_quality == ["good", "excellent"]
+    assert cfg.min_instruct_reward == -10 and cfg.no_trailing_colon
+    assert (cfg.top_k, cfg.shuffle, cfg.seed) == (300000, True, 42)
+
+
+def _records(n: int) -> list[dict]:
+    return [good(conversation_id=f"m_{i}", response="x" * (i * 7 % 23 + 1)) for i in range(n)]
+
+
+def test_top_k_longest_then_seeded_shuffle():
+    records = _records(20)
+    cfg = load_filter_config(None, input_quality="good", top_k=5, shuffle=True, seed=1)
+    kept, rejected, report = apply_filters(records, cfg)
+    longest = sorted(records, key=lambda r: -len(r["response"]))[:5]
+    assert sorted(r["conversation_id"] for r in kept) == sorted(
+        r["conversation_id"] for r in longest
+    )
+    assert len(rejected) == 15 and {r["filter_reason"] for r in rejected} == {"top_k"}
+    again, _, _ = apply_filters(records, cfg)
+    assert [r["conversation_id"] for r in again] == [r["conversation_id"] for r in kept]
+    other, _, _ = apply_filters(records, load_filter_config(None, top_k=5, shuffle=True, seed=2))
+    assert [r["conversation_id"] for r in other] != [r["conversation_id"] for r in kept]
+    assert report.kept == 5 and report.rejected["top_k"] == 15
+
+
+def test_fewer_survivors_than_top_k_is_fine():
+    kept, rejected, _ = apply_filters(_records(3), load_filter_config(None, top_k=300000))
+    assert len(kept) == 3 and rejected == []
+    assert [len(r["response"]) for r in kept] == sorted(
+        (len(r["response"]) for r in kept), reverse=True
+    )
+
+
+def test_run_filter_writes_kept_and_rejected_with_reasons(tmp_path, capsys):
+    records = [
+        good(conversation_id="m_0"),
+        good(conversation_id="m_1", input_quality=None, instruct_reward=None),
+        good(conversation_id="m_2", min_similar_conversation_id="m_0"),
+        good(conversation_id="m_3", response_flag="unfinished"),
+    ]
+    src = tmp_path / "x_distance.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = run_filter(src, load_filter_config(REPO / "configs" / "filters" / "magpie.yaml"))
+    kept = [
+        json.loads(x) for x in (tmp_path / "x_distance_filtered.jsonl").read_text().splitlines()
+    ]
+    rejected = [
+        json.loads(x) for x in (tmp_path / "x_distance_rejected.jsonl").read_text().splitlines()
+    ]
+    assert [r["conversation_id"] for r in kept] == ["m_0"]
+    reasons = {r["conversation_id"]: (r["filter_reason"], r["filter_failed"]) for r in rejected}
+    assert reasons == {
+        "m_1": ("input_quality", ["input_quality", "min_instruct_reward"]),
+        "m_2": ("remove_duplicates", ["remove_duplicates"]),
+        "m_3": ("generation_flags", ["generation_flags"]),
+    }
+    assert report.failed["min_instruct_reward"] == 1 and report.rejected["input_quality"] == 1
+    line = capsys.readouterr().out
+    assert "records in 4, kept 1, rejected 3" in line
+
+
+def test_cli_flags_override_preset(tmp_path):
+    sys.path.insert(0, str(REPO / "exp"))
+    import filter as filter_cli
+
+    src = tmp_path / "d.jsonl"
+    src.write_text(
+        "".join(
+            json.dumps(good(conversation_id=f"m_{i}", language=lang)) + "\n"
+            for i, lang in enumerate(["EN", "FR"])
+        )
+    )
+    out = tmp_path / "o.jsonl"
+    filter_cli.main(
+        input_file=str(src),
+        config=str(REPO / "configs" / "filters" / "magpie.yaml"),
+        language=("en",),
+        shuffle=False,
+        output_file=str(out),
+    )
+    assert [json.loads(x)["language"] for x in out.read_text().splitlines()] == ["EN"]
+
+
+def test_cli_bad_preset_exits_nonzero(tmp_path):
+    src = tmp_path / "d.jsonl"
+    src.write_text(json.dumps(good()) + "\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "exp" / "filter.py"),
+            "--input_file",
+            str(src),
+            "--input_quality",
+            "great",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "unknown label 'great'" in proc.stderr
+    assert not (tmp_path / "d_filtered.jsonl").exists()

@@ -1,0 +1,291 @@
+"""Tagging without models: missions and names, input formats, prompts, parsing, label
+checks, the JSON schemas under xgrammar, Llama Guard verdicts, lingua."""
+
+from __future__ import annotations
+
+import pytest
+
+from magpie.records import InputError
+from magpie.tagging import GROUPS, MISSIONS, expand, output_file
+from magpie.tagging.guard import parse_verdict
+from magpie.tagging.inputs import conversation_of
+from magpie.tagging.job import annotate
+from magpie.tagging.llm import parse_answer
+from magpie.tagging.prompts import mission_prompt
+from magpie.tagging.schemas import (
+    DIFFICULTY,
+    FIELDS,
+    QUALITY,
+    SCHEMAS,
+    TASK_CATEGORIES,
+    LabelError,
+    fields_from_answer,
+)
+
+# -------------------------------------------------------------- missions and file names
+
+
+def test_groups_keep_the_original_order_with_sample_quality_after_quality():
+    assert expand("all") == [
+        "difficulty",
+        "quality",
+        "sample_quality",
+        "classification",
+        "safety",
+        "reward",
+        "language",
+    ]
+    assert expand("magpie") == ["quality", "sample_quality", "difficulty"]
+    assert expand("safety") == ["safety"]
+    assert set(GROUPS["all"]) == set(MISSIONS) == set(FIELDS)
+    with pytest.raises(InputError, match="unknown tag mission 'qualty'"):
+        expand("qualty")
+
+
+def test_output_names_keep_the_original_suffix_chain(tmp_path):
+    x = tmp_path / "Magpie_x_ins_res.json"
+    names = []
+    current = x
+    for mission in ("difficulty", "quality", "classification", "safety", "reward", "language"):
+        current = output_file(current, mission)
+        names.append(current.name)
+    assert names[-1] == ("Magpie_x_ins_res_difficulty_quality_category_safety_reward_language.json")
+    # jsonl chains keep jsonl (the original's script reused the input's extension).
+    assert output_file(tmp_path / "a.json", "sample_quality", "jsonl").name == (
+        "a_sample_quality.jsonl"
+    )
+    with pytest.raises(InputError, match="save_as"):
+        output_file(x, "quality", "csv")
+
+
+# ------------------------------------------------------------------------- input formats
+
+FORMATS = {
+    "magpie": {"instruction": "Hi?", "response": "Hello."},
+    "magpie_mt": {
+        "instruction": "Q1",
+        "response": "A1",
+        "instruction_2": "Q2",
+        "response_2": "A2",
+    },
+    "input_output": {"input": "Hi?", "output": "Hello."},
+    "messages": {
+        "messages": [
+            {"role": "system", "content": "Be kind."},
+            {"role": "user", "content": "Hi?"},
+            {"role": "assistant", "content": "Hello."},
+        ]
+    },
+    "conversation": {
+        "conversation": [
+            {"role": "user", "content": [{"type": "text", "text": "Hi?"}]},
+            {"role": "assistant", "content": "Hello."},
+        ]
+    },
+    "sharegpt": {
+        "conversations": [
+            {"from": "human", "value": "Q1"},
+            {"from": "gpt", "value": "A1"},
+            {"from": "human", "value": "Q2"},
+            {"from": "gpt", "value": "A2"},
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_every_input_format_gives_its_conversation(name):
+    conv, reason = conversation_of(FORMATS[name])
+    assert reason is None
+    multi = name in ("magpie_mt", "sharegpt")
+    assert conv.first_user == ("Q1" if multi else "Hi?")
+    assert conv.multi_turn is multi
+    assert conv.has_response
+    roles = [m["role"] for m in conv.messages()]
+    assert roles == (["user", "assistant"] * (2 if multi else 1))
+    if multi:
+        assert conv.first_exchange().turns == [("user", "Q1"), ("assistant", "A1")]
+        assert "[User]\nQ2" in conv.transcript()
+
+
+@pytest.mark.parametrize(
+    "record, why",
+    [
+        ({"instruction": ""}, "'instruction' is missing or empty"),
+        ({"instruction": None, "response": None}, "'instruction' is missing or empty"),
+        ({"input": "  "}, "'input' is missing or empty"),
+        ({"id": 3}, "no conversations, messages"),
+        ({"messages": "hello"}, "'messages' is not a list"),
+        ({"conversations": [{"from": "gpt", "value": "A"}]}, "no user turn"),
+    ],
+)
+def test_records_without_usable_text_get_a_reason(record, why):
+    conv, reason = conversation_of(record)
+    assert conv is None and reason.startswith("no_text: ") and why in reason
+
+
+def test_instruction_without_response_is_a_conversation_without_answer():
+    conv, _ = conversation_of({"instruction": "Hi?", "response": None})
+    assert conv.turns == [("user", "Hi?")] and not conv.has_response
+
+
+def test_messages_alternate_for_guard_and_reward_templates():
+    conv, _ = conversation_of(
+        {
+            "messages": [
+                {"role": "assistant", "content": "Welcome!"},
+                {"role": "user", "content": "a"},
+                {"role": "tool", "content": "ignored"},
+                {"role": "user", "content": "b"},
+                {"role": "assistant", "content": "c"},
+            ]
+        }
+    )
+    assert conv.messages() == [
+        {"role": "user", "content": "a\n\nb"},
+        {"role": "assistant", "content": "c"},
+    ]
+
+
+def test_multi_turn_prompts_judge_the_transcript_or_the_first_turn():
+    conv, _ = conversation_of(FORMATS["sharegpt"])
+    for mission in ("quality", "sample_quality", "safety"):
+        prompt = mission_prompt(mission, conv)
+        assert "Q2" in prompt and "A2" in prompt
+    for mission in ("difficulty", "classification"):
+        prompt = mission_prompt(mission, conv)
+        assert "Q1" in prompt and "Q2" not in prompt and "A1" not in prompt
+    single, _ = conversation_of(FORMATS["magpie"])
+    assert "Hello." in mission_prompt("sample_quality", single)
+    assert "Hello." not in mission_prompt("quality", single)
+    assert all(c in mission_prompt("classification", single) for c in TASK_CATEGORIES)
+
+
+# --------------------------------------------------------------- parsing and label checks
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"explanation": "ok", "input_quality": "good"}',
+        'Sure! ```json\n{"explanation": "ok {x}", "input_quality": "good"}\n``` done',
+        '{"explanation": "ok", "input_quality": "good"',  # closing brace missing
+        'explanation: "ok", "input_quality": "good", and more',  # salvage
+    ],
+)
+def test_lenient_parsing_reads_what_it_can(text):
+    answer = parse_answer(text, ["explanation", "input_quality"])
+    assert answer["input_quality"] == "good"
+
+
+def test_unparseable_answers_are_a_reason():
+    with pytest.raises(LabelError, match="^unparseable"):
+        parse_answer("I think it is good.", ["input_quality"])
+
+
+def test_answers_map_to_original_fields_and_labels_are_checked():
+    assert fields_from_answer(
+        "difficulty", {"intent": " a ", "knowledge": "b", "difficulty": "Very Hard"}
+    ) == {"intent": "a", "knowledge": "b", "difficulty": "very hard"}
+    assert fields_from_answer("quality", {"explanation": "e", "input_quality": "poor"}) == {
+        "input_quality": "poor",
+        "quality_explanation": "e",
+    }
+    assert fields_from_answer("sample_quality", {"explanation": "e", "score": "4"}) == {
+        "sample_quality": 4,
+        "sample_quality_explanation": "e",
+    }
+    assert fields_from_answer(
+        "classification",
+        {"primary_tag": "math", "other_tags": ["Reasoning", "Math", "Reasoning", "Other"]},
+    ) == {"task_category": "Math", "other_task_category": ["Reasoning", "Others"]}
+    assert fields_from_answer("safety", {"verdict": "safe"}) == {"llama_guard_2": "safe"}
+    assert fields_from_answer("safety", {"verdict": "unsafe", "category": "s10"}) == {
+        "llama_guard_2": "unsafe\nS10"
+    }
+    bad = [
+        ("difficulty", {"intent": "a", "knowledge": "b", "difficulty": "extreme"}),
+        ("quality", {"explanation": "e", "input_quality": 5}),
+        ("quality", {"input_quality": "good"}),
+        ("sample_quality", {"explanation": "e", "score": 6}),
+        ("sample_quality", {"explanation": "e", "score": True}),
+        ("classification", {"primary_tag": "Cooking", "other_tags": []}),
+        ("classification", {"primary_tag": "Math", "other_tags": ["Cooking"]}),
+        ("safety", {"verdict": "unsafe", "category": "S99"}),
+        ("safety", {"verdict": "maybe"}),
+    ]
+    for mission, answer in bad:
+        with pytest.raises(LabelError, match="^invalid_label"):
+            fields_from_answer(mission, answer)
+
+
+def test_schemas_hold_the_vocabularies_as_enums():
+    props = SCHEMAS["difficulty"]["properties"]
+    assert props["difficulty"]["enum"] == list(DIFFICULTY)
+    assert SCHEMAS["quality"]["properties"]["input_quality"]["enum"] == list(QUALITY)
+    tags = SCHEMAS["classification"]["properties"]
+    assert tags["primary_tag"]["enum"] == tags["other_tags"]["items"]["enum"]
+    assert tags["primary_tag"]["enum"] == list(TASK_CATEGORIES)
+
+
+def test_xgrammar_accepts_vocabulary_labels_and_refuses_others(smol_tokenizer):
+    pytest.importorskip("xgrammar")
+    from magpie.grammar import JsonSchemaGrammar
+
+    grammar = JsonSchemaGrammar(smol_tokenizer, len(smol_tokenizer))
+    cases = {
+        "quality": ('{"explanation": "ok", "input_quality": "good"}', '"input_quality": "fine"'),
+        "sample_quality": ('{"explanation": "ok", "score": 5}', '"score": 6'),
+        "classification": (
+            '{"primary_tag": "Coding & Debugging", "other_tags": ["Math"]}',
+            '"other_tags": ["Cooking"',
+        ),
+        "safety": ('{"verdict": "unsafe", "category": "S2"}', '"category": "S12"'),
+    }
+    for mission, (good, bad) in cases.items():
+        matcher = grammar.matcher(SCHEMAS[mission])
+        assert matcher.accept_string(good), mission
+        prefix = good[: good.index(bad.split(":")[0])]
+        matcher = grammar.matcher(SCHEMAS[mission])
+        assert not matcher.accept_string(prefix + bad), mission
+
+
+def test_guard_verdicts_in_llama_guard_form_only():
+    assert parse_verdict("safe") == "safe"
+    assert parse_verdict("\n\nsafe\n") == "safe"
+    assert parse_verdict("unsafe\nS2") == "unsafe\nS2"
+    assert parse_verdict("unsafe\nS1, S10") == "unsafe\nS1,S10"
+    for text in ("", "unsafe", "unsafe\nviolence", "I cannot help"):
+        with pytest.raises(ValueError, match="^guard_output"):
+            parse_verdict(text)
+
+
+def test_annotate_sets_fields_and_keeps_one_reason_per_mission():
+    record = {"instruction": "x", "tag_errors": {"quality": "unparseable: ..."}}
+    failed = annotate(record, "difficulty", {"difficulty_generator": "m"}, "truncated: ...")
+    assert failed["difficulty"] is None and failed["difficulty_generator"] == "m"
+    assert failed["tag_errors"] == {"quality": "unparseable: ...", "difficulty": "truncated: ..."}
+    fixed = annotate(failed, "quality", {"input_quality": "good"}, None)
+    assert fixed["input_quality"] == "good" and fixed["tag_errors"] == {
+        "difficulty": "truncated: ..."
+    }
+    clean = annotate(fixed, "difficulty", {"difficulty": "easy"}, None)
+    assert "tag_errors" not in clean and clean["instruction"] == "x"
+
+
+# ------------------------------------------------------------------------------- lingua
+
+
+def test_lingua_detects_english_chinese_french_and_null_for_nothing():
+    from magpie.tagging.language import detect_languages
+
+    assert detect_languages(
+        [
+            "What is the capital of France?",
+            "请帮我写一首关于春天的诗。",
+            "Quelle est la capitale de la France ?",
+            "",
+            "   ",
+            "12345 + 678",
+        ]
+    ) == ["EN", "ZH", "FR", None, None, None]
