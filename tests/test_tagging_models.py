@@ -19,6 +19,7 @@ from conftest import REPO, tiny_llama
 
 from magpie.engines.base import Completion
 from magpie.engines.hf import HFEngine
+from magpie.models import DEFAULT_MODEL
 from magpie.records import InputError, read_records, write_records
 from magpie.tagging.guard import GUARD_VERDICT
 from magpie.tagging.inputs import conversation_of
@@ -411,7 +412,8 @@ def test_bad_input_gets_one_line_and_exit_2_before_any_model_loads(tmp_path):
 
 @pytest.mark.slow
 def test_embedded_model_tags_real_records_with_only_valid_labels(tmp_path, embedded_dir):
-    """SmolLM2-135M with constrained decoding: 100% of stored labels valid."""
+    """SmolLM2-135M with constrained decoding: 100% of stored labels valid (classification:
+    the shortest answers; bench/bench_tagging.py runs every mission on 32 records)."""
     pytest.importorskip("xgrammar")
     questions = [
         "What is the boiling point of water at sea level?",
@@ -441,15 +443,15 @@ def test_embedded_model_tags_real_records_with_only_valid_labels(tmp_path, embed
     src = tmp_path / "x.json"
     write_records(src, records)
     opts = TagOptions(model_path="", engine="hf", batch_size=20, seed=0)
-    (out,) = run("quality", src, opts)
+    (out,) = run("classification", src, opts)
     final = read_records(out)
     assert len(final) == 20
     for r in final:
         assert_labels_valid(r)
-    failed = [(r, r.get("tag_errors")) for r in final[:19] if r["input_quality"] is None]
+    failed = [(r, r.get("tag_errors")) for r in final[:19] if r["task_category"] is None]
     assert not failed  # all but the record without text
-    assert all(r["quality_explanation"] for r in final[:19])
-    assert final[-1]["tag_errors"]["quality"].startswith("no_text")
+    assert {r["task_category_generator"] for r in final[:19]} == {DEFAULT_MODEL}
+    assert final[-1]["tag_errors"]["classification"].startswith("no_text")
 
 
 FORMATS_MT = [
