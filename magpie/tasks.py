@@ -189,13 +189,16 @@ def run_tag_transform(task: dict, out_dir: Path) -> dict:
     from magpie.tagging.job import run as run_tagging
 
     records = read_records(task["seed_datastore"]["data_path"])
+    # Near-duplicate marking names each record's representative by id: give ids where missing.
+    ids = ("id", "uuid", "conversation_id")
+    records = [r if any(k in r for k in ids) else {"id": f"{task['task_name']}_{i}", **r}
+               for i, r in enumerate(records)]
     source = out_dir / f"{task['task_name']}.jsonl"
     write_records(source, records)
     files = run_tagging(task.get("mission", "magpie"), source, _tag_options(task))
     summary = {"task": task["task_name"], "builder": task["data_builder"], "records": len(records)}
-    has_messages = any(isinstance(r.get("messages"), list) for r in records)
-    has_instruction = any("instruction" in r for r in records)
-    text_field = "instruction" if has_messages or has_instruction else "input"
+    # input/output records compare `input`; records without it fall back to their messages.
+    text_field = "input" if any("input" in r for r in records) else "instruction"
     _post_process(task, files[-1], out_dir, summary, text_field)
     return summary
 
