@@ -40,6 +40,7 @@ def main(
     api_key_env: str = "OPENAI_API_KEY",
     max_concurrency: int = 8,
     request_timeout: float = 600.0,
+    response_mode: str | None = None,
     output_file: str | None = None,
 ):
     """Generate a response for every instruction of INPUT_FILE (.json or .jsonl).
@@ -66,6 +67,8 @@ def main(
       api_key_env: environment variable holding the server's API key (never printed).
       max_concurrency: requests in flight at once with --engine openai.
       request_timeout: seconds before a server request is retried.
+      response_mode: with --engine openai: template (default; raw completion of the chat
+        template rendered here) or chat (the server's chat endpoint applies its template).
       output_file: default <input stem>_res.json next to the input.
     """
     if not input_file:
@@ -107,6 +110,7 @@ def main(
         api_key_env=api_key_env,
         max_concurrency=max_concurrency,
         request_timeout=request_timeout,
+        response_mode=response_mode,
     )
     summary = job.run(eng)
     print(summary.line())

@@ -39,7 +39,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from magpie.records import InputError, read_records, where, write_records
+from magpie.embeddings import native_bf16, pick_device, resolve_dtype
+from magpie.records import InputError, iter_records, where, write_records
 from magpie.stage import Summary
 
 log = logging.getLogger("magpie")
@@ -52,27 +53,6 @@ _NONE = np.iinfo(np.int64).max  # "no neighbour" in rank arrays
 
 # ---------------------------------------------------------------------------------------
 # Records in, records out
-
-
-def iter_records(path: str | os.PathLike) -> Iterator[dict]:
-    """Records one at a time: a .jsonl file is streamed, a .json array read whole."""
-    path = Path(path)
-    if path.suffix != ".jsonl":
-        yield from read_records(path)
-        return
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object")
-            yield record
 
 
 def distance_file_name(input_file: str | os.PathLike) -> Path:
@@ -152,16 +132,6 @@ class Neighbours:
     stats: dict = field(default_factory=dict)
 
 
-def _bf16_products() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (AVX-512 BF16, AMX)."""
-    try:
-        import torch
-
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (ImportError, AttributeError, RuntimeError):
-        return False
-
-
 def _nonzero(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """np.nonzero for a sparse 2-D mask, several times faster: scan it 8 bytes at a time."""
     flat = mask.reshape(-1)
@@ -202,7 +172,7 @@ def exact_neighbours(
     count = np.zeros(n, dtype=np.int64)
     rep = np.full(n, _NONE, dtype=np.int64)
     x = np.ascontiguousarray(vectors, dtype=np.float32)
-    bf16 = _bf16_products() if bf16 is None else bf16
+    bf16 = native_bf16("cpu") if bf16 is None else bf16
     eps = np.float32(0.01 if bf16 else 1e-5)
     cut = np.float32(1.0 - threshold / 2) - eps
     if bf16:
@@ -548,9 +518,9 @@ def run_distance(
     search_space_size: int = 16,
     nprobe: int = 16,
     exact_max_rows: int | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: str | int | None = None,
-    dtype: str = "float32",
+    dtype: str = "auto",
     save_faiss_index: bool = False,
     faiss_index: str | os.PathLike | None = None,
     progress: bool = True,
@@ -595,6 +565,7 @@ def run_distance(
     summary.records_in = len(ids)
 
     timings: dict = {}
+    dtype = resolve_dtype(dtype, pick_device(device))
     unique_texts: list[str] = list(dict.fromkeys(t for t in texts if t is not None))
     meta = {
         "sentence_model": _model_name(sentence_model),
@@ -634,7 +605,7 @@ def run_distance(
         vectors_of,
         threshold=threshold,
         method=method,
-        device=None if device is None else _torch_device(device),
+        device=None if device is None else pick_device(device),
         index=index,
         index_type=index_type,
         k=search_space_size,
@@ -670,7 +641,7 @@ def run_distance(
         rep is not None and rep != i for i, rep in enumerate(result.representative)
     )
     summary.flags = +summary.flags
-    timings.update(n_unique=result.n_unique, method=result.method, output=str(output))
+    timings.update(n_unique=result.n_unique, method=result.method, dtype=dtype, output=str(output))
     log.info(
         "%d records, %d unique texts, %s search, threshold %g",
         len(ids),
@@ -686,9 +657,3 @@ def _model_name(name: str | None) -> str:
     from magpie.embeddings import _EMBEDDED_NAMES, DEFAULT_SENTENCE_MODEL
 
     return DEFAULT_SENTENCE_MODEL if (name or "") in _EMBEDDED_NAMES else str(name)
-
-
-def _torch_device(device: str | int) -> str:
-    from magpie.embeddings import pick_device
-
-    return pick_device(device)

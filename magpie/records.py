@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -31,7 +31,7 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     if not text.strip():
         raise InputError(f"{path}: file is empty")
     if path.suffix == ".jsonl":
-        return list(_read_jsonl_text(path, text))
+        return list(_jsonl_records(path, text.splitlines()))
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -46,8 +46,20 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     return data
 
 
-def _read_jsonl_text(path: Path, text: str) -> Iterable[dict]:
-    for lineno, line in enumerate(text.splitlines(), start=1):
+def iter_records(path: str | os.PathLike) -> Iterator[dict]:
+    """Records one at a time: a .jsonl file is streamed, a .json array read whole."""
+    path = Path(path)
+    if path.suffix != ".jsonl":
+        yield from read_records(path)
+        return
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
+        yield from _jsonl_records(path, f)
+
+
+def _jsonl_records(path: Path, lines: Iterable[str]) -> Iterator[dict]:
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

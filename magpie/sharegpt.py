@@ -266,7 +266,7 @@ def concatenate(
 def export_messages(sharegpt_file: str | os.PathLike, messages_file: str | os.PathLike) -> int:
     """OpenAI chat fine-tuning lines {"messages": [...]} from a ShareGPT file; records with
     no assistant turn cannot train and are left out (and counted)."""
-    from magpie.dedup import iter_records
+    from magpie.records import iter_records
 
     skipped = 0
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
 
@@ -31,8 +31,10 @@ from tqdm import tqdm
 
 from magpie.engines.base import Engine, SamplingParams
 from magpie.profiles import CONFIG_PATH
-from magpie.records import InputError
+from magpie.records import InputError, Journal
 from magpie.responses import chat_prompt
+from magpie.tagging.llm import constrained, json_prompt, json_text, parse_answer
+from magpie.tagging.schemas import LabelError
 
 TEMPLATES_DIR = CONFIG_PATH.parent / "prompts" / "skills"
 TEMPLATE_NAMES = (
@@ -103,11 +105,8 @@ def split_questions(text: str) -> list[str]:
 
 def read_rating(text: str, ratings: list[int], constrained: bool) -> tuple[int | None, str | None]:
     """The judge's rating, or None and why (an unparseable judgement rejects the item)."""
-    from magpie.tagging.llm import parse_answer
-    from magpie.tagging.schemas import LabelError
-
     try:
-        answer = parse_answer(text if constrained else "{" + text, ["explanation", "rating"])
+        answer = parse_answer(json_text(text, constrained), ["explanation", "rating"])
     except LabelError as e:
         return None, f"unparseable judgement: {e}"
     value = answer.get("rating")
@@ -153,8 +152,6 @@ class SkillsBuilder:
         max_tokens: int = 512,
         judge_max_tokens: int = 160,
     ):
-        from magpie.tagging.llm import constrained
-
         self.engine, self.task = engine, task
         self.seeds = task["seed_examples"]
         self.templates = load_templates(task.get("prompt_templates_dir"))
@@ -204,11 +201,7 @@ class SkillsBuilder:
             json_schema=judge_schema(ratings),
             seed=self.seed + self.calls,
         )
-        suffix = "" if self.constrained else "{"
-        chats = [
-            chat_prompt(self.engine.tokenizer, [{"role": "user", "content": p}]) + suffix
-            for p in prompts
-        ]
+        chats = [json_prompt(self.engine.tokenizer, p, self.constrained) for p in prompts]
         return [
             read_rating(c.text, ratings, self.constrained)
             for (c,) in self.engine.generate(chats, params)
@@ -394,24 +387,74 @@ class SkillsBuilder:
         )
         return self._filter(step_a, answered, judged, lambda r: r >= 2)
 
-    def run(self, num_samples: int, max_iterations: int) -> list[Item]:
-        """Iterate until `num_samples` items pass or `max_iterations` rounds are done."""
+    def run(
+        self, num_samples: int, max_iterations: int, journal: Journal | None = None
+    ) -> list[Item]:
+        """Iterate until `num_samples` items pass or `max_iterations` rounds are done.
+
+        With a journal, every finished round is saved (its items and rejections, the counts,
+        the random state), so a killed run resumes after its last finished round and ends
+        with what an uninterrupted run would have made.
+        """
         kept: list[Item] = []
-        seen: set[str] = {s["question"].strip().lower() for s in self.seeds}
-        bar = tqdm(total=num_samples, desc=f"skills {self.task['task_name']}", unit="item")
-        for _ in range(max_iterations):
+        start = 0
+        for round_no in sorted(journal.done) if journal is not None else []:
+            kept += self._restore(journal.done[round_no])
+            start = round_no + 1
+        seen = {s["question"].strip().lower() for s in self.seeds}
+        seen |= {it.question.strip().lower() for it in kept}
+        bar = tqdm(
+            total=num_samples,
+            initial=min(len(kept), num_samples),
+            desc=f"skills {self.task['task_name']}",
+            unit="item",
+        )
+        for round_no in range(start, max_iterations):
+            if len(kept) >= num_samples:
+                break
+            n_rejected = len(self.rejected)
+            new = []
             for it in self.iterate():
                 key = it.question.strip().lower()
                 if key in seen:  # a copy of a seed or of an earlier item
                     self._reject("exact_duplicate", it, "same question as a seed or earlier item")
                     continue
                 seen.add(key)
-                kept.append(it)
+                new.append(it)
                 bar.update(1)
-            if len(kept) >= num_samples:
-                break
+            kept += new
+            if journal is not None:
+                journal.append(round_no, self._state(new, self.rejected[n_rejected:]))
         bar.close()
         return kept[:num_samples]
+
+    def _state(self, items: list[Item], rejected: list[dict]) -> dict:
+        """What a finished round leaves behind: enough to go on as if never stopped."""
+        return {
+            "items": [asdict(it) for it in items],
+            "rejected": rejected,
+            "counts": {k: dict(getattr(self.counts, k)) for k in ("made", "kept", "rejected")},
+            "rng": self.rng.getstate(),
+            "calls": self.calls,
+        }
+
+    def _restore(self, state: dict) -> list[Item]:
+        self.rejected += state["rejected"]
+        self.counts = StepCounts(
+            *(Counter(state["counts"][k]) for k in ("made", "kept", "rejected"))
+        )
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.calls = state["calls"]
+        return [Item(**d) for d in state["items"]]
+
+    def steps(self) -> dict:
+        """Per step: made, kept and rejected, for the summary."""
+        c = self.counts
+        return {
+            step: {"made": c.made[step], "kept": c.kept[step], "rejected": c.rejected[step]}
+            for step in sorted(set(c.made) | set(c.rejected))
+        }
 
 
 def item_record(task_name: str, i: int, it: Item) -> dict:

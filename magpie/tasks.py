@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from magpie.records import InputError, read_records, write_records
+from magpie.records import InputError, Journal, read_records, write_records
 
 COMMON = ("task_name", "created_by", "task_description", "data_builder")
 MODEL_FIELDS = ("model_path", "engine", "seed", "max_tokens", "temperature", "batch_size")
@@ -191,8 +191,10 @@ def run_tag_transform(task: dict, out_dir: Path) -> dict:
     records = read_records(task["seed_datastore"]["data_path"])
     # Near-duplicate marking names each record's representative by id: give ids where missing.
     ids = ("id", "uuid", "conversation_id")
-    records = [r if any(k in r for k in ids) else {"id": f"{task['task_name']}_{i}", **r}
-               for i, r in enumerate(records)]
+    records = [
+        r if any(k in r for k in ids) else {"id": f"{task['task_name']}_{i}", **r}
+        for i, r in enumerate(records)
+    ]
     source = out_dir / f"{task['task_name']}.jsonl"
     write_records(source, records)
     files = run_tagging(task.get("mission", "magpie"), source, _tag_options(task))
@@ -201,6 +203,9 @@ def run_tag_transform(task: dict, out_dir: Path) -> dict:
     text_field = "input" if any("input" in r for r in records) else "instruction"
     _post_process(task, files[-1], out_dir, summary, text_field)
     return summary
+
+
+POST_PROCESSING = ("created_by", "tag", "dedup", "filter")  # keys that do not change items
 
 
 def run_skills(task: dict, out_dir: Path) -> dict:
@@ -219,32 +224,39 @@ def run_skills(task: dict, out_dir: Path) -> dict:
         seed=task.get("seed", 0),
         batch_size=task.get("batch_size", 32),
     )
-    builder = SkillsBuilder(
-        engine,
-        profile,
-        task,
-        seed=task.get("seed", 0),
-        temperature=task.get("temperature", 0.7),
-        max_tokens=task.get("max_tokens", 512),
-    )
-    items = builder.run(int(task.get("num_samples", 10)), int(task.get("max_iterations", 5)))
     generated = out_dir / "generated.jsonl"
-    write_records(generated, [item_record(task["task_name"], i, it) for i, it in enumerate(items)])
-    write_records(out_dir / "generation_rejected.jsonl", builder.rejected)
+    done_file = out_dir / "generation_summary.json"  # written just before generated.jsonl
+    made_by = {k: v for k, v in task.items() if k not in POST_PROCESSING}  # what makes items
+    fingerprint = json.loads(json.dumps(made_by, default=str))
+    done = read_records(done_file)[0] if done_file.exists() else {}
+    if generated.exists() and done.get("fingerprint") == fingerprint:
+        print(f"[run_task] {generated} is already complete; reusing it")
+        n_generated, steps = done["generated"], done["steps"]
+    else:
+        builder = SkillsBuilder(
+            engine,
+            profile,
+            task,
+            seed=task.get("seed", 0),
+            temperature=task.get("temperature", 0.7),
+            max_tokens=task.get("max_tokens", 512),
+        )
+        journal = Journal(generated, fingerprint)  # resumes a killed run's finished rounds
+        items = builder.run(
+            int(task.get("num_samples", 10)), int(task.get("max_iterations", 5)), journal
+        )
+        n_generated, steps = len(items), builder.steps()
+        write_records(out_dir / "generation_rejected.jsonl", builder.rejected)
+        done = {"fingerprint": fingerprint, "generated": n_generated, "steps": steps}
+        write_records(done_file, [done])
+        journal.finish(item_record(task["task_name"], i, it) for i, it in enumerate(items))
     summary = {
         "task": task["task_name"],
         "builder": task["data_builder"],
-        "generated": len(items),
-        "steps": {
-            step: {
-                "made": builder.counts.made[step],
-                "kept": builder.counts.kept[step],
-                "rejected": builder.counts.rejected[step],
-            }
-            for step in sorted(set(builder.counts.made) | set(builder.counts.rejected))
-        },
+        "generated": n_generated,
+        "steps": steps,
     }
-    if not items:
+    if not n_generated:
         write_records(out_dir / "final_data.jsonl", [])
         summary["kept"] = 0
         return summary

@@ -258,6 +258,27 @@ def test_natural_order_of_ids():
     assert sorted([10, 2, 33], key=natural_key) == [2, 10, 33]
 
 
+def test_dtype_auto_follows_the_hardware_and_bf16_keeps_the_pairs():
+    from magpie.embeddings import embed_texts, load_sentence_model, native_bf16, resolve_dtype
+
+    assert resolve_dtype("auto", "cpu") == ("bfloat16" if native_bf16("cpu") else "float32")
+    assert resolve_dtype(None, "cpu") == resolve_dtype("auto", "cpu")
+    assert resolve_dtype("float32", "cpu") == "float32"
+    with pytest.raises(InputError, match="unknown dtype 'int4'"):
+        resolve_dtype("int4", "cpu")
+
+    texts = list(dict.fromkeys([t for g in GROUPS for t in g] + UNIQUE))
+    vectors = {
+        dtype: embed_texts(load_sentence_model(None, "cpu", dtype), texts, progress=False)
+        for dtype in ("float32", "bfloat16")
+    }
+    a, b = (2 - 2 * v @ v.T for v in vectors.values())
+    assert np.abs(a - b).max() < 0.01
+    near = {dtype: (d < 0.05) for dtype, d in zip(vectors, (a, b), strict=True)}
+    assert near["float32"].sum() > len(texts)  # there are pairs besides the diagonal
+    assert (near["float32"] == near["bfloat16"]).all()
+
+
 def test_index_saved_and_reused(known, tmp_path, monkeypatch):
     path, _ = known
     out = tmp_path / "a.jsonl"

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, REPO
 
+from magpie.engines import load_engine
 from magpie.engines.base import SamplingParams
 from magpie.engines.openai import OpenAIEngine, ServerError, server_tokenizer
 from magpie.models import DEFAULT_MODEL
@@ -208,8 +209,13 @@ def test_chat_endpoint_mode_matches_local_template(server, key, tmp_path):
     profile = get_profile(DEFAULT_MODEL, tokenizer)
     out = {}
     for mode in ("template", "chat"):
-        engine = OpenAIEngine(
-            "", base_url=server, api_key_env=KEY_ENV, tokenizer=tokenizer, response_mode=mode
+        engine = load_engine(  # as gen_res --response_mode MODE builds it
+            "openai",
+            "",
+            base_url=server,
+            api_key_env=KEY_ENV,
+            tokenizer=tokenizer,
+            response_mode=mode,
         )
         path = tmp_path / f"{mode}.json"
         ResponseJob(profile, src, path, model_name=DEFAULT_MODEL, max_tokens=24).run(engine)
@@ -219,6 +225,11 @@ def test_chat_endpoint_mode_matches_local_template(server, key, tmp_path):
         assert c["gen_response_configs"]["prompt"] is None
         # Greedy: the server's own rendering of the template gives the same answer.
         assert c["response"] == t["response"] and c["response"]
+
+
+def test_chat_response_mode_needs_a_server():
+    with pytest.raises(InputError, match="--response_mode chat needs --engine openai"):
+        load_engine("hf", "", response_mode="chat")
 
 
 def test_wrong_api_key_is_refused_without_showing_it(server, monkeypatch):

@@ -105,6 +105,7 @@ def test_split_questions_reads_common_shapes():
     [
         ('{"explanation": "fine", "rating": 1}', [0, 1], True, 1),
         ('"explanation": "fine", "rating": 0}', [0, 1], False, 0),  # after a "{" prefill
+        ('{"explanation": "fine", "rating": 1}', [0, 1], False, 1),  # whole object anyway
         ('{"explanation": "x", "rating": "3"}', [1, 2, 3], True, 3),
         ('{"explanation": "x", "rating": 2.0}', [1, 2, 3], True, 2),
         ('{"explanation": "x", "rating": 7}', [1, 2, 3], True, None),
@@ -221,3 +222,91 @@ def test_tag_transform_end_to_end(tmp_path, embedded_dir):
     assert tagged[2]["messages"][0]["content"] == "Give me a synonym for happy."
     f = summary["filter"]
     assert f["in"] == 5 and f["in"] == f["kept"] + sum(f["rejected_by_rule"].values())
+
+
+# ------------------------------------------------------------------ resume
+class Crash(Exception):
+    pass
+
+
+class CountingEngine:
+    """The real engine, counting its calls. With a journal, it raises Crash (a kill) at
+    the second call after the first round was journaled: inside round 2."""
+
+    def __init__(self, engine, journal=None):
+        self.engine, self.journal = engine, journal
+        self.calls, self.before_round_two = 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def generate(self, prompts, params):
+        self.calls += 1
+        if self.journal is not None:
+            if not self.journal.done:
+                self.before_round_two = self.calls
+            elif self.calls == self.before_round_two + 2:
+                raise Crash
+        return self.engine.generate(prompts, params)
+
+
+def test_skills_generation_resumes_after_a_crash(tmp_path, embedded_dir):
+    """A run killed inside its second round resumes there and ends with exactly what an
+    uninterrupted run makes: the first round is not redone, nothing is lost or doubled."""
+    from magpie.engines.hf import HFEngine
+    from magpie.models import DEFAULT_MODEL
+    from magpie.profiles import get_profile
+    from magpie.records import Journal
+    from magpie.skills import SkillsBuilder
+
+    task = yaml.safe_load((TASKS / "skills_freeform.yaml").read_text())
+    task["num_questions_to_generate_per_prompt"] = 2
+    engine = HFEngine(str(embedded_dir), batch_size=16)
+    profile = get_profile(DEFAULT_MODEL, engine.tokenizer)
+
+    def builder(journal=None):
+        b = SkillsBuilder(engine, profile, task, seed=5, max_tokens=48)
+        b.engine = CountingEngine(engine, journal)
+        return b
+
+    whole = builder()
+    expected = whole.run(100, 2)
+    assert whole.counts.made["validate_answer"] > 0  # rounds got as far as judged answers
+
+    path = tmp_path / "generated.jsonl"
+    crashed = builder(Journal(path, {"t": 1}))
+    with pytest.raises(Crash):
+        crashed.run(100, 2, crashed.engine.journal)
+    journal = Journal(path, {"t": 1})
+    assert sorted(journal.done) == [0]  # only the finished round was kept
+
+    resumed = builder()
+    items = resumed.run(100, 2, journal)
+    assert resumed.engine.calls == whole.engine.calls - crashed.engine.before_round_two
+    assert [vars(i) for i in items] == [vars(i) for i in expected]
+    assert resumed.rejected == whole.rejected
+    assert resumed.steps() == whole.steps()
+
+
+def test_finished_generation_is_reused_by_a_rerun(tmp_path, tiny_model_dir, capsys):
+    from magpie.tasks import run_task
+
+    path = small(
+        TASKS / "skills_freeform.yaml",
+        tmp_path,
+        model_path=str(tiny_model_dir),
+        num_samples=2,
+        max_iterations=1,
+        num_questions_to_generate_per_prompt=2,
+        max_tokens=24,
+        tag=False,
+    )
+    first = run_task(path, tmp_path / "out")
+    generated = tmp_path / "out" / "short_answers" / "generated.jsonl"
+    before = (generated.read_bytes(), generated.stat().st_mtime_ns)
+    assert not Path(f"{generated}.journal.jsonl").exists()
+    capsys.readouterr()
+    again = run_task(path, tmp_path / "out")
+    assert "already complete; reusing it" in capsys.readouterr().out
+    assert (generated.read_bytes(), generated.stat().st_mtime_ns) == before
+    assert again == first

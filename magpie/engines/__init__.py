@@ -39,6 +39,10 @@ def pick_engine(engine: str | None) -> str:
 def load_engine(engine: str | None, model_path: str, **options) -> Engine:
     """Build an engine. `options` not meant for the chosen back end are ignored."""
     name = pick_engine(engine)
+    if options.get("response_mode") == "chat" and name != "openai":
+        from magpie.records import InputError
+
+        raise InputError("--response_mode chat needs --engine openai (a server's chat endpoint)")
     log.info("engine: %s%s", name, "" if engine else " (picked automatically)")
     if name == "hf":
         from magpie.engines.hf import HFEngine
@@ -70,6 +74,7 @@ def load_engine(engine: str | None, model_path: str, **options) -> Engine:
         "api_key_env",
         "max_concurrency",
         "request_timeout",
+        "response_mode",
         "seed",
         "tokenizer",
         "trust_remote_code",

@@ -98,6 +98,21 @@ def parse_answer(text: str, keys: Sequence[str]) -> dict:
     raise LabelError(f"unparseable: no JSON object in the answer ({snippet!r})")
 
 
+def json_prompt(tokenizer, content: str, constrained: bool) -> str:
+    """The chat prompt for a JSON answer to `content`. Without a grammar it is prefilled
+    with "{" (small models then answer in JSON far more often); with one, the grammar
+    itself starts the object."""
+    prompt = chat_prompt(tokenizer, [{"role": "user", "content": content}])
+    return prompt if constrained else prompt + "{"
+
+
+def json_text(text: str, constrained: bool) -> str:
+    """The answer's JSON text, with the "{" prefill put back. A server that applied the
+    schema anyway (one not known to) answers with the whole object: kept as it is."""
+    prefilled = not constrained and not text.lstrip().startswith("{")
+    return "{" + text if prefilled else text
+
+
 def _schema_keys(schema: dict) -> list[str]:
     keys: list[str] = []
     for part in schema.get("anyOf", [schema]):
@@ -158,20 +173,14 @@ class LLMTagger:
         )
 
     def _prompt(self, mission: str, conv: Conversation) -> str:
-        prompt = chat_prompt(
-            self.engine.tokenizer, [{"role": "user", "content": mission_prompt(mission, conv)}]
-        )
-        # Prefill "{" only without a grammar: the grammar itself starts the object.
-        return prompt if self.constrained else prompt + "{"
+        return json_prompt(self.engine.tokenizer, mission_prompt(mission, conv), self.constrained)
 
     def _read(self, mission: str, c: Completion) -> tuple[dict | None, str | None]:
-        # Without a grammar the prompt was prefilled with "{"; a server that applied the
-        # schema anyway (one not known to) answers with the whole object.
-        prefilled = not self.constrained and not c.text.lstrip().startswith("{")
-        text = "{" + c.text if prefilled else c.text
         self.tokens += c.completion_tokens
         try:
-            answer = parse_answer(text, _schema_keys(SCHEMAS[mission]))
+            answer = parse_answer(
+                json_text(c.text, self.constrained), _schema_keys(SCHEMAS[mission])
+            )
             return fields_from_answer(mission, answer), None
         except LabelError as e:
             reason = str(e)
