@@ -13,13 +13,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from magpie.conversations import parse_system_prompts  # noqa: E402
-from magpie.engines import load_engine, load_tokenizer_for  # noqa: E402
+from magpie.engines import EngineOptions, with_engine_flags  # noqa: E402
+from magpie.logits import first_token_processor  # noqa: E402
 from magpie.models import canonical_name  # noqa: E402
 from magpie.multiturn import ConversationJob  # noqa: E402
 from magpie.profiles import get_profile  # noqa: E402
 from magpie.stage import run_cli  # noqa: E402
 
 
+@with_engine_flags
 def main(
     model_path: str = "",
     total_prompts: int = 100,
@@ -32,26 +34,19 @@ def main(
     instruction_temperature: float = 1.0,
     instruction_top_p: float = 1.0,
     instruction_repetition_penalty: float = 1.0,
+    logits_processor: bool = False,
+    flaming_tokens: bool = False,
     response_temperature: float = 0.0,
     response_top_p: float = 1.0,
     response_repetition_penalty: float = 1.0,
     max_tokens: int = 2048,
     early_stopping: bool = True,
     seed: int | None = None,
-    engine: str | None = None,
-    device: str | None = None,
-    dtype: str = "bfloat16",
-    batch_size: int = 64,
-    tensor_parallel_size: int = 1,
-    gpu_memory_utilization: float = 0.95,
-    max_model_len: int = 4096,
-    trust_remote_code: bool = False,
-    base_url: str | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
-    max_concurrency: int = 8,
     output_folder: str = "data",
     job_name: str | None = None,
     timestamp: int | None = None,
+    *,
+    engine_options: EngineOptions,
 ):
     """Generate conversations in one pass, steered by system prompts.
 
@@ -74,23 +69,15 @@ def main(
       instruction_temperature: sampling temperature for user turns.
       instruction_top_p: nucleus threshold for user turns.
       instruction_repetition_penalty: repetition penalty for user turns.
+      logits_processor: forbid a markdown header as the first token of a user turn.
+      flaming_tokens: a hotter first token of a user turn (logits / 1.2); not with
+        --logits_processor.
       response_temperature: sampling temperature for assistant turns (0 = greedy).
       response_top_p: nucleus threshold for assistant turns.
       response_repetition_penalty: repetition penalty for assistant turns.
       max_tokens: most tokens per turn; a turn that hits it ends its conversation.
       early_stopping: cut user turns at the first newline.
       seed: random seed (system prompt choices and sampling); default the timestamp.
-      engine: hf, vllm or openai; default vllm with a GPU, else hf.
-      device: torch device for the hf engine.
-      dtype: bfloat16, float16 or float32.
-      batch_size: rows decoded together by the hf engine.
-      tensor_parallel_size: GPUs per model for vLLM.
-      gpu_memory_utilization: share of GPU memory vLLM may take.
-      max_model_len: context length for vLLM.
-      trust_remote_code: allow the model's own code (off unless asked).
-      base_url: OpenAI-compatible server for --engine openai.
-      api_key_env: environment variable holding the server's API key.
-      max_concurrency: requests in flight at once with --engine openai.
       output_folder: where outputs go.
       job_name: subfolder of output_folder.
       timestamp: used in the output file name; pass the same one to resume.
@@ -105,9 +92,7 @@ def main(
     if output.exists() and not Path(f"{output}.journal.jsonl").exists():
         print(f"[gen_conv] {output} is already complete; nothing to do")
         return
-    tokenizer = load_tokenizer_for(
-        engine, model_path, trust_remote_code, base_url=base_url, api_key_env=api_key_env
-    )
+    tokenizer = engine_options.tokenizer(model_path)
     job = ConversationJob(
         get_profile(name, tokenizer),
         tokenizer,
@@ -125,6 +110,7 @@ def main(
             "temperature": instruction_temperature,
             "top_p": instruction_top_p,
             "repetition_penalty": instruction_repetition_penalty,
+            "logits_processor": first_token_processor(logits_processor, flaming_tokens),
         },
         response_params={
             "temperature": response_temperature,
@@ -134,22 +120,7 @@ def main(
         max_tokens=max_tokens,
         seed=seed,
     )
-    eng = load_engine(
-        engine,
-        model_path,
-        dtype=dtype,
-        device=device,
-        batch_size=batch_size,
-        seed=seed,
-        trust_remote_code=trust_remote_code,
-        tensor_parallel_size=tensor_parallel_size,
-        gpu_memory_utilization=gpu_memory_utilization,
-        max_model_len=max_model_len,
-        tokenizer=tokenizer,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        max_concurrency=max_concurrency,
-    )
+    eng = engine_options.load(model_path, seed=seed, tokenizer=tokenizer)
     summary = job.run(eng)
     print(summary.line())
     print(f"[gen_conv] wrote {output}")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from magpie.engines import load_engine, load_tokenizer_for  # noqa: E402
+from magpie.engines import EngineOptions, with_engine_flags  # noqa: E402
 from magpie.instructions import InstructionJob, instruction_file_name  # noqa: E402
+from magpie.logits import first_token_processor  # noqa: E402
 from magpie.models import canonical_name  # noqa: E402
 from magpie.profiles import CONTROL_TASKS, get_profile  # noqa: E402
 from magpie.records import InputError  # noqa: E402
@@ -19,6 +20,7 @@ from magpie.stage import run_cli  # noqa: E402
 log = logging.getLogger("magpie")
 
 
+@with_engine_flags
 def main(
     model_path: str = "",
     total_prompts: int = 1000,
@@ -27,7 +29,6 @@ def main(
     temperature: float = 1.0,
     top_p: float = 1.0,
     max_tokens: int = 2048,
-    max_model_len: int = 4096,
     early_stopping: bool = True,
     disable_early_stopping: bool = False,
     system_prompt: bool | str = False,
@@ -38,21 +39,11 @@ def main(
     shuffle: bool = True,
     seed: int | None = None,
     checkpoint_every: int = 100,
-    engine: str | None = None,
-    device: str | None = None,
-    dtype: str = "bfloat16",
-    batch_size: int = 64,
-    tensor_parallel_size: int = 1,
-    gpu_memory_utilization: float = 0.95,
-    swap_space: float = 2.0,
-    trust_remote_code: bool = False,
-    base_url: str | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
-    max_concurrency: int = 8,
-    request_timeout: float = 600.0,
     output_folder: str = "data",
     job_name: str | None = None,
     timestamp: int | None = None,
+    *,
+    engine_options: EngineOptions,
 ):
     """Generate Magpie instructions.
 
@@ -65,7 +56,6 @@ def main(
       temperature: sampling temperature for instructions.
       top_p: nucleus sampling threshold.
       max_tokens: most tokens per instruction; longer ones are flagged "unfinished".
-      max_model_len: context length for vLLM.
       early_stopping: stop at the first newline (single-line instructions).
       disable_early_stopping: same as --early_stopping=False.
       system_prompt: True: use the model's with-system-prompt template; a string: use it
@@ -77,24 +67,11 @@ def main(
       shuffle: shuffle the n samples of each prompt (seeded).
       seed: random seed; default the timestamp. Recorded in gen_input_configs.seed.
       checkpoint_every: kept for compatibility; every record is journaled as it is made.
-      engine: hf, vllm or openai; default vllm with a GPU, else hf.
-      device: torch device for the hf engine (cpu, cuda); default cuda if present.
-      dtype: bfloat16, float16 or float32.
-      batch_size: rows decoded together by the hf engine.
-      tensor_parallel_size: GPUs per model for vLLM.
-      gpu_memory_utilization: share of GPU memory vLLM may take.
-      swap_space: CPU swap space (GiB) for vLLM.
-      trust_remote_code: allow the model's own code (off unless asked).
-      base_url: OpenAI-compatible server for --engine openai (e.g. http://127.0.0.1:8000/v1).
-      api_key_env: environment variable holding the server's API key (never printed).
-      max_concurrency: requests in flight at once with --engine openai.
-      request_timeout: seconds before a server request is retried.
       output_folder: where outputs go (created).
       job_name: subfolder of output_folder for this job.
       timestamp: used in the output file name; default now. Pass the same one to resume.
     """
-    if logits_processor and flaming_tokens:
-        raise InputError("--logits_processor and --flaming_tokens cannot be used together")
+    processor = first_token_processor(logits_processor, flaming_tokens)
     if control_tasks is not None and control_tasks not in CONTROL_TASKS:
         raise InputError(f"--control_tasks must be one of {', '.join(CONTROL_TASKS)}")
     if not total_prompts:
@@ -109,14 +86,9 @@ def main(
     if output.exists() and not Path(f"{output}.journal.jsonl").exists():
         print(f"[gen_ins] {output} is already complete; nothing to do")
         return
-    tokenizer = load_tokenizer_for(
-        engine, model_path, trust_remote_code, base_url=base_url, api_key_env=api_key_env
-    )
+    tokenizer = engine_options.tokenizer(model_path)
     profile = get_profile(name, tokenizer)
     log.info("model %s, profile from %s", name, profile.source)
-    processor = (
-        "de_markdown" if logits_processor else ("flaming_tokens" if flaming_tokens else None)
-    )
     job = InstructionJob(
         profile,
         output,
@@ -134,24 +106,7 @@ def main(
         shuffle=shuffle,
         seed=seed,
     )
-    eng = load_engine(
-        engine,
-        model_path,
-        dtype=dtype,
-        device=device,
-        batch_size=batch_size,
-        seed=seed,
-        trust_remote_code=trust_remote_code,
-        tensor_parallel_size=tensor_parallel_size,
-        gpu_memory_utilization=gpu_memory_utilization,
-        max_model_len=max_model_len,
-        swap_space=swap_space,
-        tokenizer=tokenizer,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        max_concurrency=max_concurrency,
-        request_timeout=request_timeout,
-    )
+    eng = engine_options.load(model_path, seed=seed, tokenizer=tokenizer)
     summary = job.run(eng)
     print(summary.line())
     print(f"[gen_ins] wrote {output}")

@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from magpie.conversations import MULTI_TURN_SYSTEM_PROMPT  # noqa: E402
-from magpie.engines import load_engine, load_tokenizer_for  # noqa: E402
+from magpie.engines import EngineOptions, with_engine_flags  # noqa: E402
 from magpie.models import canonical_name  # noqa: E402
 from magpie.multiturn import MultiTurnJob  # noqa: E402
 from magpie.profiles import get_profile  # noqa: E402
@@ -17,13 +17,12 @@ from magpie.responses import response_file_name  # noqa: E402
 from magpie.stage import run_cli  # noqa: E402
 
 
+@with_engine_flags
 def main(
     input_file: str | None = None,
     model_path: str = "",
     num_turns: int = 2,
-    batch_size: int = 64,
     max_tokens: int = 4096,
-    max_model_len: int = 4096,
     early_stopping: bool = True,
     disable_early_stopping: bool = False,
     instruction_temperature: float = 1.0,
@@ -35,16 +34,9 @@ def main(
     system_prompt: str = MULTI_TURN_SYSTEM_PROMPT,
     seed: int | None = None,
     checkpoint_every: int = 20,
-    engine: str | None = None,
-    device: str | None = None,
-    dtype: str = "bfloat16",
-    tensor_parallel_size: int = 1,
-    gpu_memory_utilization: float = 0.95,
-    trust_remote_code: bool = False,
-    base_url: str | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
-    max_concurrency: int = 8,
     output_file: str | None = None,
+    *,
+    engine_options: EngineOptions,
 ):
     """Extend the instruction/response records of INPUT_FILE to NUM_TURNS turns.
 
@@ -52,9 +44,7 @@ def main(
       input_file: records with `instruction` and `response` (the output of gen_res.py).
       model_path: hub id or local folder; empty = the embedded SmolLM2-135M-Instruct.
       num_turns: total turns per conversation (at least 2).
-      batch_size: rows decoded together by the hf engine.
       max_tokens: most tokens per turn; a turn that hits it ends its conversation.
-      max_model_len: context length for vLLM.
       early_stopping: cut follow-up instructions at the first newline.
       disable_early_stopping: same as --early_stopping=False.
       instruction_temperature: sampling temperature for follow-up instructions.
@@ -67,15 +57,6 @@ def main(
         none); default the paper's multi-turn prompt with its typos fixed.
       seed: random seed.
       checkpoint_every: kept for compatibility; every turn is journaled as it is made.
-      engine: hf, vllm or openai; default vllm with a GPU, else hf.
-      device: torch device for the hf engine.
-      dtype: bfloat16, float16 or float32.
-      tensor_parallel_size: GPUs per model for vLLM.
-      gpu_memory_utilization: share of GPU memory vLLM may take.
-      trust_remote_code: allow the model's own code (off unless asked).
-      base_url: OpenAI-compatible server for --engine openai.
-      api_key_env: environment variable holding the server's API key.
-      max_concurrency: requests in flight at once with --engine openai.
       output_file: default <input stem>_mt.json next to the input.
     """
     if not input_file:
@@ -86,9 +67,7 @@ def main(
         return
     read_records(input_file)  # bad input fails before any model loads
     name = canonical_name(model_path)
-    tokenizer = load_tokenizer_for(
-        engine, model_path, trust_remote_code, base_url=base_url, api_key_env=api_key_env
-    )
+    tokenizer = engine_options.tokenizer(model_path)
     job = MultiTurnJob(
         get_profile(name, tokenizer),
         tokenizer,
@@ -111,22 +90,7 @@ def main(
         max_tokens=max_tokens,
         seed=seed,
     )
-    eng = load_engine(
-        engine,
-        model_path,
-        dtype=dtype,
-        device=device,
-        batch_size=batch_size,
-        seed=seed,
-        trust_remote_code=trust_remote_code,
-        tensor_parallel_size=tensor_parallel_size,
-        gpu_memory_utilization=gpu_memory_utilization,
-        max_model_len=max_model_len,
-        tokenizer=tokenizer,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        max_concurrency=max_concurrency,
-    )
+    eng = engine_options.load(model_path, tokenizer=tokenizer, seed=seed)
     summary = job.run(eng)
     print(summary.line())
     print(f"[gen_mt] wrote {output}")

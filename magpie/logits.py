@@ -14,6 +14,15 @@ from functools import lru_cache
 FLAMING_TOKENS_FACTOR = 1.2
 
 
+def first_token_processor(logits_processor: bool = False, flaming_tokens: bool = False):
+    """The stages' --logits_processor / --flaming_tokens flags as one processor name."""
+    if logits_processor and flaming_tokens:
+        from magpie.records import InputError
+
+        raise InputError("--logits_processor and --flaming_tokens cannot be used together")
+    return "de_markdown" if logits_processor else ("flaming_tokens" if flaming_tokens else None)
+
+
 def markdown_header_token_ids(tokenizer) -> list[int]:
     """Ids of every token whose text, once leading spaces are dropped, starts with '#'."""
     return list(_header_ids(_vocab_key(tokenizer), tokenizer))

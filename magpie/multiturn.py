@@ -39,6 +39,7 @@ def _sampling(
     max_tokens,
     seed,
     newline: bool = False,
+    logits_processor: str | None = None,
 ) -> SamplingParams:
     return SamplingParams(
         temperature=temperature,
@@ -48,6 +49,7 @@ def _sampling(
         stop=list(profile.stop_tokens) + (["\n"] if newline else []),
         stop_token_ids=list(profile.stop_token_ids),
         seed=seed,
+        logits_processor=logits_processor,  # type: ignore[arg-type]
     )
 
 

@@ -383,3 +383,49 @@ def test_resume_uses_journaled_turns(tiny_model_dir, tmp_path):
     # Record 1 was generated now: a random model never closes its turn in 4 tokens.
     assert records[1]["conversation_stop_reason"] == "instruction 2 unfinished"
     assert [m["content"] for m in records[1]["conversation"]] == ["Q2", "A2"]
+
+
+@pytest.mark.parametrize("processor", [None, "de_markdown"])
+def test_one_pass_user_turns_take_the_first_token_processor(smol_tokenizer, tmp_path, processor):
+    """A model biased to open every turn with '#' (and then to end it): --logits_processor
+    stops that in user turns (the instructions) and leaves assistant turns alone."""
+    import torch
+    from conftest import tiny_llama
+
+    from magpie.engines.hf import HFEngine
+    from magpie.logits import first_token_processor
+    from magpie.multiturn import ConversationJob
+    from magpie.profiles import get_profile
+
+    assert first_token_processor(logits_processor=True) == "de_markdown"
+    with pytest.raises(InputError, match="cannot be used together"):
+        first_token_processor(True, True)
+    model = tiny_llama(smol_tokenizer)
+    hash_id = smol_tokenizer.convert_tokens_to_ids("#")
+    end_id = smol_tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    def bias(module, inputs, out):  # a prefill (many positions) picks the first token
+        favourite = hash_id if out.shape[1] > 1 else end_id
+        return out.index_add(-1, torch.tensor([favourite]), torch.full((*out.shape[:-1], 1), 100.0))
+
+    model.lm_head.register_forward_hook(bias)
+    engine = HFEngine("tiny", model=model, tokenizer=smol_tokenizer, batch_size=4)
+    greedy = {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0}
+    job = ConversationJob(
+        get_profile("tiny", smol_tokenizer),
+        smol_tokenizer,
+        tmp_path / "conv.json",
+        model_name="tiny",
+        total=2,
+        n_turns=1,
+        early_stopping=False,
+        instruction_params={**greedy, "logits_processor": processor},
+        response_params=greedy,
+        max_tokens=3,
+    )
+    job.run(engine)
+    for r in read_records(tmp_path / "conv.json"):
+        assert r["gen_input_configs"]["instruction"]["logits_processor"] == processor
+        assert r["conversation_stop_reason"] is None
+        assert r["instruction"].startswith("#") == (processor is None)
+        assert r["response"] == "#"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib.util
+import inspect
 import logging
 
 from magpie.engines.base import Completion, Engine, SamplingParams
@@ -10,10 +13,12 @@ from magpie.engines.base import Completion, Engine, SamplingParams
 __all__ = [
     "Completion",
     "Engine",
+    "EngineOptions",
     "SamplingParams",
     "load_engine",
     "load_tokenizer_for",
     "pick_engine",
+    "with_engine_flags",
 ]
 
 log = logging.getLogger("magpie")
@@ -97,3 +102,78 @@ def load_tokenizer_for(
     from magpie.models import load_tokenizer
 
     return load_tokenizer(model_path, trust_remote_code)
+
+
+@dataclasses.dataclass
+class EngineOptions:
+    """The engine flags of every stage that runs a chat model, kept in one place."""
+
+    engine: str | None = None
+    device: str | None = None
+    dtype: str = "bfloat16"
+    batch_size: int = 64
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.95
+    max_model_len: int = 4096
+    swap_space: float = 2.0
+    trust_remote_code: bool = False
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = 8
+    request_timeout: float = 600.0
+
+    def tokenizer(self, model_path: str):
+        """The model's tokenizer, loaded before any weights (see load_tokenizer_for)."""
+        return load_tokenizer_for(
+            self.engine,
+            model_path,
+            self.trust_remote_code,
+            base_url=self.base_url,
+            api_key_env=self.api_key_env,
+        )
+
+    def load(self, model_path: str, **options) -> Engine:
+        """The engine, with these flags and the stage's own `options` (seed, tokenizer...)."""
+        flags = {k: v for k, v in vars(self).items() if k != "engine"}
+        return load_engine(self.engine, model_path, **flags, **options)
+
+
+ENGINE_FLAGS_HELP = {
+    "engine": "hf, vllm or openai; default vllm with a GPU, else hf.",
+    "device": "torch device for the hf engine (cpu, cuda, cuda:N).",
+    "dtype": "bfloat16, float16 or float32.",
+    "batch_size": "rows decoded together by the hf engine.",
+    "tensor_parallel_size": "GPUs per model for vLLM.",
+    "gpu_memory_utilization": "share of GPU memory vLLM may take.",
+    "max_model_len": "context length for vLLM.",
+    "swap_space": "CPU swap space (GiB) for vLLM.",
+    "trust_remote_code": "allow the model's own code (off unless asked).",
+    "base_url": "OpenAI-compatible server for --engine openai (e.g. http://127.0.0.1:8000/v1).",
+    "api_key_env": "environment variable holding the server's API key (never printed).",
+    "max_concurrency": "requests in flight at once with --engine openai.",
+    "request_timeout": "seconds before a server request is retried.",
+}
+
+
+def with_engine_flags(main):
+    """Give a stage's `main(..., engine_options: EngineOptions)` the engine flags as flags
+    of its own (for fire and --help); they reach `main` gathered in `engine_options`."""
+    names = [f.name for f in dataclasses.fields(EngineOptions)]
+    signature = inspect.signature(main)
+    own = [p for p in signature.parameters.values() if p.name != "engine_options"]
+    flags = [
+        inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type
+        )
+        for f in dataclasses.fields(EngineOptions)
+    ]
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        options = EngineOptions(**{k: kwargs.pop(k) for k in names if k in kwargs})
+        return main(*args, engine_options=options, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=own + flags)
+    lines = "".join(f"      {k}: {ENGINE_FLAGS_HELP[k]}\n" for k in names)
+    wrapper.__doc__ = (main.__doc__ or "").rstrip() + "\n" + lines
+    return wrapper
