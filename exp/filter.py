@@ -29,6 +29,8 @@ def main(
     language: str | None = None,
     safe_only: bool | None = None,
     safety_field: str | None = None,
+    response_pattern: str | None = None,
+    max_per_category: int | None = None,
     top_k: int | None = None,
     shuffle: bool | None = None,
     seed: int | None = None,
@@ -53,9 +55,13 @@ def main(
       language: allowed ISO 639-1 codes, e.g. EN,FR.
       safe_only: keep only records judged "safe" by Llama Guard.
       safety_field: the field holding the verdict (default llama_guard_2).
+      response_pattern: keep responses matching this regular expression, e.g.
+        "^## Step 1" for step-by-step answers.
+      max_per_category: keep at most this many records per task_category (a seeded
+        random choice within each category).
       top_k: keep the K records with the longest responses (all, when fewer survive).
       shuffle: shuffle the kept records.
-      seed: shuffle seed (default 42).
+      seed: seed of the shuffle and of --max_per_category's choice (default 42).
     """
     if not input_file:
         raise InputError("--input_file is required")
@@ -73,6 +79,8 @@ def main(
         language=language,
         safe_only=safe_only,
         safety_field=safety_field,
+        response_pattern=response_pattern,
+        max_per_category=max_per_category,
         top_k=top_k,
         shuffle=shuffle,
         seed=seed,

@@ -14,10 +14,14 @@ Rules, each off unless set, checked in this order:
   `sample_quality_field` (default `sample_quality`, as unitag writes it).
 - difficulty, task_category, language: allowed values (language as ISO 639-1, any case).
 - safe_only: keep only records whose `llama_guard_2` verdict is "safe".
+- response_pattern: keep responses matching this regular expression (searched; for a
+  conversation, its first response), e.g. "^## Step 1" for step-by-step answers.
 
 A missing or null tag fails its rule instead of crashing (the original's `> -10` raised on
-null rewards). The survivors can be cut to the `top_k` longest responses and shuffled
-with `seed`; fewer than top_k survivors is fine. Rejected records keep the rule that
+null rewards). The survivors can be capped at `max_per_category` records per
+`task_category` (a seeded random choice within each category: rebalancing, as for the
+original's DPO subsets), cut to the `top_k` longest responses and shuffled with `seed`;
+fewer survivors than a cap is fine. Rejected records keep the rule that
 rejected them (`filter_reason`, the first failed in the order above) and every rule they
 failed (`filter_failed`).
 """
@@ -28,6 +32,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -50,6 +55,7 @@ RULES = (
     "task_category",
     "language",
     "safe_only",
+    "response_pattern",
 )
 
 
@@ -69,6 +75,8 @@ class FilterConfig:
     language: list[str] | None = None
     safe_only: bool = False
     safety_field: str = "llama_guard_2"
+    response_pattern: str | None = None
+    max_per_category: int | None = None
     top_k: int | None = None
     shuffle: bool = False
     seed: int = 42
@@ -86,8 +94,15 @@ class FilterConfig:
             self.language = [str(v).upper() for v in _as_list(self.language)]
         if self.min_instruct_reward is not None:
             self.min_instruct_reward = float(self.min_instruct_reward)
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 0):
-            raise InputError(f"top_k must be a non-negative integer, got {self.top_k!r}")
+        for name in ("max_per_category", "top_k"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise InputError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.response_pattern is not None:
+            try:
+                re.compile(self.response_pattern)
+            except re.error as e:
+                raise InputError(f"response_pattern {self.response_pattern!r}: {e}") from None
 
     def active(self) -> list[str]:
         return [r for r in RULES if getattr(self, r) not in (None, False)]
@@ -213,7 +228,22 @@ def check(record: dict, cfg: FilterConfig) -> list[str]:
         verdict = record.get(cfg.safety_field)
         if not isinstance(verdict, str) or verdict.strip().split("\n")[0].strip().lower() != "safe":
             failed.append("safe_only")
+    if cfg.response_pattern is not None:
+        text = first_response(record)
+        if text is None or not re.search(cfg.response_pattern, text, re.MULTILINE):
+            failed.append("response_pattern")
     return failed
+
+
+def first_response(record: dict) -> str | None:
+    """The response, or a conversation's first assistant turn."""
+    if "response" in record:
+        return record["response"] if isinstance(record["response"], str) else None
+    try:
+        turns = conversations_of(record)
+    except ValueError:
+        return None
+    return next((t["value"] for t in turns if t["from"] == "gpt"), None)
 
 
 def response_length(record: dict) -> int:
@@ -260,6 +290,14 @@ def apply_filters(
             rejected.append(record | {"filter_reason": fails[0], "filter_failed": fails})
         else:
             kept.append(record)
+    if cfg.max_per_category is not None:
+        kept, over = _cap_per_category(kept, cfg.max_per_category, cfg.seed)
+        rejected.extend(
+            r | {"filter_reason": "max_per_category", "filter_failed": ["max_per_category"]}
+            for r in over
+        )
+        first["max_per_category"] += len(over)
+        failed["max_per_category"] += len(over)
     if cfg.top_k is not None and len(kept) > cfg.top_k:
         order = sorted(range(len(kept)), key=lambda i: -response_length(kept[i]))  # stable
         chosen = set(order[: cfg.top_k])
@@ -274,6 +312,21 @@ def apply_filters(
         random.Random(cfg.seed).shuffle(kept)
     report = FilterReport(len(records), len(kept), first, failed, time.time() - start)
     return kept, rejected, report
+
+
+def _cap_per_category(records: list[dict], cap: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """At most `cap` records per task_category, chosen at random (seeded) within each;
+    the kept ones stay in input order. Records without a category form one group."""
+    groups: dict = {}
+    for i, r in enumerate(records):
+        groups.setdefault(canonical_label(r.get("task_category"), TASK_CATEGORIES), []).append(i)
+    rng = random.Random(seed)
+    chosen: set[int] = set()
+    for label in sorted(groups, key=lambda g: (g is None, g or "")):  # stable draw order
+        members = groups[label]
+        chosen.update(members if len(members) <= cap else rng.sample(members, cap))
+    kept = [r for i, r in enumerate(records) if i in chosen]
+    return kept, [r for i, r in enumerate(records) if i not in chosen]
 
 
 def filtered_file_names(input_file: str | os.PathLike) -> tuple[Path, Path]:

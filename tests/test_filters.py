@@ -48,6 +48,7 @@ ALL = load_filter_config(
     task_category=["Information seeking", "Others"],
     language=["en"],
     safe_only=True,
+    response_pattern=r"\brain\.$",
 )
 
 
@@ -79,6 +80,8 @@ def test_good_record_passes_every_rule():
         ({"language": None}, "language"),
         ({"llama_guard_2": "unsafe\nS2"}, "safe_only"),
         ({"llama_guard_2": None}, "safe_only"),
+        ({"response": "It is sunny."}, "response_pattern"),
+        ({"response": None}, "response_pattern"),
     ],
 )
 def test_each_rule_fails_alone_and_nulls_do_not_crash(changes, rule):
@@ -152,6 +155,50 @@ def test_top_k_longest_then_seeded_shuffle():
     other, _, _ = apply_filters(records, load_filter_config(None, top_k=5, shuffle=True, seed=2))
     assert [r["conversation_id"] for r in other] != [r["conversation_id"] for r in kept]
     assert report.kept == 5 and report.rejected["top_k"] == 15
+
+
+def test_response_pattern_reads_the_first_response_of_a_conversation():
+    cfg = load_filter_config(None, response_pattern="^## Step 1")
+    cot = "Let us see.\n## Step 1: read\n## Step 2: answer"
+    assert check(good(response=cot), cfg) == []
+    talk = {
+        "conversation_id": "c",
+        "conversations": [
+            {"from": "human", "value": "Q"},
+            {"from": "gpt", "value": cot},
+            {"from": "human", "value": "Q2"},
+            {"from": "gpt", "value": "plain"},
+        ],
+    }
+    assert check(talk, cfg) == []
+    talk["conversations"][1]["value"] = "plain"
+    assert check(talk, cfg) == ["response_pattern"]
+    with pytest.raises(InputError, match="response_pattern"):
+        load_filter_config(None, response_pattern="(unclosed")
+
+
+def test_max_per_category_rebalances_with_a_seeded_choice():
+    categories = ["Math"] * 10 + ["Coding & Debugging"] * 3 + [None] * 4
+    records = [good(conversation_id=f"m_{i}", task_category=c) for i, c in enumerate(categories)]
+    cfg = load_filter_config(None, max_per_category=3, seed=7)
+    kept, rejected, report = apply_filters(records, cfg)
+    per = {}
+    for r in kept:
+        per[r["task_category"]] = per.get(r["task_category"], 0) + 1
+    assert per == {"Math": 3, "Coding & Debugging": 3, None: 3}
+    ids = [r["conversation_id"] for r in kept]
+    assert ids == sorted(ids, key=lambda x: int(x[2:]))  # input order kept
+    assert {r["filter_reason"] for r in rejected} == {"max_per_category"}
+    assert len(rejected) == 8 and report.rejected["max_per_category"] == 8
+    again, _, _ = apply_filters(records, cfg)
+    assert [r["conversation_id"] for r in again] == ids
+    other = {
+        tuple(r["conversation_id"] for r in apply_filters(records, cfg_)[0])
+        for cfg_ in (load_filter_config(None, max_per_category=3, seed=s) for s in range(5))
+    }
+    assert len(other) > 1  # the seed decides which records stay
+    with pytest.raises(InputError, match="max_per_category must be a non-negative integer"):
+        load_filter_config(None, max_per_category=-1)
 
 
 def test_fewer_survivors_than_top_k_is_fine():
