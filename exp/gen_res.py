@@ -29,6 +29,7 @@ def main(
     seed: int | None = None,
     checkpoint_every: int = 20,
     response_mode: str | None = None,
+    enable_thinking: bool | None = None,
     output_file: str | None = None,
     *,
     engine_options: EngineOptions,
@@ -46,6 +47,9 @@ def main(
       checkpoint_every: kept for compatibility; every record is journaled as it is made.
       response_mode: with --engine openai: template (default; raw completion of the chat
         template rendered here) or chat (the server's chat endpoint applies its template).
+      enable_thinking: passed to the chat template (Qwen3's switch): False renders it
+        without thinking; default the template's own choice. A thinking model's thoughts
+        go to `reasoning`, its answer to `response`.
       output_file: default <input stem>_res.json next to the input.
     """
     if not input_file:
@@ -67,6 +71,7 @@ def main(
         repetition_penalty=repetition_penalty,
         max_tokens=max_tokens,
         seed=seed,
+        enable_thinking=enable_thinking,
     )
     eng = engine_options.load(
         model_path, seed=seed, tokenizer=tokenizer, response_mode=response_mode

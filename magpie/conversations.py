@@ -41,8 +41,9 @@ MULTI_TURN_SYSTEM_PROMPT = (
 _SENTINEL = "MAGPIENEXTUSERTURN7Q"
 
 
-def render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
-    """The tokenizer's chat template applied to messages (fixed date for dated templates)."""
+def render(tokenizer, messages: list[dict], add_generation_prompt: bool, **template_kwargs) -> str:
+    """The tokenizer's chat template applied to messages (fixed date for dated templates;
+    `template_kwargs` such as enable_thinking go to the template)."""
     if not getattr(tokenizer, "chat_template", None):
         raise InputError("the model's tokenizer has no chat template to render conversations")
     try:
@@ -51,6 +52,7 @@ def render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
             tokenize=False,
             add_generation_prompt=add_generation_prompt,
             date_string=TEMPLATE_DATE,
+            **template_kwargs,
         )
     except Exception as e:  # templates raise on roles they do not support (Gemma: system)
         if type(e).__name__ in ("TemplateError", "TemplateSyntaxError", "UndefinedError"):
@@ -67,9 +69,9 @@ def user_turn_prompt(tokenizer, messages: list[dict]) -> str:
     return rendered[:cut]
 
 
-def assistant_turn_prompt(tokenizer, messages: list[dict]) -> str:
+def assistant_turn_prompt(tokenizer, messages: list[dict], **template_kwargs) -> str:
     """`messages` rendered with the assistant's turn opened."""
-    return render(tokenizer, messages, True)
+    return render(tokenizer, messages, True, **template_kwargs)
 
 
 def first_user_prompt(tokenizer, profile: Profile, system: str | None) -> str:

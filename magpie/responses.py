@@ -9,6 +9,12 @@ With `num_samples` (gen_po_multi_res) each prompt is ONE request for n samples (
 original made n separate passes, re-prefilling every prompt), and a record gets
 `responses` (n strings) with `response_finish_reasons` and `response_flags` aligned to
 them; a skipped record gets `responses: null` and `response_flag: "skipped"`.
+
+Thinking models (Qwen3, QwQ, DeepSeek-R1 and others) write "<think>...</think>" before
+the answer, or their template opens the block in the prompt: the thoughts go to
+`reasoning` (`reasonings` with num_samples) and `response` keeps only the answer; a
+response still thinking at max_tokens is "unfinished". `enable_thinking=False` renders
+the template without thinking (Qwen3's switch), for answers with no reasoning at all.
 """
 
 from __future__ import annotations
@@ -32,11 +38,27 @@ def response_file_name(input_file: str | Path, suffix: str = "_res") -> Path:
     return p.with_name(p.stem + suffix + ".json")
 
 
-def chat_prompt(tokenizer, messages: list[dict]) -> str:
+def chat_prompt(tokenizer, messages: list[dict], **template_kwargs) -> str:
     """The model's chat template applied to `messages`, with the assistant turn opened."""
     from magpie.conversations import assistant_turn_prompt
 
-    return assistant_turn_prompt(tokenizer, messages)
+    return assistant_turn_prompt(tokenizer, messages, **template_kwargs)
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def split_reasoning(text: str, opened: bool = False) -> tuple[str | None, str, bool]:
+    """(reasoning, answer, closed) of a response. A thinking model's response starts with
+    "<think>" (or the prompt ended with it: `opened`); the answer follows "</think>".
+    Any other response is (None, text, True)."""
+    body = text.lstrip()
+    if not (opened or body.startswith(THINK_OPEN)):
+        return None, text.strip(), True
+    if body.startswith(THINK_OPEN):
+        body = body[len(THINK_OPEN) :]
+    thoughts, closed, answer = body.partition(THINK_CLOSE)
+    return thoughts.strip() or None, answer.strip(), bool(closed)
 
 
 class ResponseJob:
@@ -55,6 +77,7 @@ class ResponseJob:
         max_tokens: int = 4096,
         seed: int | None = None,
         num_samples: int | None = None,
+        enable_thinking: bool | None = None,
     ):
         if num_samples is not None and num_samples < 1:
             raise InputError(f"--num_samples must be at least 1, not {num_samples}")
@@ -83,8 +106,12 @@ class ResponseJob:
             "max_tokens": max_tokens,
             "stop_tokens": list(profile.stop_tokens),
             "output_generator": model_name,
+            "enable_thinking": enable_thinking,
         }
-        fingerprint = {}
+        self.template_kwargs = (
+            {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+        )
+        fingerprint = dict(self.template_kwargs)
         if num_samples is not None:
             self.configs.update(num_samples=num_samples, seed=seed)
             fingerprint["num_samples"] = num_samples
@@ -105,21 +132,29 @@ class ResponseJob:
             },
         )
 
-    def _answer(self, completions: list) -> dict:
+    def _answer(self, completions: list, opened: bool) -> dict:
         """The record fields for one prompt's completions (one or n)."""
-        texts = [c.text.strip() for c in completions]
+        thoughts, texts, flags = [], [], []
+        for c in completions:
+            reasoning, text, closed = split_reasoning(c.text, opened)
+            unfinished = c.finish_reason == "length" or not closed
+            thoughts.append(reasoning)
+            texts.append(text)
+            flags.append("unfinished" if unfinished else ("empty" if not text else None))
         reasons = [c.finish_reason for c in completions]
-        flags = [
-            "empty" if not t else ("unfinished" if r == "length" else None)
-            for t, r in zip(texts, reasons, strict=True)
-        ]
         if self.num_samples is None:
             return {
                 "response": texts[0],
+                "reasoning": thoughts[0],
                 "response_finish_reason": reasons[0],
                 "response_flag": flags[0],
             }
-        return {"responses": texts, "response_finish_reasons": reasons, "response_flags": flags}
+        return {
+            "responses": texts,
+            "reasonings": thoughts,
+            "response_finish_reasons": reasons,
+            "response_flags": flags,
+        }
 
     def run(self, engine: Engine) -> Summary:
         records, journal = self.records, self.journal
@@ -132,6 +167,11 @@ class ResponseJob:
         summary.resumed = len(journal.done)
         # "chat": the server's chat endpoint applies the template (openai engine, opt-in).
         chat = getattr(engine, "response_mode", "template") == "chat"
+        if chat and self.template_kwargs:
+            raise InputError(
+                "--enable_thinking sets the chat template rendered here; with the server's "
+                "chat endpoint (--response_mode chat) set it on the server"
+            )
         configs = {
             **self.configs,
             "engine": engine.name,
@@ -147,7 +187,11 @@ class ResponseJob:
                 continue
             todo.append(i)
             messages = [{"role": "user", "content": text}]
-            prompts.append(messages if chat else chat_prompt(engine.tokenizer, messages))
+            prompts.append(
+                messages
+                if chat
+                else chat_prompt(engine.tokenizer, messages, **self.template_kwargs)
+            )
         bar = tqdm(
             total=len(records), initial=len(records) - len(todo), desc="responses", unit="res"
         )
@@ -155,12 +199,13 @@ class ResponseJob:
             stream = engine.chat_stream if chat else engine.stream
             for k, completions in stream(prompts, self.params):
                 i = todo[k]
+                opened = not chat and prompts[k].rstrip().endswith(THINK_OPEN)
                 summary.tokens += sum(c.completion_tokens for c in completions)
                 journal.append(
                     i,
                     {
                         **records[i],
-                        **self._answer(completions),
+                        **self._answer(completions, opened),
                         "gen_response_configs": {"prompt": None if chat else prompts[k], **configs},
                     },
                 )

@@ -264,3 +264,84 @@ def test_control_task_without_template(tiny_model_dir, tmp_path):
         )
     with pytest.raises(InputError, match="--control_tasks must be one of"):
         gen_ins.main(model_path=str(gemma), control_tasks="poetry", output_folder=str(tmp_path))
+
+
+# ------------------------------------------------------------------ thinking models
+@pytest.mark.parametrize(
+    "text, opened, expected",
+    [
+        ("Plain answer.", False, (None, "Plain answer.", True)),
+        ("<think>\nLet me see.\n</think>\n\nFour.", False, ("Let me see.", "Four.", True)),
+        ("Let me see.\n</think>\n\nFour.", True, ("Let me see.", "Four.", True)),  # R1-style
+        ("<think>\nStill going", False, ("Still going", "", False)),
+        ("<think>\n\n</think>\n\nFour.", False, (None, "Four.", True)),
+        ("Use </think> to close.", False, (None, "Use </think> to close.", True)),
+    ],
+)
+def test_split_reasoning(text, opened, expected):
+    from magpie.responses import split_reasoning
+
+    assert split_reasoning(text, opened) == expected
+
+
+def test_thinking_responses_keep_the_answer_and_flag_unclosed_thoughts(tmp_path):
+    from magpie.engines.base import Completion
+    from magpie.profiles import Profile
+    from magpie.responses import ResponseJob
+
+    src = tmp_path / "x.json"
+    src.write_text(json.dumps([{"id": 0, "instruction": "2+2?"}]))
+    profile = Profile(
+        name="m", pre_query_template="<|im_start|>user\n", stop_tokens=[], stop_token_ids=[]
+    )
+
+    def answer(num_samples, texts, reasons):
+        job = ResponseJob(
+            profile, src, tmp_path / "o.json", model_name="m", num_samples=num_samples
+        )
+        job.journal.close()
+        cs = [Completion(text=t, finish_reason=r) for t, r in zip(texts, reasons, strict=True)]
+        return job._answer(cs, opened=False)
+
+    one = answer(None, ["<think>2 and 2.</think>\n\nFour."], ["stop"])
+    assert (one["response"], one["reasoning"], one["response_flag"]) == ("Four.", "2 and 2.", None)
+    many = answer(2, ["<think>2 and 2.</think>Four.", "<think>Hmm, 2 and"], ["stop", "length"])
+    assert many["responses"] == ["Four.", ""]
+    assert many["reasonings"] == ["2 and 2.", "Hmm, 2 and"]
+    assert many["response_flags"] == [None, "unfinished"]
+
+
+def test_enable_thinking_reaches_the_chat_template(tiny_model_dir, smol_tokenizer, tmp_path):
+    """Qwen3's template: False appends an empty think block to the prompt, so the model
+    answers without thinking; the default leaves the choice to the model."""
+    import copy
+
+    from conftest import FIXTURES
+
+    from magpie.engines.hf import HFEngine
+    from magpie.profiles import get_profile
+    from magpie.responses import ResponseJob
+
+    tokenizer = copy.deepcopy(smol_tokenizer)
+    tokenizer.chat_template = (FIXTURES / "chat_templates" / "qwen3.jinja").read_text()
+    engine = HFEngine(str(tiny_model_dir), tokenizer=tokenizer, batch_size=2)
+    src = tmp_path / "x.json"
+    src.write_text(json.dumps([{"id": 0, "instruction": "2+2?"}]))
+    prompts = {}
+    for thinking in (None, False):
+        out = tmp_path / f"{thinking}.json"
+        job = ResponseJob(
+            get_profile("Qwen/Qwen3-8B", tokenizer),
+            src,
+            out,
+            model_name="qwen3-tiny",
+            max_tokens=3,
+            enable_thinking=thinking,
+        )
+        job.run(engine)
+        (record,) = read_records(out)
+        assert record["gen_response_configs"]["enable_thinking"] is thinking
+        assert "reasoning" in record
+        prompts[thinking] = record["gen_response_configs"]["prompt"]
+    assert prompts[None].endswith("<|im_start|>assistant\n")
+    assert prompts[False] == prompts[None] + "<think>\n\n</think>\n\n"
