@@ -25,9 +25,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from magpie.engines.base import Completion, Engine, SamplingParams
+from magpie.engines.base import Engine, SamplingParams
 from magpie.profiles import TEMPLATE_DATE, Profile
 from magpie.records import InputError, Journal
+from magpie.responses import THINK_OPEN, read_completion
 from magpie.stage import Summary
 
 # The paper's multi-turn system prompt, with the original's typos ("Al assistant",
@@ -160,14 +161,6 @@ class Dialogue:
         return [m for m in self.messages if m["role"] != "system"]
 
 
-def turn_failure(c: Completion) -> str | None:
-    if not c.text.strip():
-        return "empty"
-    if c.finish_reason == "length":
-        return "unfinished"
-    return None
-
-
 def run_turns(
     engine: Engine,
     dialogues: Sequence[Dialogue],
@@ -196,12 +189,16 @@ def run_turns(
             for k, (c,) in engine.stream(prompts, params_for(role, step)):
                 i = todo[k]
                 summary.tokens += c.completion_tokens
+                opened = prompts[k].rstrip().endswith(THINK_OPEN)
+                reasoning, text, failure = read_completion(c, opened, role == "assistant")
                 entry = {
                     "role": role,
-                    "content": c.text.strip(),
-                    "failure": turn_failure(c),
+                    "content": text,
+                    "failure": failure,
                     "turn": len(dialogues[i].turns) // 2 + 1,
                 }
+                if reasoning is not None:
+                    entry["reasoning"] = reasoning
                 journal.append(f"{i}/{step}", entry)
                 _apply(dialogues[i], entry)
                 bar.update(1)
@@ -214,7 +211,10 @@ def _apply(d: Dialogue, entry: dict) -> None:
         name = "instruction" if entry["role"] == "user" else "response"
         d.stop_reason = f"{name} {entry['turn']} {entry['failure']}"
     else:
-        d.messages.append({"role": entry["role"], "content": entry["content"]})
+        message = {"role": entry["role"], "content": entry["content"]}
+        if entry.get("reasoning") is not None:  # a thinking model's thoughts, kept aside
+            message["reasoning"] = entry["reasoning"]
+        d.messages.append(message)
 
 
 def flat_turn_keys(turns: list[dict]) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from magpie.engines.base import Engine, SamplingParams
+from magpie.engines.base import Completion, Engine, SamplingParams
 from magpie.profiles import Profile
 from magpie.records import InputError, Journal, read_records, require_text_field
 from magpie.stage import Summary
@@ -59,6 +59,21 @@ def split_reasoning(text: str, opened: bool = False) -> tuple[str | None, str, b
         body = body[len(THINK_OPEN) :]
     thoughts, closed, answer = body.partition(THINK_CLOSE)
     return thoughts.strip() or None, answer.strip(), bool(closed)
+
+
+def read_completion(
+    c: Completion, opened: bool = False, thinking: bool = True
+) -> tuple[str | None, str, str | None]:
+    """(reasoning, text, flag) of a completion: the flag is "unfinished" when it hit
+    max_tokens or stopped mid-thought, "empty" when no text is left, else None. With
+    `thinking` off (user turns) the text is taken as it is."""
+    if thinking:
+        reasoning, text, closed = split_reasoning(c.text, opened)
+    else:
+        reasoning, text, closed = None, c.text.strip(), True
+    if c.finish_reason == "length" or not closed:
+        return reasoning, text, "unfinished"
+    return reasoning, text, None if text else "empty"
 
 
 class ResponseJob:
@@ -134,13 +149,9 @@ class ResponseJob:
 
     def _answer(self, completions: list, opened: bool) -> dict:
         """The record fields for one prompt's completions (one or n)."""
-        thoughts, texts, flags = [], [], []
-        for c in completions:
-            reasoning, text, closed = split_reasoning(c.text, opened)
-            unfinished = c.finish_reason == "length" or not closed
-            thoughts.append(reasoning)
-            texts.append(text)
-            flags.append("unfinished" if unfinished else ("empty" if not text else None))
+        thoughts, texts, flags = zip(
+            *(read_completion(c, opened) for c in completions), strict=True
+        )
         reasons = [c.finish_reason for c in completions]
         if self.num_samples is None:
             return {
@@ -150,10 +161,10 @@ class ResponseJob:
                 "response_flag": flags[0],
             }
         return {
-            "responses": texts,
-            "reasonings": thoughts,
+            "responses": list(texts),
+            "reasonings": list(thoughts),
             "response_finish_reasons": reasons,
-            "response_flags": flags,
+            "response_flags": list(flags),
         }
 
     def run(self, engine: Engine) -> Summary:

@@ -345,3 +345,19 @@ def test_enable_thinking_reaches_the_chat_template(tiny_model_dir, smol_tokenize
         prompts[thinking] = record["gen_response_configs"]["prompt"]
     assert prompts[None].endswith("<|im_start|>assistant\n")
     assert prompts[False] == prompts[None] + "<think>\n\n</think>\n\n"
+
+
+def test_read_completion_flags_and_user_turns_are_taken_as_they_are():
+    from magpie.engines.base import Completion
+    from magpie.responses import read_completion
+
+    assert read_completion(Completion("<think>a</think>B", "stop")) == ("a", "B", None)
+    assert read_completion(Completion("<think>a</think>", "stop")) == ("a", "", "empty")
+    assert read_completion(Completion("<think>a", "stop")) == ("a", "", "unfinished")
+    assert read_completion(Completion("Long answer", "length")) == (
+        None,
+        "Long answer",
+        "unfinished",
+    )
+    user_turn = Completion("<think>a question?", "stop")
+    assert read_completion(user_turn, thinking=False) == (None, "<think>a question?", None)
