@@ -148,7 +148,7 @@ def exact_neighbours(
     ranks: np.ndarray,
     threshold: float = DEFAULT_THRESHOLD,
     device: str = "cpu",
-    block: int = 2048,
+    block: int | None = None,
     bf16: bool | None = None,
     progress: bool = True,
 ) -> Neighbours:
@@ -167,7 +167,8 @@ def exact_neighbours(
     """
     n = len(vectors)
     if n >= 2 and device.startswith("cuda"):
-        return _exact_torch(vectors, weights, ranks, threshold, device, block, progress)
+        return _exact_torch(vectors, weights, ranks, threshold, device, block or 2048, progress)
+    block = block or 1024  # on a CPU 1024 beat 2048 by 8-15% (blocks stay in cache)
     best = np.full(n, -np.inf, dtype=np.float32)
     count = np.zeros(n, dtype=np.int64)
     rep = np.full(n, _NONE, dtype=np.int64)
