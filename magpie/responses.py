@@ -94,6 +94,8 @@ class ResponseJob:
         num_samples: int | None = None,
         enable_thinking: bool | None = None,
     ):
+        if enable_thinking not in (None, True, False):
+            raise InputError(f"--enable_thinking must be True or False, not {enable_thinking!r}")
         if num_samples is not None and num_samples < 1:
             raise InputError(f"--num_samples must be at least 1, not {num_samples}")
         self.num_samples = num_samples

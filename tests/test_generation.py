@@ -343,6 +343,10 @@ def test_enable_thinking_reaches_the_chat_template(tiny_model_dir, smol_tokenize
         assert record["gen_response_configs"]["enable_thinking"] is thinking
         assert "reasoning" in record
         prompts[thinking] = record["gen_response_configs"]["prompt"]
+    with pytest.raises(InputError, match="--enable_thinking must be True or False"):
+        ResponseJob(
+            get_profile("Qwen/Qwen3-8B", tokenizer), src, model_name="q", enable_thinking="no"
+        )
     assert prompts[None].endswith("<|im_start|>assistant\n")
     assert prompts[False] == prompts[None] + "<think>\n\n</think>\n\n"
 

@@ -230,6 +230,8 @@ def test_chat_endpoint_mode_matches_local_template(server, key, tmp_path):
 def test_chat_response_mode_needs_a_server():
     with pytest.raises(InputError, match="--response_mode chat needs --engine openai"):
         load_engine("hf", "", response_mode="chat")
+    with pytest.raises(InputError, match="--response_mode must be template or chat"):
+        load_engine("hf", "", response_mode="chats")
 
 
 def test_wrong_api_key_is_refused_without_showing_it(server, monkeypatch):

@@ -44,6 +44,12 @@ def pick_engine(engine: str | None) -> str:
 def load_engine(engine: str | None, model_path: str, **options) -> Engine:
     """Build an engine. `options` not meant for the chosen back end are ignored."""
     name = pick_engine(engine)
+    if options.get("response_mode") not in (None, "template", "chat"):
+        from magpie.records import InputError
+
+        raise InputError(
+            f"--response_mode must be template or chat, not {options['response_mode']!r}"
+        )
     if options.get("response_mode") == "chat" and name != "openai":
         from magpie.records import InputError
 
