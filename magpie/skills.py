@@ -159,6 +159,8 @@ class SkillsBuilder:
         self.seed = seed
         self.k = int(task.get("num_icl_examples_per_prompt", 3))
         self.n = int(task.get("num_questions_to_generate_per_prompt", 5))
+        self.machine_batch_size = int(task.get("machine_batch_size", 0))
+        self.machine_questions: list[str] = []  # kept in earlier rounds, for bootstrapping
         self.constrained = constrained(engine)
         self.gen = SamplingParams(
             temperature=temperature,
@@ -236,15 +238,20 @@ class SkillsBuilder:
         return kept
 
     # --------------------------------------------------------------- steps
-    def _questions(self) -> list[Item]:
+    def question_prompts(self) -> tuple[list[list[int]], list[str]]:
+        """Seed chunks and their question-generation prompts. Each prompt shows a chunk of
+        `num_icl_examples_per_prompt` seed questions and, as fms-dgt bootstraps
+        (self-instruct style), up to `machine_batch_size` questions kept in earlier rounds."""
         order = list(range(len(self.seeds)))
         self.rng.shuffle(order)
         chunks = [order[i : i + self.k] for i in range(0, len(order), self.k)]
         prompts = []
         for chunk in chunks:
-            examples = "\n\n".join(
-                f"### Question {j + 1}: {self.seeds[i]['question']}" for j, i in enumerate(chunk)
-            )
+            shown = [self.seeds[i]["question"] for i in chunk]
+            if self.machine_batch_size and self.machine_questions:
+                m = min(self.machine_batch_size, len(self.machine_questions))
+                shown += self.rng.sample(self.machine_questions, m)
+            examples = "\n\n".join(f"### Question {j + 1}: {q}" for j, q in enumerate(shown))
             prompts.append(
                 fill(
                     self.templates["generate_questions"],
@@ -253,6 +260,10 @@ class SkillsBuilder:
                     count=self.n,
                 )
             )
+        return chunks, prompts
+
+    def _questions(self) -> list[Item]:
+        chunks, prompts = self.question_prompts()
         items = []
         for chunk, (text, _) in zip(chunks, self._generate(prompts), strict=True):
             found = split_questions(text)[: self.n]
@@ -401,6 +412,7 @@ class SkillsBuilder:
         for round_no in sorted(journal.done) if journal is not None else []:
             kept += self._restore(journal.done[round_no])
             start = round_no + 1
+        self.machine_questions = [it.question for it in kept]
         seen = {s["question"].strip().lower() for s in self.seeds}
         seen |= {it.question.strip().lower() for it in kept}
         bar = tqdm(
@@ -423,6 +435,7 @@ class SkillsBuilder:
                 new.append(it)
                 bar.update(1)
             kept += new
+            self.machine_questions += [it.question for it in new]
             if journal is not None:
                 journal.append(round_no, self._state(new, self.rejected[n_rejected:]))
         bar.close()

@@ -42,6 +42,7 @@ BUILDERS = {
         "required": ("seed_examples",),
         "optional": (
             "num_icl_examples_per_prompt",
+            "machine_batch_size",
             "num_questions_to_generate_per_prompt",
             "num_samples",
             "max_iterations",

@@ -261,6 +261,7 @@ def test_skills_generation_resumes_after_a_crash(tmp_path, embedded_dir):
 
     task = yaml.safe_load((TASKS / "skills_freeform.yaml").read_text())
     task["num_questions_to_generate_per_prompt"] = 2
+    task["machine_batch_size"] = 1  # round 2 shows a question kept in round 1
     engine = HFEngine(str(embedded_dir), batch_size=16)
     profile = get_profile(DEFAULT_MODEL, engine.tokenizer)
 
@@ -310,3 +311,44 @@ def test_finished_generation_is_reused_by_a_rerun(tmp_path, tiny_model_dir, caps
     assert "already complete; reusing it" in capsys.readouterr().out
     assert (generated.read_bytes(), generated.stat().st_mtime_ns) == before
     assert again == first
+
+
+def test_question_prompts_bootstrap_from_kept_questions(tiny_model_dir):
+    """fms-dgt's self-instruct bootstrapping: with machine_batch_size, each prompt shows
+    seed questions plus questions kept in earlier rounds; without it, seeds only."""
+    from magpie.engines.hf import HFEngine
+    from magpie.profiles import get_profile
+    from magpie.skills import SkillsBuilder
+
+    task = yaml.safe_load((TASKS / "skills_freeform.yaml").read_text())
+    engine = HFEngine(str(tiny_model_dir), batch_size=2)
+    profile = get_profile("tiny-random", engine.tokenizer)
+    seeds = [s["question"] for s in task["seed_examples"]]
+    made = ["What makes bread rise?", "Why do cats purr?", "How do magnets work?"]
+    for machine in (0, 2):
+        b = SkillsBuilder(engine, profile, {**task, "machine_batch_size": machine}, seed=3)
+        b.machine_questions = list(made)
+        chunks, prompts = b.question_prompts()
+        assert len(chunks) == len(prompts) >= 2
+        for chunk, prompt in zip(chunks, prompts, strict=True):
+            assert all(seeds[i] in prompt for i in chunk)
+            shown = [q for q in made if q in prompt]
+            assert len(shown) == machine
+            assert f"### Question {len(chunk) + machine}:" in prompt
+
+
+def test_resumed_run_bootstraps_from_journaled_questions(tiny_model_dir, tmp_path):
+    from magpie.engines.hf import HFEngine
+    from magpie.profiles import get_profile
+    from magpie.records import Journal
+    from magpie.skills import Item, SkillsBuilder
+
+    task = yaml.safe_load((TASKS / "skills_freeform.yaml").read_text())
+    engine = HFEngine(str(tiny_model_dir), batch_size=2)
+    b = SkillsBuilder(engine, get_profile("tiny-random", engine.tokenizer), task, seed=3)
+    journal = Journal(tmp_path / "g.jsonl", {"t": 1})
+    kept = [Item("Why do cats purr?", answer="To communicate.")]
+    journal.append(0, b._state(kept, []))
+    resumed = SkillsBuilder(engine, get_profile("tiny-random", engine.tokenizer), task, seed=3)
+    items = resumed.run(10, 1, Journal(tmp_path / "g.jsonl", {"t": 1}))  # no round left
+    assert [i.question for i in items] == resumed.machine_questions == ["Why do cats purr?"]
