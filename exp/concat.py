@@ -20,6 +20,7 @@ def main(
     include_system: bool = True,
     messages_file: str | None = None,
     dataset_dir: str | None = None,
+    with_reasoning: bool = False,
 ):
     """Write every record of the INPUT_FILES shards (in order; globs and comma-separated
     lists accepted) to one JSONL with conversation_id = <id_prefix>_<n> numbered across
@@ -33,6 +34,8 @@ def main(
       include_system: keep system turns in `conversations`.
       messages_file: also write OpenAI chat lines {"messages": [...]} here.
       dataset_dir: also save a Hugging Face `datasets` dataset to this folder.
+      with_reasoning: put a thinking model's `reasoning` back before each answer as
+        "<think>...</think>" (for training models that think); default answers only.
     """
     if not input_files:
         raise InputError("give the shard files to concatenate")
@@ -47,6 +50,7 @@ def main(
         include_system=include_system,
         messages_file=messages_file,
         dataset_dir=dataset_dir,
+        with_reasoning=with_reasoning,
     )
 
 

@@ -66,8 +66,18 @@ LABELS = {
 }
 
 
-def conversations_of(record: dict, include_system: bool = True) -> list[dict]:
-    """The record's dialogue as ShareGPT turns; ValueError names what is malformed."""
+def with_thoughts(answer: str, reasoning) -> str:
+    """An answer with a thinking model's reasoning before it, as "<think>...</think>"."""
+    if not isinstance(reasoning, str) or not reasoning.strip():
+        return answer
+    return f"<think>\n{reasoning.strip()}\n</think>\n\n{answer}"
+
+
+def conversations_of(
+    record: dict, include_system: bool = True, with_reasoning: bool = False
+) -> list[dict]:
+    """The record's dialogue as ShareGPT turns; ValueError names what is malformed.
+    `with_reasoning` puts a thinking model's `reasoning` back before its answers."""
     if isinstance(record.get("conversations"), list):
         turns = []
         for turn in record["conversations"]:
@@ -79,15 +89,15 @@ def conversations_of(record: dict, include_system: bool = True) -> list[dict]:
     else:
         source = "conversation" if isinstance(record.get("conversation"), list) else "messages"
         if isinstance(record.get(source), list):
-            turns = from_messages(record[source], source)
+            turns = from_messages(record[source], source, with_reasoning)
         else:
-            turns = _flat_turns(record)
+            turns = _flat_turns(record, with_reasoning)
     if not include_system:
         turns = [t for t in turns if t["from"] != "system"]
     return turns
 
 
-def _flat_turns(record: dict) -> list[dict]:
+def _flat_turns(record: dict, with_reasoning: bool = False) -> list[dict]:
     turns = []
     system = record.get("system_prompt")
     if isinstance(system, str) and system.strip():
@@ -102,12 +112,16 @@ def _flat_turns(record: dict) -> list[dict]:
         response = record.get(f"response{suffix}")
         if not isinstance(response, str):
             break
+        if with_reasoning:
+            response = with_thoughts(response, record.get(f"reasoning{suffix}"))
         turns.append({"from": "gpt", "value": response})
         k += 1
     return turns
 
 
-def from_messages(messages: list, source: str = "messages") -> list[dict]:
+def from_messages(
+    messages: list, source: str = "messages", with_reasoning: bool = False
+) -> list[dict]:
     """[{role, content}] → [{from, value}]."""
     turns = []
     for m in messages:
@@ -115,7 +129,10 @@ def from_messages(messages: list, source: str = "messages") -> list[dict]:
             raise ValueError(f"{source}: bad turn {m!r} (role: system|user|assistant)")
         if not isinstance(m.get("content"), str):
             raise ValueError(f"{source}: turn without text content: {m!r}")
-        turns.append({"from": ROLE_TO_FROM[m["role"]], "value": m["content"]})
+        value = m["content"]
+        if with_reasoning and m["role"] == "assistant":
+            value = with_thoughts(value, m.get("reasoning"))
+        turns.append({"from": ROLE_TO_FROM[m["role"]], "value": value})
     return turns
 
 
@@ -166,10 +183,14 @@ def canonical_label(value, vocab: tuple[str, ...]) -> str | None:
 
 
 def to_sharegpt(
-    record: dict, conversation_id: str, include_system: bool = True, counts: Counter | None = None
+    record: dict,
+    conversation_id: str,
+    include_system: bool = True,
+    counts: Counter | None = None,
+    with_reasoning: bool = False,
 ) -> dict:
     """One record in the ShareGPT shape of the original's concatenation, keys in its order."""
-    conversations = conversations_of(record, include_system)
+    conversations = conversations_of(record, include_system, with_reasoning)
     out = dict(record)
     out["conversation_id"] = conversation_id
     out["conversations"] = conversations
@@ -214,6 +235,7 @@ def concatenate(
     messages_file: str | os.PathLike | None = None,
     dataset_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    with_reasoning: bool = False,
 ) -> dict:
     """Shards → one ShareGPT JSONL (written atomically); returns counts for the summary.
 
@@ -244,7 +266,9 @@ def concatenate(
         with tqdm(total=total, desc="concatenate", unit="rec", disable=not progress) as bar:
             for path in paths:
                 for record in read_records(path):
-                    yield to_sharegpt(record, f"{id_prefix}_{n}", include_system, counts)
+                    yield to_sharegpt(
+                        record, f"{id_prefix}_{n}", include_system, counts, with_reasoning
+                    )
                     n += 1
                     bar.update()
 

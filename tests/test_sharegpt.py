@@ -213,3 +213,32 @@ def test_cli(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and "nope.json: file not found" in proc.stderr
+
+
+def test_reasoning_left_out_unless_asked(tmp_path):
+    single = {"id": 0, "instruction": "2+2?", "response": "Four.", "reasoning": "2 and 2."}
+    talk = {
+        "id": 1,
+        "conversation": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello.", "reasoning": "Greet back."},
+            {"role": "user", "content": "Bye"},
+            {"role": "assistant", "content": "Bye!"},
+        ],
+    }
+    shard = tmp_path / "s.jsonl"
+    shard.write_text("\n".join(json.dumps(r) for r in (single, talk)) + "\n")
+    for with_reasoning in (False, True):
+        out = tmp_path / f"{with_reasoning}.jsonl"
+        concatenate([str(shard)], out, with_reasoning=with_reasoning, progress=False)
+        a, b = (json.loads(x) for x in out.read_text().splitlines())
+        answers = [t["value"] for r in (a, b) for t in r["conversations"] if t["from"] == "gpt"]
+        if with_reasoning:
+            assert answers == [
+                "<think>\n2 and 2.\n</think>\n\nFour.",
+                "<think>\nGreet back.\n</think>\n\nHello.",
+                "Bye!",
+            ]
+        else:
+            assert answers == ["Four.", "Hello.", "Bye!"]
+        assert a["response"] == "Four." and a["reasoning"] == "2 and 2."
