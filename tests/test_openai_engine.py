@@ -450,3 +450,19 @@ def test_tokenizer_from_llama_server_props(fake):
     bare = fake("me")  # llama-cpp-python's server reports no template
     with pytest.raises(InputError, match="does not report the chat template"):
         server_tokenizer("not-on-this-machine/model", base_url=bare.url)
+
+
+def test_enable_thinking_is_refused_in_chat_mode(fake, smol_tokenizer, tmp_path):
+    """The server renders the template in chat mode: a template switch set here would be
+    silently ignored, so it is refused before any request."""
+    srv = fake("vllm")
+    engine = OpenAIEngine(
+        "fake/model", base_url=srv.url, tokenizer=smol_tokenizer, response_mode="chat"
+    )
+    src = tmp_path / "x.json"
+    src.write_text(json.dumps([{"id": 0, "instruction": "Hi"}]))
+    profile = get_profile(DEFAULT_MODEL, smol_tokenizer)
+    job = ResponseJob(profile, src, tmp_path / "o.json", model_name="m", enable_thinking=False)
+    with pytest.raises(InputError, match="--enable_thinking sets the chat template"):
+        job.run(engine)
+    assert not (tmp_path / "o.json").exists()
