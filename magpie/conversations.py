@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from magpie.engines.base import Engine, SamplingParams
+from magpie.engines.base import Engine, SamplingParams, item_seeds
 from magpie.profiles import TEMPLATE_DATE, Profile
 from magpie.records import InputError, Journal
 from magpie.responses import THINK_OPEN, read_completion
@@ -169,8 +169,13 @@ def run_turns(
     params_for: Callable[[str, int], SamplingParams],
     journal: Journal,
     summary: Summary,
+    stage: str,
 ) -> None:
-    """Grow every dialogue by `roles` (e.g. user, assistant, user ...), step by step."""
+    """Grow every dialogue by `roles` (e.g. user, assistant, user ...), step by step.
+
+    Dialogue i's turn at `step` draws from the seed of item i of "<stage>/<step>"
+    (`item_seeds`, with the run seed from `params_for(...).seed`): the same text whichever
+    dialogues share its call, and after a resume."""
     total = sum(1 for d in dialogues if d.stop_reason is None) * len(roles)
     bar = tqdm(total=total, desc="turns", unit="turn")
     try:
@@ -186,7 +191,9 @@ def run_turns(
                 else:
                     todo.append(i)
             prompts = [prompt_for(role, dialogues[i]) for i in todo]
-            for k, (c,) in engine.stream(prompts, params_for(role, step)):
+            params = params_for(role, step)
+            seeds = item_seeds(params.seed, f"{stage}/{step}", todo)
+            for k, (c,) in engine.stream(prompts, params, seeds):
                 i = todo[k]
                 summary.tokens += c.completion_tokens
                 opened = prompts[k].rstrip().endswith(THINK_OPEN)
@@ -226,8 +233,3 @@ def flat_turn_keys(turns: list[dict]) -> dict:
         out[name if k == 1 else f"{name}_{k}"] = m["content"]
     return out
 
-
-def step_params(base: SamplingParams, step: int) -> SamplingParams:
-    """A distinct seed per step, so that steps do not replay the same random stream."""
-    seed = None if base.seed is None else base.seed + 1000003 * step
-    return dataclasses.replace(base, seed=seed)

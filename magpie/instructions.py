@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from magpie.engines.base import Completion, Engine, SamplingParams
+from magpie.engines.base import Completion, Engine, SamplingParams, item_seeds
 from magpie.profiles import Profile
 from magpie.records import InputError, Journal
 from magpie.sanitize import instruction_post_process
@@ -123,7 +123,6 @@ class InstructionJob:
         rounds = math.ceil(total / n)
         ids_of = [list(range(r * n, min((r + 1) * n, total))) for r in range(rounds)]
         todo = [r for r in range(rounds) if any(i not in journal.done for i in ids_of[r])]
-        shuffler = random.Random(self.seed)
         bar = tqdm(total=total, initial=len(journal.done), desc="instructions", unit="ins")
         # Full rounds share one call with n samples each; a short last round gets its own n.
         groups: dict[int, list[int]] = {}
@@ -133,10 +132,13 @@ class InstructionJob:
             for size, group_rounds in groups.items():
                 params = dataclasses.replace(self.params, n=size)
                 prompts = [self.template] * len(group_rounds)
-                for k, completions in engine.stream(prompts, params):
+                # Round r's sample j draws from stage_seed + r * n + j = stage_seed + its id,
+                # also in a short last round: no two records share a seed.
+                seeds = item_seeds(self.seed, "gen_ins", group_rounds, n)
+                for k, completions in engine.stream(prompts, params, seeds):
                     r = group_rounds[k]
-                    if self.shuffle:
-                        shuffler.shuffle(completions)
+                    if self.shuffle:  # keyed by round: the same order after a resume
+                        random.Random(f"{self.seed}/gen_ins/shuffle/{r}").shuffle(completions)
                     for i, c in zip(ids_of[r], completions, strict=True):
                         summary.tokens += c.completion_tokens
                         if i not in journal.done:

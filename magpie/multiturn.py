@@ -22,7 +22,6 @@ from magpie.conversations import (
     first_user_prompt,
     flat_turn_keys,
     run_turns,
-    step_params,
     user_turn_prompt,
 )
 from magpie.engines.base import Engine, SamplingParams
@@ -141,12 +140,13 @@ class MultiTurnJob:
             return assistant_turn_prompt(self.tokenizer, d.messages)
 
         def params_for(role: str, step: int) -> SamplingParams:
-            base = self.user_params if role == "user" else self.assistant_params
-            return step_params(base, step)
+            return self.user_params if role == "user" else self.assistant_params
 
         roles = ["user", "assistant"] * (self.num_turns - 1)
         try:
-            run_turns(engine, dialogues, roles, prompt_for, params_for, self.journal, summary)
+            run_turns(
+                engine, dialogues, roles, prompt_for, params_for, self.journal, summary, "gen_mt"
+            )
         finally:
             self.journal.close()
         out = []
@@ -271,11 +271,12 @@ class ConversationJob:
             return assistant_turn_prompt(self.tokenizer, d.messages)
 
         def params_for(role: str, step: int) -> SamplingParams:
-            base = self.user_params if role == "user" else self.assistant_params
-            return step_params(base, step)
+            return self.user_params if role == "user" else self.assistant_params
 
         try:
-            run_turns(engine, dialogues, self.roles, prompt_for, params_for, self.journal, summary)
+            run_turns(
+                engine, dialogues, self.roles, prompt_for, params_for, self.journal, summary, "gen_conv"
+            )
         finally:
             self.journal.close()
         out = []

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from magpie.engines.base import Completion, Engine, SamplingParams
+from magpie.engines.base import Completion, Engine, SamplingParams, item_seeds
 from magpie.profiles import Profile
 from magpie.records import InputError, Journal, read_records, require_text_field
 from magpie.stage import Summary
@@ -65,8 +65,11 @@ def read_completion(
     c: Completion, opened: bool = False, thinking: bool = True
 ) -> tuple[str | None, str, str | None]:
     """(reasoning, text, flag) of a completion: the flag is "unfinished" when it hit
-    max_tokens or stopped mid-thought, "empty" when no text is left, else None. With
+    max_tokens or stopped mid-thought, "empty" when no text is left, the engine's reason
+    ("prompt_too_long", "empty_prompt") when the prompt was not sent, else None. With
     `thinking` off (user turns) the text is taken as it is."""
+    if c.finish_reason == "rejected":
+        return None, "", str(c.stop_reason)
     if thinking:
         reasoning, text, closed = split_reasoning(c.text, opened)
     else:
@@ -99,6 +102,7 @@ class ResponseJob:
         if num_samples is not None and num_samples < 1:
             raise InputError(f"--num_samples must be at least 1, not {num_samples}")
         self.num_samples = num_samples
+        self.seed = seed
         self.stage = "gen_res" if num_samples is None else "gen_po_multi_res"
         self.records = read_records(input_file)
         require_text_field(
@@ -210,7 +214,8 @@ class ResponseJob:
         )
         try:
             stream = engine.chat_stream if chat else engine.stream
-            for k, completions in stream(prompts, self.params):
+            seeds = item_seeds(self.seed, self.stage, todo, self.params.n)
+            for k, completions in stream(prompts, self.params, seeds):
                 i = todo[k]
                 opened = not chat and prompts[k].rstrip().endswith(THINK_OPEN)
                 summary.tokens += sum(c.completion_tokens for c in completions)

@@ -29,7 +29,7 @@ from string import Template
 
 from tqdm import tqdm
 
-from magpie.engines.base import Engine, SamplingParams
+from magpie.engines.base import Engine, SamplingParams, item_seeds
 from magpie.profiles import CONFIG_PATH
 from magpie.records import InputError, Journal
 from magpie.responses import chat_prompt
@@ -183,14 +183,19 @@ class SkillsBuilder:
         if not prompts:
             return []
         self.calls += 1
-        params = SamplingParams(**{**self.gen.__dict__, "seed": self.seed + self.calls})
+        params = SamplingParams(**{**self.gen.__dict__, "seed": self.seed})
         if n_tokens:
             params.max_tokens = n_tokens
         chats = [
             chat_prompt(self.engine.tokenizer, [{"role": "user", "content": p}]) for p in prompts
         ]
-        out = self.engine.generate(chats, params)
+        # Item k of call c draws from item_seeds(seed, "skills/c", k): calls are counted
+        # in a fixed order and the count is restored on resume, so texts repeat exactly.
+        out = self.engine.generate(chats, params, self._seeds(len(chats)))
         return [(c.text.strip(), c.finish_reason) for (c,) in out]
+
+    def _seeds(self, count: int) -> list[int] | None:
+        return item_seeds(self.seed, f"skills/{self.calls}", range(count))
 
     def _judge(self, prompts: list[str], ratings: list[int]) -> list[tuple[int | None, str | None]]:
         if not prompts:
@@ -201,12 +206,12 @@ class SkillsBuilder:
             max_tokens=self.judge_max_tokens,
             stop_token_ids=self.judge_stop_ids,
             json_schema=judge_schema(ratings),
-            seed=self.seed + self.calls,
+            seed=self.seed,
         )
         chats = [json_prompt(self.engine.tokenizer, p, self.constrained) for p in prompts]
         return [
             read_rating(c.text, ratings, self.constrained)
-            for (c,) in self.engine.generate(chats, params)
+            for (c,) in self.engine.generate(chats, params, self._seeds(len(chats)))
         ]
 
     def _reject(self, step: str, item: Item, reason: str) -> None:

@@ -165,13 +165,78 @@ def test_sampler_matches_the_nucleus_distribution():
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
     logits = probs.log().repeat(40000, 1)
     g = torch.Generator().manual_seed(0)
-    draws = _sample(logits, 1.0, 0.7, g)
+    draws = _sample(logits, 1.0, 0.7, torch.rand((40000, 1), generator=g))
     counts = torch.bincount(draws, minlength=4).float() / len(draws)
     # The nucleus for top_p 0.7 is {0, 1} (0.5 < 0.7 <= 0.8), renormalised to 5/8, 3/8.
     assert counts[2:].sum() == 0
     assert abs(counts[0] - 0.625) < 0.01 and abs(counts[1] - 0.375) < 0.01
-    full = torch.bincount(_sample(logits, 1.0, 1.0, g), minlength=4).float() / len(draws)
+    uniform = torch.rand((40000, 1), generator=g)
+    full = torch.bincount(_sample(logits, 1.0, 1.0, uniform), minlength=4).float() / len(draws)
     assert torch.allclose(full, probs, atol=0.01)
     # A flat distribution over more than TOP_P_CANDIDATES tokens takes the exact fallback.
     flat = torch.zeros(8, TOP_P_CANDIDATES * 4)
-    assert _sample(flat, 1.0, 0.9, g).max() >= TOP_P_CANDIDATES
+    assert _sample(flat, 1.0, 0.9, torch.rand((8, 1), generator=g)).max() >= TOP_P_CANDIDATES
+
+
+def reference_nucleus(logits: torch.Tensor, top_p: float) -> set[int]:
+    """The smallest set of tokens whose probability reaches top_p, in float64 numpy."""
+    import numpy as np
+
+    x = logits.double().numpy()
+    p = np.exp(x - x.max())
+    p /= p.sum()
+    order = np.argsort(-p, kind="stable")
+    before = np.cumsum(p[order]) - p[order]
+    return set(order[before < top_p].tolist())
+
+
+@pytest.mark.slow
+def test_top_p_is_exact_when_the_top_candidates_hold_less_than_p(embedded_dir, smol_tokenizer):
+    """On SmolLM2's real 49k vocabulary and its real next-token logits, hotter than usual
+    so that the top 1,024 candidates hold less than 0.9 but more than 0.8: the nucleus
+    drawn from must be the whole reference nucleus (the candidate cut once renormalised
+    over the candidates and kept too few tokens)."""
+    from transformers import AutoModelForCausalLM
+
+    from magpie.engines.hf import TOP_P_CANDIDATES, _sample
+
+    model = AutoModelForCausalLM.from_pretrained(embedded_dir, dtype=torch.float32).eval()
+    ids = smol_tokenizer("<|im_start|>user\n", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits[0, -1]
+    temperature = 2.0
+    probs = torch.softmax(logits / temperature, dim=-1)
+    top = probs.topk(TOP_P_CANDIDATES).values.sum().item()
+    top_p = round(top - 0.02, 3)  # the candidates hold more than top_p: no fallback
+    assert 0.5 < top_p < top < 0.999
+    expected = reference_nucleus(logits / temperature, top_p)
+    assert len(expected) < TOP_P_CANDIDATES
+    # Uniform numbers spread evenly over [0, 1): every token of the nucleus gets drawn.
+    steps = 200_000
+    uniform = (torch.arange(steps, dtype=torch.float64) + 0.5).div(steps).unsqueeze(1)
+    drawn = set(_sample(logits.repeat(steps, 1), temperature, top_p, uniform).tolist())
+    assert drawn == expected
+
+
+def test_a_rows_text_depends_on_its_seed_not_its_batch_or_call(tiny, smol_tokenizer):
+    """Sample j of prompt i draws from seeds[i] + j alone: batch size, which prompts share
+    the call and their order change nothing (float32 model, so numerics are exact)."""
+    params = SamplingParams(n=3, temperature=1.0, top_p=0.9, max_tokens=8)
+    seeds = [100, 200, 300, 400]
+    whole = engine(tiny, smol_tokenizer, batch_size=12).generate(PROMPTS[:4], params, seeds)
+    texts = [[c.text for c in cs] for cs in whole]
+    assert len({t for ts in texts for t in ts}) > 6  # sampled, not constant
+    # Prompt 2 alone, in a batch of 1.
+    alone = engine(tiny, smol_tokenizer, batch_size=1).generate([PROMPTS[2]], params, [300])
+    assert [c.text for c in alone[0]] == texts[2]
+    # Reversed order, another batch size, other engine seed.
+    rev = engine(tiny, smol_tokenizer, batch_size=5, seed=99).generate(
+        PROMPTS[:4][::-1], params, seeds[::-1]
+    )
+    assert [[c.text for c in cs] for cs in rev][::-1] == texts
+    # The same prompt under two seeds differs; identical prompts with one seed agree.
+    twin = engine(tiny, smol_tokenizer).generate([PROMPTS[0], PROMPTS[0]], params, [5, 5])
+    assert [c.text for c in twin[0]] == [c.text for c in twin[1]]
+    other = engine(tiny, smol_tokenizer).generate([PROMPTS[0]], params, [6])
+    assert [c.text for c in other[0]] != [c.text for c in twin[0]]
+    assert other[0][0].text == twin[0][1].text  # sample 1 of seed 5 is sample 0 of seed 6

