@@ -16,7 +16,6 @@ unfinished ends that conversation: the record keeps the turns it has and
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -232,4 +231,3 @@ def flat_turn_keys(turns: list[dict]) -> dict:
         name = "instruction" if m["role"] == "user" else "response"
         out[name if k == 1 else f"{name}_{k}"] = m["content"]
     return out
-

@@ -275,7 +275,14 @@ class ConversationJob:
 
         try:
             run_turns(
-                engine, dialogues, self.roles, prompt_for, params_for, self.journal, summary, "gen_conv"
+                engine,
+                dialogues,
+                self.roles,
+                prompt_for,
+                params_for,
+                self.journal,
+                summary,
+                "gen_conv",
             )
         finally:
             self.journal.close()

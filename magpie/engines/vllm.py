@@ -108,6 +108,7 @@ def default_memory_utilization() -> float:
 
     return 0.95 if torch.cuda.is_available() else CPU_MEMORY_UTILIZATION
 
+
 # `SamplingParams.extra_args` keys read by FirstTokenLogitsProcessor.
 EXTRA_ARGS_KEY = "magpie_first_token"
 BANNED_IDS_KEY = "magpie_banned_ids"
