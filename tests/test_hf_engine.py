@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from conftest import tiny_llama
@@ -242,3 +244,33 @@ def test_a_rows_text_depends_on_its_seed_not_its_batch_or_call(tiny, smol_tokeni
     other = engine(tiny, smol_tokenizer).generate([PROMPTS[0]], params, [6])
     assert [c.text for c in other[0]] != [c.text for c in twin[0]]
     assert other[0][0].text == twin[0][1].text  # sample 1 of seed 5 is sample 0 of seed 6
+
+
+def test_bad_prompts_are_flagged_not_fatal(tiny, smol_tokenizer):
+    """An empty prompt or one that fills the context comes back "rejected" with the
+    reason; the other prompts of the call are generated as usual."""
+    eng = engine(tiny, smol_tokenizer)
+    too_long = [5] * tiny.config.max_position_embeddings
+    params = SamplingParams(max_tokens=4, temperature=0.0)
+    out = eng.generate([PROMPTS[0], [], too_long, PROMPTS[2]], params)
+    assert [c.finish_reason for (c,) in out] == ["length", "rejected", "rejected", "length"]
+    assert [out[1][0].stop_reason, out[2][0].stop_reason] == ["empty_prompt", "prompt_too_long"]
+    assert out[1][0].text == "" and out[0][0].text
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"temperature": 2.5}, "temperature must be in [0, 2]"),
+        ({"temperature": 0.0, "n": 3}, "3 samples at temperature 0"),
+        ({"top_p": 0.0}, "top_p must be in (0, 1]"),
+        ({"max_tokens": 0}, "max_tokens must be at least 1"),
+        ({"n": 0}, "n must be at least 1"),
+    ],
+)
+def test_settings_no_engine_can_honour_are_refused(settings, message):
+    from magpie.records import InputError
+
+    with pytest.raises(InputError, match=re.escape(message)):
+        SamplingParams(**settings)
+    assert SamplingParams(stop=["", "\n"]).stop == ["\n"]  # empty stop strings dropped

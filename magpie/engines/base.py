@@ -8,6 +8,7 @@ the pre-query template is raw text that must reach the model untouched (no secon
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -34,6 +35,31 @@ class SamplingParams:
     logits_processor: LogitsProcessorName | None = None
     # Constrained decoding to a JSON schema (tagging); engines without support ignore it.
     json_schema: dict | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse settings no engine can honour, when a stage builds its params (before any
+        model loads), with the flag to change; vLLM would fail a whole call on them."""
+        from magpie.records import InputError
+
+        problems = []
+        if self.n < 1:
+            problems.append(f"n must be at least 1, not {self.n}")
+        if not math.isfinite(self.temperature) or not 0 <= self.temperature <= 2:
+            problems.append(f"temperature must be in [0, 2], not {self.temperature}")
+        elif self.temperature == 0 and self.n > 1:
+            problems.append(
+                f"{self.n} samples at temperature 0 would be {self.n} copies of one greedy "
+                "answer: give a temperature above 0"
+            )
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], not {self.top_p}")
+        if self.max_tokens < 1:
+            problems.append(f"max_tokens must be at least 1, not {self.max_tokens}")
+        if not self.repetition_penalty > 0:
+            problems.append(f"repetition_penalty must be above 0, not {self.repetition_penalty}")
+        if problems:
+            raise InputError("; ".join(problems))
+        self.stop = [s for s in self.stop if s]  # an empty stop string would match anywhere
 
 
 @dataclass

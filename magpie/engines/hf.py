@@ -35,6 +35,8 @@ from magpie.engines.base import (
     SamplingParams,
     collect,
     cut_at_stop,
+    prompt_problem,
+    rejected,
     resolve_seeds,
 )
 from magpie.logits import FLAMING_TOKENS_FACTOR, markdown_header_token_ids
@@ -130,9 +132,14 @@ class HFEngine:
         """Yield `(prompt_index, n completions)` as prompts finish (see `Engine.stream`)."""
         encoded = [self.encode(p) for p in prompts]
         base = resolve_seeds(len(prompts), params, seeds)
+        problems = [prompt_problem(ids, self.max_positions) for ids in encoded]
+        for pi, problem in enumerate(problems):  # not generated from: answered at once
+            if problem is not None:
+                yield pi, [rejected(problem, len(encoded[pi]))] * params.n
         queue = deque(
             _Row(pi, si, ids, generator=self._row_generator(base, pi, si, params))
             for pi, ids in enumerate(encoded)
+            if problems[pi] is None
             for si in range(params.n)
         )
         results: dict[int, list[Completion | None]] = {}
