@@ -349,7 +349,12 @@ def test_thinking_responses_keep_the_answer_and_flag_unclosed_thoughts(tmp_path)
 
     def answer(num_samples, texts, reasons):
         job = ResponseJob(
-            profile, src, tmp_path / "o.json", model_name="m", num_samples=num_samples
+            profile,
+            src,
+            tmp_path / "o.json",
+            model_name="m",
+            num_samples=num_samples,
+            temperature=0.8,  # n samples of greedy decoding would be copies: refused
         )
         job.journal.close()
         cs = [Completion(text=t, finish_reason=r) for t, r in zip(texts, reasons, strict=True)]

@@ -194,13 +194,14 @@ class CountingEngine:
         self.tokenizer = tokenizer
         self.calls = []
 
-    def stream(self, prompts, params):
-        self.calls.append((len(prompts), params.n, params.seed))
+    def stream(self, prompts, params, seeds=None):
+        self.calls.append((len(prompts), params.n, seeds))
         for i in range(len(prompts)):
             yield i, [Completion(f"r{i}.{j}", "stop", None, 5, 2) for j in range(params.n)]
 
 
 def test_one_request_per_prompt_with_n_samples(smol_tokenizer, tmp_path):
+    from magpie.engines.base import stage_seed
     from magpie.profiles import get_profile
     from magpie.responses import ResponseJob
 
@@ -216,7 +217,9 @@ def test_one_request_per_prompt_with_n_samples(smol_tokenizer, tmp_path):
     )
     engine = CountingEngine(smol_tokenizer)
     summary = job.run(engine)
-    assert engine.calls == [(4, 5, 9)]  # one pass, n = 5 each, seeded
+    # One pass, n = 5 each; record k's samples seeded stage_seed + 5 k + j.
+    base = stage_seed(9, "gen_po_multi_res")
+    assert engine.calls == [(4, 5, [base, base + 5, base + 10, base + 15])]
     records = read_records(tmp_path / "ins_5res.json")
     assert [r["responses"] for r in records][1] == [f"r1.{j}" for j in range(5)]
     assert summary.tokens == 4 * 5 * 2 and summary.stage == "gen_po_multi_res"

@@ -240,14 +240,14 @@ class CountingEngine:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def generate(self, prompts, params):
+    def generate(self, prompts, params, seeds=None):
         self.calls += 1
         if self.journal is not None:
             if not self.journal.done:
                 self.before_round_two = self.calls
             elif self.calls == self.before_round_two + 2:
                 raise Crash
-        return self.engine.generate(prompts, params)
+        return self.engine.generate(prompts, params, seeds)
 
 
 def test_skills_generation_resumes_after_a_crash(tmp_path, embedded_dir):
