@@ -21,6 +21,7 @@ depends on its seed alone, not on which rows share its batch or call (`Engine.st
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -96,6 +97,10 @@ class HFEngine:
                 local, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
             )
         self.model = model.to(self.device).eval()
+        # transformers renamed the KV-cache argument and output field `past_key_values`
+        # to `cache` (5.2x warns on the old name); use whichever this version has.
+        forward = inspect.signature(self.model.forward).parameters
+        self._cache_key = "cache" if "cache" in forward else "past_key_values"
         self.tokenizer = tokenizer
         self.pad_id = (
             tokenizer.pad_token_id
@@ -174,10 +179,10 @@ class HFEngine:
                     input_ids=tokens,
                     attention_mask=mask,
                     position_ids=positions,
-                    past_key_values=cache,
                     use_cache=True,
+                    **{self._cache_key: cache},
                 )
-                cache = out.past_key_values
+                cache = getattr(out, self._cache_key)
                 for r in rows:
                     r.generated.append(r.pending)
                     r.pending = None
@@ -233,12 +238,12 @@ class HFEngine:
         expand = torch.tensor([unique[tuple(r.prompt_ids)] for r in new], device=self.device)
         new_layers = [
             (layer.keys.index_select(0, expand), layer.values.index_select(0, expand))
-            for layer in out.past_key_values.layers
+            for layer in getattr(out, self._cache_key).layers
         ]
         new_mask = pmask.index_select(0, expand)
         logits_new = out.logits[:, -1, :].index_select(0, expand)
         if cache is None or not rows:
-            cache = out.past_key_values
+            cache = getattr(out, self._cache_key)
             for layer, (k, v) in zip(cache.layers, new_layers, strict=True):
                 layer.keys, layer.values = k, v
             return cache, new_mask, logits_new
