@@ -21,6 +21,9 @@ def main(*task_paths: str, output_root: str = "data", **flags):
       task_paths: task YAML files (also accepted as --task-paths / --task_paths).
       output_root: folder for the tasks' outputs.
     """
+    if flags.pop("help", False) or flags.pop("h", False):
+        print(main.__doc__)  # fire hands --help to **flags here instead of printing it
+        return
     paths = list(task_paths)
     for key in ("task_paths", "task-paths"):
         value = flags.pop(key, None)

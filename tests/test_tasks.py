@@ -352,3 +352,16 @@ def test_resumed_run_bootstraps_from_journaled_questions(tiny_model_dir, tmp_pat
     resumed = SkillsBuilder(engine, get_profile("tiny-random", engine.tokenizer), task, seed=3)
     items = resumed.run(10, 1, Journal(tmp_path / "g.jsonl", {"t": 1}))  # no round left
     assert [i.question for i in items] == resumed.machine_questions == ["Why do cats purr?"]
+
+
+def test_run_task_help_prints_usage():
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, str(REPO / "exp" / "run_task.py"), "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "--task-paths" in r.stdout and "output_root" in r.stdout
