@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from magpie.records import InputError, where
@@ -65,7 +65,6 @@ class Conversation:
 
     turns: list[Turn]
     source: str | None = None
-    _exchanges: list[tuple[Turn, Turn]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.turns = [t if isinstance(t, Turn) else Turn(*t) for t in self.turns]
@@ -97,18 +96,16 @@ class Conversation:
     def exchanges(self) -> list[tuple[Turn, Turn]]:
         """The complete exchanges, in order, up to the first incomplete one: a user turn
         with text followed directly by an assistant turn with text."""
-        if self._exchanges is None:
-            chat = [t for t in self.turns if t.role != "system"]
-            out = []
-            for k in range(0, len(chat) - 1, 2):
-                user, answer = chat[k], chat[k + 1]
-                if user.role != "user" or answer.role != "assistant":
-                    break
-                if not (_filled(user.text) and _filled(answer.text)):
-                    break
-                out.append((user, answer))
-            self._exchanges = out
-        return self._exchanges
+        chat = [t for t in self.turns if t.role != "system"]
+        out = []
+        for k in range(0, len(chat) - 1, 2):
+            user, answer = chat[k], chat[k + 1]
+            if user.role != "user" or answer.role != "assistant":
+                break
+            if not (_filled(user.text) and _filled(answer.text)):
+                break
+            out.append((user, answer))
+        return out
 
     @property
     def has_response(self) -> bool:
