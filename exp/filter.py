@@ -43,7 +43,9 @@ def main(
       config: a YAML preset, e.g. configs/filters/magpie.yaml (the original's rules).
       output_file: default <input stem>_filtered.jsonl.
       rejected_file: default <input stem>_rejected.jsonl.
-      generation_flags: drop records with a non-null *_flag (default on).
+      generation_flags: drop records with a non-null *_flag, and records whose
+        conversation is not whole: no complete exchange, or turns after the last one,
+        such as an unanswered follow-up (default on).
       input_quality: allowed labels, comma-separated, e.g. good,excellent.
       min_instruct_reward: keep instruct_reward above this (the original: -10).
       no_trailing_colon: drop instructions ending with ":".

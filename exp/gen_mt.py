@@ -38,10 +38,13 @@ def main(
     *,
     engine_options: EngineOptions,
 ):
-    """Extend the instruction/response records of INPUT_FILE to NUM_TURNS turns.
+    """Extend the conversations of INPUT_FILE to NUM_TURNS turns; records that already
+    have turns are continued after their last complete exchange, never regenerated.
 
     Args:
-      input_file: records with `instruction` and `response` (the output of gen_res.py).
+      input_file: records with `instruction` and `response` (the output of gen_res.py),
+        or any format magpie.conversation reads (flat `instruction_k`/`response_k`,
+        `conversation`/`messages`, ShareGPT `conversations`).
       model_path: hub id or local folder; empty = the embedded SmolLM2-135M-Instruct.
       num_turns: total turns per conversation (at least 2).
       max_tokens: most tokens per turn; a turn that hits it ends its conversation.
@@ -54,7 +57,8 @@ def main(
       response_top_p: nucleus threshold for responses.
       response_repetition_penalty: repetition penalty for responses.
       system_prompt: system prompt used when extracting follow-up instructions ('' for
-        none); default the paper's multi-turn prompt with its typos fixed.
+        none); default the paper's multi-turn prompt with its typos fixed. Dropped (and
+        logged) for chat templates without a system turn, such as Gemma's.
       seed: random seed.
       checkpoint_every: kept for compatibility; every turn is journaled as it is made.
       output_file: default <input stem>_mt.json next to the input.

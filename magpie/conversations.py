@@ -74,6 +74,15 @@ def assistant_turn_prompt(tokenizer, messages: list[dict], **template_kwargs) ->
     return render(tokenizer, messages, True, **template_kwargs)
 
 
+def supports_system(tokenizer) -> bool:
+    """Whether the chat template renders a system turn (Gemma's refuses one)."""
+    try:
+        user_turn_prompt(tokenizer, [{"role": "system", "content": "S"}])
+    except InputError:
+        return False
+    return True
+
+
 def first_user_prompt(tokenizer, profile: Profile, system: str | None) -> str:
     """The first user turn: the registry's pre-query template, or the template with a
     system prompt."""
@@ -154,6 +163,11 @@ class Dialogue:
 
     messages: list[dict] = field(default_factory=list)
     stop_reason: str | None = None
+    limit: int | None = None  # turns (system excluded) at which it is long enough
+
+    @property
+    def growing(self) -> bool:
+        return self.stop_reason is None and (self.limit is None or len(self.turns) < self.limit)
 
     @property
     def turns(self) -> list[dict]:
@@ -175,13 +189,17 @@ def run_turns(
     Dialogue i's turn at `step` draws from the seed of item i of "<stage>/<step>"
     (`item_seeds`, with the run seed from `params_for(...).seed`): the same text whichever
     dialogues share its call, and after a resume."""
-    total = sum(1 for d in dialogues if d.stop_reason is None) * len(roles)
+    total = sum(
+        len(roles) if d.limit is None else min(len(roles), d.limit - len(d.turns))
+        for d in dialogues
+        if d.growing
+    )
     bar = tqdm(total=total, desc="turns", unit="turn")
     try:
         for step, role in enumerate(roles):
             todo = []
             for i, d in enumerate(dialogues):
-                if d.stop_reason is not None:
+                if not d.growing:
                     continue
                 entry = journal.done.get(f"{i}/{step}")
                 if entry is not None:
@@ -221,13 +239,3 @@ def _apply(d: Dialogue, entry: dict) -> None:
         if entry.get("reasoning") is not None:  # a thinking model's thoughts, kept aside
             message["reasoning"] = entry["reasoning"]
         d.messages.append(message)
-
-
-def flat_turn_keys(turns: list[dict]) -> dict:
-    """The original's flat keys: instruction, response, instruction_2, response_2, ..."""
-    out: dict = {}
-    for n, m in enumerate(turns):
-        k = n // 2 + 1
-        name = "instruction" if m["role"] == "user" else "response"
-        out[name if k == 1 else f"{name}_{k}"] = m["content"]
-    return out

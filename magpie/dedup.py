@@ -39,9 +39,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from magpie.conversation import ConversationError, read
 from magpie.embeddings import native_bf16, pick_device, resolve_dtype
 from magpie.records import InputError, iter_records, where, write_records
-from magpie.stage import Summary
+from magpie.stage import Summary, json_type
 
 log = logging.getLogger("magpie")
 
@@ -77,32 +78,24 @@ def similar_field(id_field: str) -> str:
 
 
 def text_of(record: dict, text_field: str = "instruction") -> str | None:
-    """The text compared: the instruction (first user turn); None when it has none.
+    """The text compared: the instruction (the first user turn, read by
+    magpie.conversation from any format); None when it has none.
 
-    Falls back to the first user turn of `conversations` (ShareGPT) or of `conversation`
-    / `messages` ({role, content}) for records without the field. Raises KeyError when
-    the record has none of them.
+    Another `text_field` is read as it is. Raises KeyError when the record has neither
+    that field nor a conversation, ValueError (ConversationError) when it is malformed.
     """
-    if text_field in record:
+    if text_field != "instruction":
+        if text_field not in record:
+            raise KeyError(text_field)
         value = record[text_field]
-    elif isinstance(record.get("conversations"), list):
-        value = _first_turn(record["conversations"], "from", "value", ("human", "user"))
-    elif isinstance(record.get("conversation"), list):
-        value = _first_turn(record["conversation"], "role", "content", ("user",))
-    elif isinstance(record.get("messages"), list):
-        value = _first_turn(record["messages"], "role", "content", ("user",))
     else:
-        raise KeyError(text_field)
+        conv = read(record)
+        if conv.source is None:
+            raise KeyError(text_field)
+        value = conv.first_user
     if not isinstance(value, str) or not value.strip():
         return None
     return value.strip()
-
-
-def _first_turn(turns: list, role_key: str, text_key: str, roles: tuple[str, ...]):
-    for turn in turns:
-        if isinstance(turn, dict) and turn.get(role_key) in roles:
-            return turn.get(text_key)
-    return None
 
 
 def natural_key(value) -> tuple:
@@ -545,6 +538,12 @@ def run_distance(
                 raise InputError(f"{where(input_file, i)}: {e}") from None
         if id_field not in record:
             raise InputError(f"{where(input_file, i)}: field '{id_field}' is missing")
+        if ids and json_type(record[id_field]) != json_type(ids[0]):
+            raise InputError(
+                f"{where(input_file, i)}: {id_field} {record[id_field]!r} is a "
+                f"{json_type(record[id_field])} but earlier ids are {json_type(ids[0])}s; "
+                "one id column holds one type"
+            )
         key = json.dumps(record[id_field], sort_keys=True)
         if key in seen:
             raise InputError(
@@ -559,6 +558,8 @@ def run_distance(
                 f"{where(input_file, i)}: field '{text_field}' is missing "
                 "(and no conversations/conversation/messages to take it from)"
             ) from None
+        except ConversationError as e:
+            raise InputError(f"{where(input_file, i)}: {e}") from None
         ids.append(record[id_field])
     del seen
     if not ids:

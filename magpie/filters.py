@@ -4,7 +4,9 @@ fms-dgt's magpie_filter), driven by flags or a YAML preset in configs/filters/.
 Rules, each off unless set, checked in this order:
 
 - generation_flags: drop records a generation stage flagged (any non-null `*_flag`,
-  e.g. `instruction_flag`, `response_flag`; README "Records").
+  e.g. `instruction_flag`, `response_flag`; README "Records") and records whose
+  conversation is not whole (magpie.conversation's rule: no complete exchange, or a turn
+  after the last complete exchange, such as an unanswered follow-up).
 - input_quality: allowed labels, e.g. [good, excellent] (the original's rule).
 - min_instruct_reward: keep when `instruct_reward` > this (the original used -10).
 - no_trailing_colon: drop instructions ending with ":" (the original's rule).
@@ -40,9 +42,10 @@ from pathlib import Path
 
 import yaml
 
+from magpie.conversation import Conversation, ConversationError, read
 from magpie.labels import DIFFICULTY, INPUT_QUALITY, SAMPLE_QUALITY_SCORES, TASK_CATEGORIES
 from magpie.records import InputError, read_records, write_records
-from magpie.sharegpt import canonical_label, conversations_of
+from magpie.sharegpt import canonical_label
 
 RULES = (
     "generation_flags",
@@ -175,21 +178,21 @@ def _id_of(record: dict) -> tuple[str, object] | None:
     return None
 
 
-def _instruction(record: dict) -> str | None:
-    from magpie.dedup import text_of
-
+def _conversation(record: dict) -> Conversation:
+    """The record's conversation (empty when it has none or it is malformed)."""
     try:
-        value = record["instruction"] if "instruction" in record else text_of(record)
-    except KeyError:
-        return None
-    return value if isinstance(value, str) else None
+        return read(record)
+    except ConversationError:
+        return Conversation([])
 
 
 def check(record: dict, cfg: FilterConfig) -> list[str]:
     """The rules this record fails (empty: it passes)."""
     failed = []
-    if cfg.generation_flags and any(
-        k.endswith("_flag") and v is not None for k, v in record.items()
+    conv = _conversation(record)
+    if cfg.generation_flags and (
+        any(k.endswith("_flag") and v is not None for k, v in record.items())
+        or not conv.is_complete
     ):
         failed.append("generation_flags")
     if cfg.input_quality is not None:
@@ -201,8 +204,8 @@ def check(record: dict, cfg: FilterConfig) -> list[str]:
         if not (ok and reward > cfg.min_instruct_reward):
             failed.append("min_instruct_reward")
     if cfg.no_trailing_colon:
-        text = _instruction(record)
-        if text is None or text.rstrip().endswith(":"):
+        text = conv.first_user
+        if not text or text.rstrip().endswith(":"):
             failed.append("no_trailing_colon")
     if cfg.remove_duplicates:
         ident = _id_of(record)
@@ -236,25 +239,14 @@ def check(record: dict, cfg: FilterConfig) -> list[str]:
 
 
 def first_response(record: dict) -> str | None:
-    """The response, or a conversation's first assistant turn."""
-    if "response" in record:
-        return record["response"] if isinstance(record["response"], str) else None
-    try:
-        turns = conversations_of(record)
-    except ValueError:
-        return None
-    return next((t["value"] for t in turns if t["from"] == "gpt"), None)
+    """The answer of the first complete exchange, or None."""
+    exchanges = _conversation(record).exchanges()
+    return exchanges[0][1].text if exchanges else None
 
 
 def response_length(record: dict) -> int:
-    """Characters of the response (all assistant turns for a conversation)."""
-    if isinstance(record.get("response"), str):
-        return len(record["response"])
-    try:
-        turns = conversations_of(record)
-    except ValueError:
-        return 0
-    return sum(len(t["value"]) for t in turns if t["from"] == "gpt")
+    """Characters of the answers of the complete exchanges."""
+    return sum(len(answer.text) for _, answer in _conversation(record).exchanges())
 
 
 @dataclass

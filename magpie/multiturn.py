@@ -1,9 +1,11 @@
 """Two conversation stages built on `magpie.conversations`:
 
-- `MultiTurnJob` (exp/gen_mt.py): extend single-turn records to N turns, as the
-  original's gen_mt.py: follow-up instructions are extracted with the multi-turn system
-  prompt, responses are generated without it. Keeps the flat keys `instruction_2`,
-  `response_2`, ... and adds the whole dialogue as `conversation` [{role, content}].
+- `MultiTurnJob` (exp/gen_mt.py): extend records to N turns, as the original's
+  gen_mt.py: follow-up instructions are extracted with the multi-turn system prompt,
+  responses are generated without it. Records in any format of `magpie.conversation`
+  are continued after their complete exchanges; the result is written back through it:
+  the flat keys `instruction_2`, `response_2`, ..., the whole dialogue as `conversation`
+  [{role, content, reasoning?}], and `conversations` / `messages` when the record had them.
 - `ConversationJob` (exp/gen_conv.py): one-pass steered generation with distilabel's
   options (n_turns, end_with_user, include_system_prompt, only_instruction,
   system_prompt as str / list / mapping / weighted mapping, per-record `system_prompt`).
@@ -11,23 +13,27 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
+from magpie.conversation import Conversation, message_list, read_all, write_back
 from magpie.conversations import (
     MULTI_TURN_SYSTEM_PROMPT,
     Dialogue,
     SystemPrompts,
     assistant_turn_prompt,
     first_user_prompt,
-    flat_turn_keys,
     run_turns,
+    supports_system,
     user_turn_prompt,
 )
 from magpie.engines.base import Engine, SamplingParams
 from magpie.profiles import Profile
-from magpie.records import InputError, Journal, read_records, require_text_field
-from magpie.stage import Summary
+from magpie.records import InputError, Journal, read_records
+from magpie.stage import Summary, json_type
+
+log = logging.getLogger("magpie")
 
 
 def _sampling(
@@ -74,12 +80,19 @@ class MultiTurnJob:
         if num_turns < 2:
             raise InputError("--num_turns must be at least 2")
         self.records = read_records(input_file)
-        require_text_field(
-            [r for r in self.records if r.get("instruction") is not None],
-            "instruction",
-            input_file,
-        )
-        self.tokenizer, self.num_turns, self.system = tokenizer, num_turns, system_prompt
+        self.conversations = read_all(self.records, input_file)
+        self.tokenizer, self.num_turns = tokenizer, num_turns
+        # Decided before any weights load: templates without a system turn (Gemma) get
+        # none, neither the multi-turn prompt nor a record's own.
+        self.with_system = supports_system(tokenizer)
+        if not self.with_system and (system_prompt or any(c.system for c in self.conversations)):
+            log.info(
+                "gen_mt: model %s: its chat template has no system turn; prompts are built "
+                "without the multi-turn system prompt and without records' system turns",
+                model_name,
+            )
+            system_prompt = ""
+        self.system = system_prompt
         self.user_params = _sampling(
             profile, max_tokens=max_tokens, seed=seed, newline=early_stopping, **instruction_params
         )
@@ -115,34 +128,28 @@ class MultiTurnJob:
         summary = Summary("gen_mt", len(self.records))
         summary.resumed = len(self.journal.done)
         dialogues = []
-        for r in self.records:
-            usable = (
-                r.get("instruction")
-                and isinstance(r.get("response"), str)
-                and r["response"]
-                and not r.get("instruction_flag")
-                and not r.get("response_flag")
-            )
-            d = Dialogue(
-                [
-                    {"role": "user", "content": r.get("instruction") or ""},
-                    {"role": "assistant", "content": r.get("response") or ""},
-                ]
-            )
-            if not usable:
+        for r, conv in zip(self.records, self.conversations, strict=True):
+            done = conv.complete()
+            d = Dialogue(message_list(done), limit=2 * self.num_turns)
+            if not done.has_response or r.get("instruction_flag") or r.get("response_flag"):
                 d.stop_reason = "input has no usable instruction and response"
             dialogues.append(d)
         system = [{"role": "system", "content": self.system}] if self.system else []
 
         def prompt_for(role: str, d: Dialogue) -> str:
+            if role == "user" and system:
+                return user_turn_prompt(self.tokenizer, system + d.turns)
+            messages = d.messages if self.with_system else d.turns
             if role == "user":
-                return user_turn_prompt(self.tokenizer, system + d.messages)
-            return assistant_turn_prompt(self.tokenizer, d.messages)
+                return user_turn_prompt(self.tokenizer, messages)
+            return assistant_turn_prompt(self.tokenizer, messages)
 
         def params_for(role: str, step: int) -> SamplingParams:
             return self.user_params if role == "user" else self.assistant_params
 
-        roles = ["user", "assistant"] * (self.num_turns - 1)
+        # Records that have turns already are continued from their last exchange.
+        shortest = min((len(d.turns) // 2 for d in dialogues if d.growing), default=self.num_turns)
+        roles = ["user", "assistant"] * (self.num_turns - shortest)
         try:
             run_turns(
                 engine, dialogues, roles, prompt_for, params_for, self.journal, summary, "gen_mt"
@@ -151,9 +158,11 @@ class MultiTurnJob:
             self.journal.close()
         out = []
         for r, d in zip(self.records, dialogues, strict=True):
-            record = {**r, **flat_turn_keys(d.turns)}
+            if d.stop_reason and not Conversation.of_messages(d.messages).has_response:
+                record = dict(r)  # nothing usable: left as it came
+            else:
+                record = write_back(r, Conversation.of_messages(d.messages))
             record.update(
-                conversation=d.turns,
                 conversation_stop_reason=d.stop_reason,
                 gen_mt_configs={**self.configs, "engine": engine.name},
             )
@@ -193,6 +202,12 @@ class ConversationJob:
         rows = read_records(input_file) if input_file else [{} for _ in range(total or 0)]
         if not rows:
             raise InputError("give --total_prompts (at least 1) or --input_file")
+        id_types = {json_type(row["id"]) if "id" in row else "missing" for row in rows}
+        if len(id_types) > 1:
+            raise InputError(
+                f"{input_file}: the rows' ids are {' and '.join(sorted(id_types))}; give every "
+                "row an id of one type, or none (then ids are 0, 1, ...)"
+            )
         for i, row in enumerate(rows):
             value = row.get("system_prompt")
             if value is not None and not isinstance(value, str):
@@ -204,10 +219,18 @@ class ConversationJob:
         if end_with_user and not only_instruction:
             self.roles = self.roles[:-1]  # the last turn is the user's
         self.single = n_turns == 1 or only_instruction
-        # Without a system prompt, multi-turn dialogues get the paper's one where possible.
-        self.default_system = (
-            MULTI_TURN_SYSTEM_PROMPT if n_turns > 1 and profile.system_prompt_template else None
-        )
+        # Without a system prompt, multi-turn dialogues get the paper's one where possible;
+        # a template without a system turn (Gemma) is known before any weights load.
+        with_system = profile.system_prompt_template is not None and supports_system(tokenizer)
+        self.default_system = MULTI_TURN_SYSTEM_PROMPT if n_turns > 1 and with_system else None
+        if n_turns > 1 and not with_system:
+            log.info(
+                "gen_conv: model %s: its chat template has no system turn; conversations "
+                "are generated without the multi-turn system prompt",
+                model_name,
+            )
+        if not with_system and (system_prompts or any(r.get("system_prompt") for r in rows)):
+            raise InputError(f"model {model_name}: its chat format has no system turn")
         self.seed = seed
         self.user_params = _sampling(
             profile, max_tokens=max_tokens, seed=seed, newline=early_stopping, **instruction_params
@@ -259,8 +282,6 @@ class ConversationJob:
         summary.resumed = len(self.journal.done)
         systems = self._systems()
         dialogues = [Dialogue([{"role": "system", "content": p}] if p else []) for _, p in systems]
-        if any(p for _, p in systems) and not self.profile.system_prompt_template:
-            raise InputError(f"model {self.model_name}: its chat format has no system turn")
 
         def prompt_for(role: str, d: Dialogue) -> str:
             if role == "user":
@@ -298,8 +319,10 @@ class ConversationJob:
                     record["response"] = turns[1]["content"] if len(turns) > 1 else None
                 if self.include_system_prompt:
                     record["system_prompt"] = system
-            else:
-                record["conversation"] = d.messages if self.include_system_prompt else turns
+            else:  # a conversation that stopped early keeps its complete exchanges
+                conv = Conversation.of_messages(d.messages)
+                conv = conv.complete() if d.stop_reason else conv
+                record["conversation"] = message_list(conv, self.include_system_prompt)
             if self.system_prompts and self.system_prompts.keys:
                 record["system_prompt_key"] = key
             record["model_name"] = self.model_name

@@ -3,9 +3,9 @@
 Shards of tagged records become one JSONL file where each record carries
 `conversation_id` = `<prefix>_<n>`, numbered across all shards in order (the original
 assumed each shard's `id` ran 0..len-1), and `conversations` = [{from, value}] with
-`from` in system | human | gpt. Single-turn records (instruction/response), the flat
-multi-turn keys (instruction_2/response_2 ...), `conversation` or `messages` lists of
-{role, content}, and ShareGPT records are all accepted; a system turn is kept.
+`from` in system | human | gpt. Records are read and written by `magpie.conversation`
+(every input format; a system turn is kept) and only complete exchanges are exported:
+a trailing unanswered user turn is left out, with its flat keys.
 
 Labels are checked against magpie.labels ("Others" is valid, unlike the original's
 whitelist, which had "Other"); an invalid label is set to null *and* kept under
@@ -27,13 +27,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from magpie.conversation import (
+    flat_fields,
+    openai_messages,
+    read,
+    sharegpt_turns,
+    without_stale_turns,
+)
 from magpie.labels import DIFFICULTY, INPUT_QUALITY, TASK_CATEGORIES
 from magpie.records import InputError, read_records, where, write_records
 
 log = logging.getLogger("magpie")
-
-ROLE_TO_FROM = {"system": "system", "user": "human", "assistant": "gpt"}
-FROM_TO_ROLE = {v: k for k, v in ROLE_TO_FROM.items()}
 
 # The original's key order; other keys follow in their own order.
 KEY_ORDER = (
@@ -66,79 +70,13 @@ LABELS = {
 }
 
 
-def with_thoughts(answer: str, reasoning) -> str:
-    """An answer with a thinking model's reasoning before it, as "<think>...</think>"."""
-    if not isinstance(reasoning, str) or not reasoning.strip():
-        return answer
-    return f"<think>\n{reasoning.strip()}\n</think>\n\n{answer}"
-
-
 def conversations_of(
     record: dict, include_system: bool = True, with_reasoning: bool = False
 ) -> list[dict]:
-    """The record's dialogue as ShareGPT turns; ValueError names what is malformed.
+    """The record's complete exchanges as ShareGPT turns (magpie.conversation's rule: a
+    trailing unanswered user turn is left out); ValueError names what is malformed.
     `with_reasoning` puts a thinking model's `reasoning` back before its answers."""
-    if isinstance(record.get("conversations"), list):
-        turns = []
-        for turn in record["conversations"]:
-            if not isinstance(turn, dict) or turn.get("from") not in FROM_TO_ROLE:
-                raise ValueError(f"conversations: bad turn {turn!r} (from: system|human|gpt)")
-            if not isinstance(turn.get("value"), str):
-                raise ValueError(f"conversations: turn without a text value: {turn!r}")
-            turns.append({"from": turn["from"], "value": turn["value"]})
-    else:
-        source = "conversation" if isinstance(record.get("conversation"), list) else "messages"
-        if isinstance(record.get(source), list):
-            turns = from_messages(record[source], source, with_reasoning)
-        else:
-            turns = _flat_turns(record, with_reasoning)
-    if not include_system:
-        turns = [t for t in turns if t["from"] != "system"]
-    return turns
-
-
-def _flat_turns(record: dict, with_reasoning: bool = False) -> list[dict]:
-    turns = []
-    system = record.get("system_prompt")
-    if isinstance(system, str) and system.strip():
-        turns.append({"from": "system", "value": system})
-    k = 1
-    while True:
-        suffix = "" if k == 1 else f"_{k}"
-        instruction = record.get(f"instruction{suffix}")
-        if not isinstance(instruction, str):
-            break
-        turns.append({"from": "human", "value": instruction})
-        response = record.get(f"response{suffix}")
-        if not isinstance(response, str):
-            break
-        if with_reasoning:
-            response = with_thoughts(response, record.get(f"reasoning{suffix}"))
-        turns.append({"from": "gpt", "value": response})
-        k += 1
-    return turns
-
-
-def from_messages(
-    messages: list, source: str = "messages", with_reasoning: bool = False
-) -> list[dict]:
-    """[{role, content}] → [{from, value}]."""
-    turns = []
-    for m in messages:
-        if not isinstance(m, dict) or m.get("role") not in ROLE_TO_FROM:
-            raise ValueError(f"{source}: bad turn {m!r} (role: system|user|assistant)")
-        if not isinstance(m.get("content"), str):
-            raise ValueError(f"{source}: turn without text content: {m!r}")
-        value = m["content"]
-        if with_reasoning and m["role"] == "assistant":
-            value = with_thoughts(value, m.get("reasoning"))
-        turns.append({"from": ROLE_TO_FROM[m["role"]], "value": value})
-    return turns
-
-
-def to_messages(conversations: list[dict]) -> list[dict]:
-    """[{from, value}] → OpenAI [{role, content}]."""
-    return [{"role": FROM_TO_ROLE[t["from"]], "content": t["value"]} for t in conversations]
+    return sharegpt_turns(read(record).complete(), include_system, with_reasoning)
 
 
 def check_labels(record: dict, counts: Counter | None = None) -> dict:
@@ -190,14 +128,15 @@ def to_sharegpt(
     with_reasoning: bool = False,
 ) -> dict:
     """One record in the ShareGPT shape of the original's concatenation, keys in its order."""
-    conversations = conversations_of(record, include_system, with_reasoning)
-    out = dict(record)
+    conv = read(record)
+    done = conv.complete()
+    conversations = sharegpt_turns(done, include_system, with_reasoning)
+    out = without_stale_turns(record, len(done.exchanges()))
+    out.update(flat_fields(done))
     out["conversation_id"] = conversation_id
     out["conversations"] = conversations
-    if "instruction" not in out:
-        out["instruction"] = next((t["value"] for t in conversations if t["from"] == "human"), None)
-    if "response" not in out:
-        out["response"] = next((t["value"] for t in conversations if t["from"] == "gpt"), None)
+    out.setdefault("instruction", conv.first_user or None)
+    out.setdefault("response", None)
     if "pre_query_template" in record:
         configs = dict(out.get("gen_input_configs") or {})
         configs.setdefault("pre_query_template", record["pre_query_template"])
@@ -205,8 +144,10 @@ def to_sharegpt(
     check_labels(out, counts)
     ordered = {k: out[k] for k in KEY_ORDER if k in out}
     ordered.update((k, v) for k, v in out.items() if k not in ordered and k not in CONSUMED)
-    if counts is not None and not any(t["from"] == "gpt" for t in conversations):
+    if counts is not None and not done.has_response:
         counts["no response"] += 1
+    elif counts is not None and not conv.is_complete:
+        counts["incomplete turns left out"] += 1
     return ordered
 
 
@@ -297,11 +238,11 @@ def export_messages(sharegpt_file: str | os.PathLike, messages_file: str | os.Pa
     def lines() -> Iterator[dict]:
         nonlocal skipped
         for record in iter_records(sharegpt_file):
-            turns = conversations_of(record)
-            if not any(t["from"] == "gpt" for t in turns):
+            done = read(record).complete()
+            if not done.has_response:
                 skipped += 1
                 continue
-            yield {"messages": to_messages(turns)}
+            yield {"messages": openai_messages(done)}
 
     write_records(messages_file, lines())
     if skipped:

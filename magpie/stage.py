@@ -44,6 +44,20 @@ class Summary:
         )
 
 
+def json_type(value) -> str:
+    """The JSON type of a value ('number', 'string', 'boolean', 'null', 'array', 'object'):
+    a column keeps one, so ids are never a mix of numbers and strings."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list | tuple) else "object"
+
+
 def run_cli(main: Callable) -> None:
     """Run a fire CLI; bad input ends with one clear line and exit code 2."""
     import fire

@@ -69,7 +69,8 @@ def test_good_record_passes_every_rule():
         ({"instruct_reward": "high"}, "min_instruct_reward"),
         ({"instruction": "Here is a list:"}, "no_trailing_colon"),
         ({"instruction": "Complete this: \n"}, "no_trailing_colon"),
-        ({"instruction": None}, "no_trailing_colon"),
+        # no instruction, or no response: no complete exchange (and no answer of one)
+        ({"instruction": None}, ["generation_flags", "no_trailing_colon", "response_pattern"]),
         ({"min_similar_conversation_id": "m_0"}, "remove_duplicates"),
         ({"sample_quality": 3}, "sample_quality"),
         ({"sample_quality": None}, "sample_quality"),
@@ -81,11 +82,11 @@ def test_good_record_passes_every_rule():
         ({"llama_guard_2": "unsafe\nS2"}, "safe_only"),
         ({"llama_guard_2": None}, "safe_only"),
         ({"response": "It is sunny."}, "response_pattern"),
-        ({"response": None}, "response_pattern"),
+        ({"response": None}, ["generation_flags", "response_pattern"]),
     ],
 )
 def test_each_rule_fails_alone_and_nulls_do_not_crash(changes, rule):
-    assert check(good(**changes), ALL) == [rule]
+    assert check(good(**changes), ALL) == (rule if isinstance(rule, list) else [rule])
 
 
 def test_missing_tags_fail_their_rules():

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from magpie.conversation import openai_messages, sharegpt_turns
+from magpie.conversation import read as conversation
 from magpie.records import InputError
 from magpie.sharegpt import (
     KEY_ORDER,
     check_labels,
     concatenate,
     conversations_of,
-    from_messages,
-    to_messages,
     to_sharegpt,
 )
 
@@ -100,7 +100,14 @@ def test_multi_turn_flat_keys_and_system_prompt():
         system_prompt="Be brief.",
     )
     turns = conversations_of(rec)
-    assert [t["from"] for t in turns] == ["system", "human", "gpt", "human", "gpt", "human"]
+    # the unanswered third instruction is not a complete exchange: it is left out
+    assert turns == [
+        {"from": "system", "value": "Be brief."},
+        {"from": "human", "value": "Question 0?"},
+        {"from": "gpt", "value": "Answer 0."},
+        {"from": "human", "value": "More?"},
+        {"from": "gpt", "value": "More."},
+    ]
     assert [t["from"] for t in conversations_of(rec, include_system=False)][0] == "human"
 
 
@@ -115,8 +122,8 @@ def test_conversation_lists_and_missing_flat_fields():
     out = to_sharegpt({"conversation": conv, "model_name": "m"}, "p_0")
     assert out["instruction"] == "Hi" and out["response"] == "Hello!"
     assert "conversation" not in out and out["model_name"] == "m"
-    assert to_messages(out["conversations"]) == conv
-    assert from_messages(to_messages(out["conversations"])) == out["conversations"]
+    assert openai_messages(conversation(out)) == conv
+    assert sharegpt_turns(conversation({"messages": conv})) == out["conversations"]
 
 
 def test_round_trip_sharegpt_messages_sharegpt(tmp_path):
@@ -141,7 +148,8 @@ def test_round_trip_sharegpt_messages_sharegpt(tmp_path):
     assert [r["conversations"] for r in first] == [r["conversations"] for r in second]
     assert [r["conversation_id"] for r in second] == ["q_10", "q_11", "q_12"]
     for r in first:
-        assert from_messages(to_messages(r["conversations"])) == r["conversations"]
+        messages = openai_messages(conversation(r))
+        assert sharegpt_turns(conversation({"messages": messages})) == r["conversations"]
 
 
 def test_dataset_saved_to_disk(tmp_path):
@@ -171,10 +179,10 @@ def test_globs_and_comma_lists(tmp_path):
     "records, message",
     [
         (
-            [{"conversations": [{"from": "bot", "value": "x"}]}],
-            r"b\.jsonl:2: conversations: bad turn",
+            [{"conversations": [{"from": "robot", "value": "x"}]}],
+            r"b\.jsonl:2: conversations: bad turn 0 .*'robot'",
         ),
-        ([{"messages": [{"role": "user"}]}], r"b\.jsonl:2: messages: turn without text"),
+        ([{"messages": [{"role": "user"}]}], r"b\.jsonl:2: messages: turn 0 without text"),
     ],
 )
 def test_bad_records_named_and_nothing_written(tmp_path, records, message):

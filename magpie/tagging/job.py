@@ -17,10 +17,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from magpie.conversation import Conversation, conversation_of
 from magpie.records import InputError, Journal, read_records
 from magpie.stage import Summary
 from magpie.tagging import LLM_MISSIONS, expand, output_file
-from magpie.tagging.inputs import Conversation, conversation_of
 from magpie.tagging.schemas import FIELDS
 
 
@@ -53,12 +53,10 @@ def annotate(record: dict, mission: str, fields: dict, reason: str | None) -> di
 
 def _view(mission: str, conv: Conversation) -> tuple[Conversation | None, str | None]:
     """What the mission reads of a conversation, or the reason it cannot tag it."""
+    if conv.has_response:  # judge what can be exported: the complete exchanges
+        return conv.complete(), None
     if mission in ("sample_quality", "reward"):
-        if not conv.has_response:
-            return None, "no_response: the record has no response to judge"
-        if mission == "reward":  # score up to the last answer
-            last = max(i for i, (r, _) in enumerate(conv.turns) if r == "assistant")
-            return Conversation(conv.turns[: last + 1]), None
+        return None, "no_response: the record has no complete exchange to judge"
     return conv, None
 
 

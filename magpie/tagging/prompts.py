@@ -8,7 +8,7 @@ format failures from about half to a few percent. The JSON keys match
 
 from __future__ import annotations
 
-from magpie.tagging.inputs import Conversation
+from magpie.conversation import Conversation
 from magpie.tagging.schemas import SAFETY_CATEGORIES, TASK_CATEGORIES
 
 DIFFICULTY = """You annotate requests that people send to an AI assistant.

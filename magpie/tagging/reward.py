@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from magpie.conversation import Conversation
 from magpie.records import InputError
-from magpie.tagging.inputs import Conversation
 
 MAX_BATCH_TOKENS = 32768
 
