@@ -289,3 +289,39 @@ def test_lingua_detects_english_chinese_french_and_null_for_nothing():
             "12345 + 678",
         ]
     ) == ["EN", "ZH", "FR", None, None, None]
+
+
+def test_code_has_no_language_and_says_why_while_short_english_stays_en(tmp_path):
+    # Issue 13: print(sum(range(10))) was tagged XH (Xhosa) and strict-en then dropped it.
+    from magpie.tagging.inputs import Conversation
+    from magpie.tagging.language import TOO_LITTLE, LanguageTagger, detect_language
+
+    texts = [
+        "print(sum(range(10)))",
+        "x = [i**2 for i in range(5)]",
+        "Write a haiku about autumn.",
+        "Fix my code",
+        "Explain what print(sum(range(10))) prints.",  # English around code: its English
+        "¿Cuál es la capital de Francia?",
+        "Andika shairi kuhusu vuli.",  # Swahili, as short: lingua is sure of it
+    ]
+    found = detect_language(texts)
+    assert found[:2] == [(None, TOO_LITTLE)] * 2
+    # lingua alone says Swahili for the haiku (17% against English's 12%)
+    assert found[2:] == [("EN", None), ("EN", None), ("EN", None), ("ES", None), ("SW", None)]
+
+    items = [(k, Conversation([("user", t)])) for k, t in enumerate(texts[:3])]
+    out = {k: (fields, reason) for k, fields, reason in LanguageTagger().tag("language", items)}
+    assert out[0] == ({"language": None}, "too little natural language")
+    assert out[2] == ({"language": "EN"}, None)
+
+
+def test_strict_en_preset_documents_how_null_languages_are_treated():
+    from conftest import REPO
+
+    preset = (REPO / "configs" / "filters" / "strict-en.yaml").read_text()
+    comment = preset.split("language: [EN]")[0].rsplit("\n\n", 1)[-1]
+    assert "null" in comment and "dropped" in comment
+    assert "too little natural language" in comment
+    readme = (REPO / "README.md").read_text()
+    assert "too little natural language" in readme and "strict-en.yaml" in readme
