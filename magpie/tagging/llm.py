@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Sequence
 
 from magpie.engines.base import Completion, Engine, SamplingParams
-from magpie.responses import chat_prompt
+from magpie.responses import THINK_CLOSE, THINK_OPEN, chat_prompt, split_reasoning
 from magpie.tagging.inputs import Conversation
 from magpie.tagging.prompts import mission_prompt
 from magpie.tagging.schemas import FIELDS, SCHEMAS, LabelError, fields_from_answer
@@ -107,10 +107,19 @@ def json_prompt(tokenizer, content: str, constrained: bool) -> str:
 
 
 def json_text(text: str, constrained: bool) -> str:
-    """The answer's JSON text, with the "{" prefill put back. A server that applied the
-    schema anyway (one not known to) answers with the whole object: kept as it is."""
-    prefilled = not constrained and not text.lstrip().startswith("{")
-    return "{" + text if prefilled else text
+    """The answer's JSON text: the final answer of a reasoning model (after its thinking
+    block or in harmony's `final` channel, never a draft inside the thoughts), with the
+    "{" prefill put back. A server that applied the schema anyway (one not known to)
+    answers with the whole object: kept as it is. A reply still thinking has no answer
+    (empty text)."""
+    opened = THINK_CLOSE in text and not text.lstrip().startswith(THINK_OPEN)
+    reasoning, answer, closed = split_reasoning(text, opened)
+    if not closed:
+        return ""
+    if reasoning is not None or answer != text.strip():  # thoughts or channel headers cut
+        return answer
+    prefilled = not constrained and not answer.startswith("{")
+    return "{" + answer if prefilled else answer
 
 
 def _schema_keys(schema: dict) -> list[str]:
