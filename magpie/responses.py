@@ -17,7 +17,8 @@ response still thinking at max_tokens is "unfinished". `enable_thinking=False` r
 the template without thinking (Qwen3's switch), for answers with no reasoning at all.
 Harmony models (gpt-oss) answer in channels: `final` is the response, `analysis` the
 reasoning; a reply with no final message (only a channel name, or cut mid-analysis) is
-"unfinished", never a response.
+"unfinished", never a response. Answers stop at the profile's `response_stop_tokens`
+(harmony: <|return|>, not the <|end|> that closes its analysis message).
 """
 
 from __future__ import annotations
@@ -159,8 +160,8 @@ class ResponseJob:
             top_p=top_p,
             max_tokens=max_tokens,
             repetition_penalty=repetition_penalty,
-            stop=list(profile.stop_tokens),
-            stop_token_ids=list(profile.stop_token_ids),
+            stop=list(profile.response_stop_tokens),
+            stop_token_ids=list(profile.response_stop_token_ids),
             seed=seed,
         )
         self.configs = {
@@ -168,7 +169,7 @@ class ResponseJob:
             "top_p": top_p,
             "repetition_penalty": repetition_penalty,
             "max_tokens": max_tokens,
-            "stop_tokens": list(profile.stop_tokens),
+            "stop_tokens": list(profile.response_stop_tokens),
             "output_generator": model_name,
             "enable_thinking": enable_thinking,
         }

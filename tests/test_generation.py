@@ -411,3 +411,22 @@ def test_harmony_channels_final_is_the_response_analysis_the_reasoning(text, fin
     from magpie.responses import read_completion
 
     assert read_completion(Completion(text, finish)) == expected
+
+
+def test_gpt_oss_responses_stop_at_return_and_store_the_final_channel(tmp_path):
+    from magpie.engines.base import Completion
+    from magpie.profiles import get_profile
+    from magpie.responses import ResponseJob
+
+    src = tmp_path / "x.json"
+    src.write_text(json.dumps([{"id": 0, "instruction": "A haiku about autumn."}]))
+    job = ResponseJob(get_profile("openai/gpt-oss-20b"), src, tmp_path / "o.json", model_name="g")
+    job.journal.close()
+    assert job.params.stop == ["<|return|>", "<|call|>"]
+    assert job.params.stop_token_ids == [200002, 200012]
+    out = job._answer([Completion(HARMONY_RAW, "stop")], opened=False)
+    assert out["response"] == "Leaves fall, red and gold."
+    assert out["reasoning"] == "User wants a haiku. Count syllables."
+    assert out["response_flag"] is None
+    cut = job._answer([Completion("analysis", "stop")], opened=False)
+    assert (cut["response"], cut["response_flag"]) == ("", "unfinished")

@@ -371,6 +371,34 @@ def test_a_judge_still_thinking_has_no_answer(smol_tokenizer, constrained):
     assert reason.startswith("unparseable")
 
 
+def test_harmony_judge_prompt_opens_the_final_channel_and_stops_at_return(smol_tokenizer):
+    import copy
+    from types import SimpleNamespace
+
+    from conftest import FIXTURES
+
+    from magpie.tagging.llm import json_prompt, turn_end_ids
+
+    harmony_vocab = {"<|channel|>": 200005, "<|end|>": 200007, "<|return|>": 200002}
+    harmony_vocab |= {"<|call|>": 200012, "<|start|>": 200006, "<|message|>": 200008}
+    tok = SimpleNamespace(eos_token_id=200002, get_vocab=lambda: harmony_vocab)
+    # <|end|> only closes the analysis message of a harmony answer
+    assert turn_end_ids(tok) == [200002, 200012]
+    phi3 = SimpleNamespace(eos_token_id=32000, get_vocab=lambda: {"<|end|>": 32007})
+    assert turn_end_ids(phi3) == [32000, 32007]  # a real end of turn elsewhere
+
+    harmony = copy.deepcopy(smol_tokenizer)
+    harmony.chat_template = (FIXTURES / "chat_templates" / "gpt-oss-minimal.jinja").read_text()
+    prompt = json_prompt(harmony, "Rate this.", constrained=False)
+    assert prompt.endswith(
+        "<|start|>user<|message|>Rate this.<|end|><|start|>assistant<|channel|>final<|message|>{"
+    )
+    assert json_prompt(harmony, "Rate this.", constrained=True).endswith("final<|message|>")
+    assert json_prompt(smol_tokenizer, "Rate this.", constrained=False).endswith(
+        "<|im_start|>assistant\n{"
+    )
+
+
 def test_code_has_no_language_and_says_why_while_short_english_stays_en(tmp_path):
     # Issue 13: print(sum(range(10))) was tagged XH (Xhosa) and strict-en then dropped it.
     from magpie.tagging.inputs import Conversation

@@ -25,13 +25,23 @@ from magpie.tagging.schemas import FIELDS, SCHEMAS, LabelError, fields_from_answ
 RETRY_TEMPERATURE = 0.7
 # End-of-turn tokens of common chat formats, besides the tokenizer's EOS.
 END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "</s>")
+# Harmony (gpt-oss): <|end|> ends one message of the turn (its analysis), <|return|> and
+# <|call|> end the turn; the generation prompt "<|start|>assistant" is followed by the
+# channel header, and a JSON answer goes straight to the final channel.
+HARMONY_CHANNEL, HARMONY_TURN_END = "<|channel|>", ("<|return|>", "<|call|>")
+HARMONY_ASSISTANT, HARMONY_FINAL = "<|start|>assistant", "<|channel|>final<|message|>"
 
 
 def turn_end_ids(tokenizer) -> list[int]:
-    """Token ids that end the model's turn: its EOS and any end-of-turn token it has."""
+    """Token ids that end the model's turn: its EOS and any end-of-turn token it has
+    (for a harmony tokenizer <|return|> and <|call|>, not <|end|>, which ends a message)."""
     ids = {getattr(tokenizer, "eos_token_id", None)}
     vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    ids |= {vocab[t] for t in END_OF_TURN if t in vocab}
+    ends = END_OF_TURN
+    if HARMONY_CHANNEL in vocab:
+        ends = tuple(t for t in END_OF_TURN if t != "<|end|>") + HARMONY_TURN_END
+        ids.discard(vocab.get("<|end|>"))
+    ids |= {vocab[t] for t in ends if t in vocab}
     return sorted(i for i in ids if isinstance(i, int))
 
 
@@ -101,8 +111,11 @@ def parse_answer(text: str, keys: Sequence[str]) -> dict:
 def json_prompt(tokenizer, content: str, constrained: bool) -> str:
     """The chat prompt for a JSON answer to `content`. Without a grammar it is prefilled
     with "{" (small models then answer in JSON far more often); with one, the grammar
-    itself starts the object."""
+    itself starts the object. A harmony prompt gets the final channel's header first (the
+    answer, not an analysis message)."""
     prompt = chat_prompt(tokenizer, [{"role": "user", "content": content}])
+    if prompt.endswith(HARMONY_ASSISTANT):
+        prompt += HARMONY_FINAL
     return prompt if constrained else prompt + "{"
 
 
