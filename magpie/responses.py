@@ -15,11 +15,16 @@ the answer, or their template opens the block in the prompt: the thoughts go to
 `reasoning` (`reasonings` with num_samples) and `response` keeps only the answer; a
 response still thinking at max_tokens is "unfinished". `enable_thinking=False` renders
 the template without thinking (Qwen3's switch), for answers with no reasoning at all.
+Harmony models (gpt-oss) answer in channels: `final` is the response, `analysis` the
+reasoning; a reply with no final message (only a channel name, or cut mid-analysis) is
+"unfinished", never a response. Answers stop at the profile's `response_stop_tokens`
+(harmony: <|return|>, not the <|end|> that closes its analysis message).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from tqdm import tqdm
@@ -47,14 +52,57 @@ def chat_prompt(tokenizer, messages: list[dict], **template_kwargs) -> str:
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
+# Harmony (gpt-oss): an assistant turn is a series of messages
+# "<|start|>assistant<|channel|>NAME<|message|>TEXT<|end|>", the last one ended by
+# <|return|> (end of the answer) or <|call|> (a tool call) instead of <|end|>. The `final`
+# channel is the answer; `analysis` (and `commentary`) are reasoning. Engines that drop
+# special tokens from the text leave "analysisTEXTassistantfinalTEXT".
+HARMONY_CHANNELS = ("analysis", "commentary", "final")
+HARMONY_TOKENS = ("<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>")
+_HARMONY_MESSAGE = re.compile(
+    r"(?:<\|start\|>[^<]*)?<\|channel\|>\s*(\w+)[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
+    r"(.*?)(<\|end\|>|<\|return\|>|<\|call\|>|(?=<\|start\|>)|$)",
+    re.DOTALL,
+)
+# Stripped form: a channel name glued to its text (never a word of an ordinary answer:
+# "analysisThe user asks", "finalHello"), or a channel name alone.
+_STRIPPED_START = re.compile(r"(analysis|commentary|final)(?=$|[^a-z\s.,;:!?'-])")
+_STRIPPED_NEXT = re.compile(r"assistant(?:\s*to=\S+)?(analysis|commentary|final)(?=$|[^a-z])")
+
+
+def _split_harmony(text: str) -> tuple[str | None, str, bool] | None:
+    """(reasoning, answer, closed) of a harmony reply, or None when it is not one.
+    `closed` is whether a `final` message was written."""
+    body = text.strip()
+    if "<|channel|>" in body or "<|message|>" in body:
+        messages = [(m.group(1), m.group(2)) for m in _HARMONY_MESSAGE.finditer(body)]
+        if not messages:  # header tokens without a message body: nothing was answered
+            return None, "", False
+    else:
+        first = _STRIPPED_START.match(body)
+        if first is None:
+            return None
+        messages, channel, pos = [], first.group(1), first.end()
+        for m in _STRIPPED_NEXT.finditer(body, pos):
+            messages.append((channel, body[pos : m.start()]))
+            channel, pos = m.group(1), m.end()
+        messages.append((channel, body[pos:]))
+    thoughts = [t.strip() for ch, t in messages if ch != "final" and t.strip()]
+    finals = [t.strip() for ch, t in messages if ch == "final"]
+    return "\n\n".join(thoughts) or None, finals[-1] if finals else "", bool(finals)
+
 
 def split_reasoning(text: str, opened: bool = False) -> tuple[str | None, str, bool]:
     """(reasoning, answer, closed) of a response. A thinking model's response starts with
     "<think>" (or the prompt ended with it: `opened`); the answer follows "</think>".
-    Any other response is (None, text, True)."""
+    A harmony reply (gpt-oss) keeps its `final` channel as the answer and its `analysis`
+    as the reasoning; `closed` is False when it has no final message (a reply that is
+    only a channel name, or stopped mid-analysis). Any other response is
+    (None, text, True)."""
     body = text.lstrip()
     if not (opened or body.startswith(THINK_OPEN)):
-        return None, text.strip(), True
+        harmony = _split_harmony(text)
+        return harmony if harmony is not None else (None, text.strip(), True)
     if body.startswith(THINK_OPEN):
         body = body[len(THINK_OPEN) :]
     thoughts, closed, answer = body.partition(THINK_CLOSE)
@@ -116,8 +164,8 @@ class ResponseJob:
             top_p=top_p,
             max_tokens=max_tokens,
             repetition_penalty=repetition_penalty,
-            stop=list(profile.stop_tokens),
-            stop_token_ids=list(profile.stop_token_ids),
+            stop=list(profile.response_stop_tokens),
+            stop_token_ids=list(profile.response_stop_token_ids),
             seed=seed,
         )
         self.configs = {
@@ -125,7 +173,7 @@ class ResponseJob:
             "top_p": top_p,
             "repetition_penalty": repetition_penalty,
             "max_tokens": max_tokens,
-            "stop_tokens": list(profile.stop_tokens),
+            "stop_tokens": list(profile.response_stop_tokens),
             "output_generator": model_name,
             "enable_thinking": enable_thinking,
         }

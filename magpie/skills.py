@@ -84,19 +84,55 @@ def fill(template: Template, **values) -> str:
 
 
 _QUESTION_MARK = re.compile(
-    r"^\s*(?:#+\s*)?(?:\*\*)?(?:question|task)\s*\d+\s*[:.)]?(?:\*\*)?\s*",
+    r"^([ \t]*)(?:#+\s*)?(?:\*\*)?(question|task)\s*(\d+)\s*[:.)]?(?:\*\*)?\s*",
     re.IGNORECASE | re.MULTILINE,
 )
-_NUMBERED = re.compile(r"^\s*\d+[.)]\s+", re.MULTILINE)
+_NUMBERED = re.compile(r"^([ \t]*)()(\d+)[.)]\s+", re.MULTILINE)
+
+
+def _top_level(marks: list[re.Match]) -> list[re.Match]:
+    """The markers that start a new question: the first one's label, indented no deeper,
+    numbered on from the previous question. A list inside a question (one that restarts
+    at 1, "Task 1:" items under "Question N", deeper indentation) stays in its text."""
+    if not marks:
+        return []
+    first = marks[0]
+    label, indent = first.group(2).lower(), len(first.group(1).expandtabs())
+    top, expected, inner_next = [first], int(first.group(3)) + 1, None
+    for m in marks[1:]:
+        if m.group(2).lower() != label or len(m.group(1).expandtabs()) > indent:
+            continue  # another label or deeper: inside the question
+        number = int(m.group(3))
+        if number == expected and number != inner_next:
+            top.append(m)
+            expected, inner_next = number + 1, None
+        else:  # a list of the question's own, at the same level ("2." after its "1.")
+            inner_next = number + 1
+    return top
+
+
+def _split_at(text: str, marks: list[re.Match]) -> list[str]:
+    return [
+        text[m.end() : marks[k + 1].start() if k + 1 < len(marks) else len(text)]
+        for k, m in enumerate(marks)
+    ]
 
 
 def split_questions(text: str) -> list[str]:
-    """Questions from a generation: "### Question N:" blocks, else numbered lines."""
-    parts = _QUESTION_MARK.split(text)
-    if len(parts) <= 1:
-        parts = _NUMBERED.split(text)
+    """Questions from a generation: "### Question N:" blocks, else numbered lines. A
+    question that holds its own numbered or labelled list ("Plan a trip:\n1. flights\n2.
+    hotel") is kept whole."""
+    marks = _top_level(list(_QUESTION_MARK.finditer(text)))
+    if not marks:
+        numbered = list(_NUMBERED.finditer(text))
+        preamble = text[: numbered[0].start()].strip() if numbered else ""
+        # "Plan a trip:" then a list is one question; "Here are 3 questions:" is not.
+        if preamble.endswith(":") and "question" not in preamble.lower():
+            numbered = []
+        marks = _top_level(numbered)
+    parts = _split_at(text, marks) if marks else [text]
     questions = []
-    for part in parts[1:] if len(parts) > 1 else parts:
+    for part in parts:
         q = part.strip().strip("*").strip()
         if len(q) >= 5:  # drop stray fragments
             questions.append(q)

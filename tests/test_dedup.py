@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from magpie.dedup import (
+    NON_FINITE,
     _exact_torch,
     annotate,
     approximate_neighbours,
@@ -334,3 +335,142 @@ def test_cli_bad_input_exits_nonzero(tmp_path):
     )
     assert proc.returncode == 2
     assert "none.jsonl: file not found" in proc.stderr
+
+
+# ------------------------------------------------------------------ non-finite embeddings
+
+
+def _pairs_with_one_nan(seed: int = 0):
+    """1,500 unit vectors, 600 of them in 300 near-duplicate pairs (rows 2i, 2i+1 for
+    i < 300; distance about 0.004) and 900 far from everything; plus the same set with a
+    NaN row inserted at position 700, in the middle of the blocks."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(1500, 48)).astype(np.float32)
+    x[1:600:2] = x[0:600:2] + 0.05 * rng.normal(size=(300, 48)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    with_nan = np.insert(x, 700, np.nan, axis=0)
+    return x, with_nan
+
+
+def _keep_all_but(found, row):
+    keep = np.ones(len(found.count), dtype=bool)
+    keep[row] = False
+    return found.min_distance[keep], found.count[keep], found.rep_rank[keep]
+
+
+@pytest.mark.parametrize("path", ["float32", "bf16", "torch", "ivf", "hnsw", "flat"])
+def test_one_nan_embedding_changes_no_other_record(path):
+    # Issue 13: one NaN vector among 1,500 made exact search find 190 records with a
+    # near-duplicate instead of 600 (it poisoned the maxima of its block); FAISS raised.
+    clean, poisoned = _pairs_with_one_nan()
+    found = {}
+    for name, x in (("clean", clean), ("poisoned", poisoned)):
+        n = len(x)
+        w, r = np.ones(n, dtype=np.int64), np.arange(n)
+        if path == "torch":  # the GPU code, run on the CPU
+            found[name] = _exact_torch(x, w, r, 0.05, "cpu", 256, False)
+        elif path in ("float32", "bf16"):
+            found[name] = exact_neighbours(
+                x, w, r, 0.05, block=256, bf16=path == "bf16", progress=False
+            )
+        else:
+            found[name], _ = approximate_neighbours(
+                x, w, r, 0.05, index_type=path, k=4, nprobe=64, progress=False
+            )
+    clean_found, bad = found["clean"], found["poisoned"]
+    # What is true of the constructed set: 600 records with exactly one near-duplicate.
+    assert (clean_found.count == 1).sum() == 600 and (clean_found.count == 0).sum() == 900
+    assert (bad.count == 1).sum() == 600
+    # The NaN record: no distance, no neighbours, no representative.
+    assert np.isnan(bad.min_distance[700]) and bad.count[700] == 0
+    assert bad.rep_rank[700] == np.iinfo(np.int64).max
+    # Every other record exactly as without it (ranks shift by one past the NaN row).
+    md, count, rep = _keep_all_but(bad, 700)
+    np.testing.assert_array_equal(count, clean_found.count)
+    np.testing.assert_allclose(md, clean_found.min_distance, atol=1e-6)
+    has = count > 0
+    shifted = np.where(rep[has] > 700, rep[has] - 1, rep[has])
+    np.testing.assert_array_equal(shifted, clean_found.rep_rank[has])
+
+
+def test_nan_record_is_marked_and_the_others_keep_their_duplicates(tmp_path, monkeypatch):
+    """The stage end to end: 12 records, one text's embedding NaN even in float32."""
+    texts = [f"record number {i}" for i in range(10)] + ["record number 3", "bad one"]
+    ids = [f"r_{i}" for i in range(12)]
+
+    def vectors_of(unique):
+        v = np.eye(len(unique), 16, dtype=np.float32)
+        v[unique.index("bad one")] = np.nan
+        return v
+
+    res, _, _ = annotate(ids, texts, vectors_of, method="exact", device="cpu", progress=False)
+    assert res.errors[11] == NON_FINITE and res.errors[:11] == [None] * 11
+    assert (res.min_neighbor_distance[11], res.repeat_count[11], res.representative[11]) == (
+        None,
+        0,
+        None,
+    )
+    assert res.repeat_count[3] == res.repeat_count[10] == 1  # the exact copy still found
+    assert res.representative[10] == 3
+    assert res.min_neighbor_distance[0] == pytest.approx(2.0)  # orthogonal, not NaN
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        "".join(
+            json.dumps({"id": i, "instruction": t}) + "\n" for i, t in zip(ids, texts, strict=True)
+        )
+    )
+    import magpie.embeddings
+
+    monkeypatch.setattr(magpie.embeddings, "load_sentence_model", lambda *a, **k: None)
+    monkeypatch.setattr(magpie.embeddings, "embed_texts", lambda m, u, **k: vectors_of(u))
+    run_distance(
+        src, tmp_path / "out.jsonl", method="approximate", index_type="flat", progress=False
+    )
+    rows = _read(tmp_path / "out.jsonl")
+    assert rows[11]["dedup_error"] == NON_FINITE and rows[11]["min_neighbor_distance"] is None
+    assert all("dedup_error" not in row for row in rows[:11])
+    assert rows[10]["min_similar_id"] == "r_3"
+
+
+class _NanInBf16:
+    """The real sentence model whose bf16 output is NaN for texts containing "poison"
+    (as BERT-type models give in bf16), and, with `always`, in float32 too."""
+
+    def __init__(self, model, always: bool = False):
+        self.model, self.always = model, always
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def encode(self, texts, **kwargs):
+        import torch
+
+        out = self.model.encode(texts, **kwargs)
+        in_bf16 = next(self.model.parameters()).dtype == torch.bfloat16
+        for i, t in enumerate(texts):
+            if "poison" in t and (in_bf16 or self.always):
+                out[i] = np.nan
+        return out
+
+
+def test_non_finite_bf16_embeddings_are_recomputed_in_float32():
+    import torch
+
+    from magpie.embeddings import embed_texts, load_sentence_model
+
+    texts = ["Write a haiku about autumn.", "A poison dart frog fact, please.", "Hi there"]
+    bf16 = load_sentence_model(None, "cpu", "bfloat16")
+    float32 = load_sentence_model(None, "cpu", "float32")
+    reference = embed_texts(float32, texts, progress=False)
+    # As the stage runs it: the float32 model is loaded for the bad rows.
+    got = embed_texts(_NanInBf16(bf16), texts, progress=False, float32_model=lambda: float32)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got[1], reference[1], atol=1e-6)  # the float32 embedding
+    assert np.abs(got[[0, 2]] - reference[[0, 2]]).max() < 0.02  # the others stay bf16
+    # Without a float32 model the bf16 one computes in float32 for the call.
+    upcast = embed_texts(_NanInBf16(bf16), texts, progress=False)
+    assert np.isfinite(upcast).all() and np.abs(upcast[1] - reference[1]).max() < 0.02
+    assert next(bf16.parameters()).dtype == torch.bfloat16  # the cached model put back
+    still = embed_texts(_NanInBf16(bf16, always=True), texts, progress=False)
+    assert np.isnan(still[1]).all() and np.isfinite(still[[0, 2]]).all()

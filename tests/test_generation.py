@@ -422,3 +422,68 @@ def test_read_completion_flags_and_user_turns_are_taken_as_they_are():
     )
     user_turn = Completion("<think>a question?", "stop")
     assert read_completion(user_turn, thinking=False) == (None, "<think>a question?", None)
+
+
+# ------------------------------------------------------------ harmony (gpt-oss) answers
+HARMONY_RAW = (
+    "<|channel|>analysis<|message|>User wants a haiku. Count syllables.<|end|>"
+    "<|start|>assistant<|channel|>final<|message|>Leaves fall, red and gold.<|return|>"
+)
+
+
+@pytest.mark.parametrize(
+    "text, finish, expected",
+    [
+        # issue 13: the answer cut at <|message|>, special tokens dropped by the engine
+        ("analysis", "stop", (None, "", "unfinished")),
+        ("final", "stop", (None, "", "empty")),  # a final channel with nothing in it
+        (
+            HARMONY_RAW,
+            "stop",
+            ("User wants a haiku. Count syllables.", "Leaves fall, red and gold.", None),
+        ),
+        (  # the same answer from an engine that drops special tokens (vLLM)
+            "analysisUser wants a haiku. Count syllables.assistantfinalLeaves fall, red and gold.",
+            "stop",
+            ("User wants a haiku. Count syllables.", "Leaves fall, red and gold.", None),
+        ),
+        ("finalJust the answer.", "stop", (None, "Just the answer.", None)),  # no analysis
+        (  # max_tokens inside the analysis: no answer
+            "<|channel|>analysis<|message|>User wants a haiku. Count",
+            "length",
+            ("User wants a haiku. Count", "", "unfinished"),
+        ),
+        # ordinary answers that start with the words stay as they are
+        (
+            "Analysis of the data shows growth.",
+            "stop",
+            (None, "Analysis of the data shows growth.", None),
+        ),
+        ("final answer: 42", "stop", (None, "final answer: 42", None)),
+        ("finally, it works.", "stop", (None, "finally, it works.", None)),
+    ],
+)
+def test_harmony_channels_final_is_the_response_analysis_the_reasoning(text, finish, expected):
+    from magpie.engines.base import Completion
+    from magpie.responses import read_completion
+
+    assert read_completion(Completion(text, finish)) == expected
+
+
+def test_gpt_oss_responses_stop_at_return_and_store_the_final_channel(tmp_path):
+    from magpie.engines.base import Completion
+    from magpie.profiles import get_profile
+    from magpie.responses import ResponseJob
+
+    src = tmp_path / "x.json"
+    src.write_text(json.dumps([{"id": 0, "instruction": "A haiku about autumn."}]))
+    job = ResponseJob(get_profile("openai/gpt-oss-20b"), src, tmp_path / "o.json", model_name="g")
+    job.journal.close()
+    assert job.params.stop == ["<|return|>", "<|call|>"]
+    assert job.params.stop_token_ids == [200002, 200012]
+    out = job._answer([Completion(HARMONY_RAW, "stop")], opened=False)
+    assert out["response"] == "Leaves fall, red and gold."
+    assert out["reasoning"] == "User wants a haiku. Count syllables."
+    assert out["response_flag"] is None
+    cut = job._answer([Completion("analysis", "stop")], opened=False)
+    assert (cut["response"], cut["response_flag"]) == ("", "unfinished")

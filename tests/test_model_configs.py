@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 
@@ -63,7 +64,13 @@ REQUIRED = {
     "pre_query_template": str,
     "mt_append_template": str,
 }
-OPTIONAL = {"notes": str, **dict.fromkeys(SYSTEM_FIELDS, str)}
+OPTIONAL = {
+    "notes": str,
+    **dict.fromkeys(SYSTEM_FIELDS, str),
+    # what ends an answer where it is not what ends a user turn (harmony)
+    "response_stop_tokens": list,
+    "response_stop_token_ids": list,
+}
 
 # Families whose chat format has no system turn (the template raises, drops it, or merges it
 # into a user message): they must not carry the system fields.
@@ -117,6 +124,7 @@ PRE_QUERY_NOT_ENDING_WITH_MT_APPEND = {
 }
 EMBEDDED_DEFAULT = "HuggingFaceTB/SmolLM2-135M-Instruct"
 FIXED_DATE = "26 Jul 2024"  # the Llama-3.1/3.2 templates' own fallback date_string
+FIXED_DATETIME = datetime(2024, 7, 26)  # strftime_now's date (gpt-oss: "%Y-%m-%d")
 
 
 @cache
@@ -136,7 +144,7 @@ def jinja_env() -> ImmutableSandboxedEnvironment:
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: FIXED_DATE
+    env.globals["strftime_now"] = lambda fmt: FIXED_DATETIME.strftime(fmt)
     return env
 
 
@@ -209,6 +217,9 @@ def test_entry_fields_and_types(key):
     assert all(isinstance(t, str) and t for t in entry["stop_tokens_assistant"])
     assert all(isinstance(i, int) and not isinstance(i, bool) for i in entry["stop_token_ids"])
     assert len(entry["stop_token_ids"]) == len(entry["stop_tokens"])
+    if "response_stop_tokens" in entry or "response_stop_token_ids" in entry:
+        assert len(entry["response_stop_tokens"]) == len(entry["response_stop_token_ids"])
+        assert all(isinstance(t, str) and t for t in entry["response_stop_tokens"])
     assert entry["pre_query_template"] and entry["mt_append_template"]
 
 

@@ -137,6 +137,34 @@ def test_pairs_keep_original_columns_and_count_drops(tmp_path):
         assert key in first
 
 
+def test_identical_responses_never_make_a_pair_and_are_counted(tmp_path, capsys):
+    # Issue 13: three identical answers scored 0.1250, 0.1249, 0.1250 became a pair whose
+    # chosen and rejected said the same, and the summary said "flagged: none".
+    same = scored([0.1250, 0.1249, 0.1250], responses=["Blue.", "Blue.", "Blue."])
+    spaced = scored([0.9, 0.2], responses=["Red is  a colour.\n", " Red is a colour."])
+    real = scored([0.1250, 0.1249, 0.1250], responses=["Blue.", "Green.", "Blue."])
+    src = tmp_path / "x_3res_armorm.json"
+    src.write_text(json.dumps([same, spaced, real]))
+    result = build_pairs(src, test_size=0)
+    assert result["pairs"] == 1
+    assert result["dropped"] == {"identical_texts": 2}
+    assert "identical_texts 2" in capsys.readouterr().out
+    (pair,) = read_records(Path(result["output_dir"]) / "train.jsonl")
+    assert pair["chosen"][0]["content"] == "Blue."
+    assert pair["rejected"][0]["content"] == "Green."
+    # Rejected is the worst answer that differs from the chosen one, not a copy of it.
+    texts = ["Blue.", "Red.", "Blue. "]
+    assert choose_pair([0.9, 0.5, 0.1], texts=texts) == (0, 1)
+    # "a" 0.1 is the chosen answer again: "b" is the only other one, and it ties.
+    assert choose_pair([0.9, 0.9, 0.1], texts=["a", "b", " a"]) == "tie"
+    assert choose_pair([0.5, 0.5], texts=["a", "b"]) == "tie"
+    # One such record alone gives no pair at all: a clear error, exit 2 from the CLI.
+    lone = tmp_path / "lone.json"
+    lone.write_text(json.dumps([same]))
+    with pytest.raises(InputError, match="no record gives a preference pair .*identical_texts 1"):
+        build_pairs(lone)
+
+
 def test_split_is_seeded():
     pairs = [{"i": i} for i in range(100)]
     train, test = split_pairs(pairs, 0.02, seed=42)

@@ -73,3 +73,73 @@ def test_registry_fixes_of_the_original():
 def test_unknown_model_without_tokenizer_is_a_clear_error():
     with pytest.raises(InputError, match="no profile in configs/model_configs.json"):
         get_profile("someone/unknown-model")
+
+
+# ------------------------------------------------------------------ harmony (gpt-oss)
+HARMONY_SPECIALS = {  # o200k_harmony's special tokens
+    "<|startoftext|>": 199998,
+    "<|endoftext|>": 199999,
+    "<|return|>": 200002,
+    "<|constrain|>": 200003,
+    "<|channel|>": 200005,
+    "<|start|>": 200006,
+    "<|end|>": 200007,
+    "<|message|>": 200008,
+    "<|call|>": 200012,
+}
+GPT_OSS_SYSTEM = (
+    "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
+    "Knowledge cutoff: 2024-06\nCurrent date: 2024-07-26\n\nReasoning: medium\n\n"
+    "# Valid channels: analysis, commentary, final. Channel must be included for every message."
+    "<|end|>"
+)
+
+
+def harmony_profile():
+    template = (FIXTURES / "chat_templates" / "gpt-oss-minimal.jinja").read_text()
+    return derive_profile(
+        "someone/harmony-model",  # not in the registry: derived from the template
+        template,
+        bos_token="<|startoftext|>",
+        eos_token="<|return|>",
+        special_tokens=HARMONY_SPECIALS,
+        eos_token_ids=[200002, 199999, 200012],  # gpt-oss's generation_config
+    )
+
+
+def test_derived_harmony_profile_does_not_stop_inside_the_answer():
+    # Issue 13: <|message|>, <|start|> and <|end|> were stop tokens, so the answer ended
+    # at its third token ("<|channel|>analysis<|message|>") and "analysis" was stored.
+    p = harmony_profile()
+    assert p.pre_query_template == GPT_OSS_SYSTEM + "<|start|>user<|message|>"
+    assert p.system_prompt_template == (
+        GPT_OSS_SYSTEM
+        + "<|start|>developer<|message|># Instructions\n\n{system_prompt}\n\n<|end|>"
+        + "<|start|>user<|message|>"
+    )
+    assert p.mt_append_template == "<|end|><|start|>user<|message|>"
+    # A user turn (instruction) ends with <|end|>; the header tokens never stop anything.
+    assert set(p.stop_tokens) == {"<|return|>", "<|end|>", "<|start|>"}
+    assert set(p.stop_token_ids) == {200002, 199999, 200012, 200007, 200006}
+    # An answer is analysis then final: only <|return|> (and <|call|>, an EOS id) end it.
+    assert p.response_stop_tokens == ["<|return|>"]
+    assert set(p.response_stop_token_ids) == {200002, 199999, 200012}
+
+
+def test_gpt_oss_registry_entry_matches_the_harmony_template():
+    p = get_profile("openai/gpt-oss-20b")
+    assert p.source == "config"
+    assert p.pre_query_template == GPT_OSS_SYSTEM + "<|start|>user<|message|>"
+    assert p.response_stop_tokens == ["<|return|>", "<|call|>"]
+    assert p.response_stop_token_ids == [200002, 200012]
+    assert "<|message|>" not in p.stop_tokens and "<|channel|>" not in p.stop_tokens
+    assert get_profile("openai/gpt-oss-120b").pre_query_template == p.pre_query_template
+
+
+def test_other_profiles_answer_with_their_turn_stops():
+    p = get_profile("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert p.response_stop_tokens == p.stop_tokens
+    assert p.response_stop_token_ids == p.stop_token_ids
+    entry = next(e for e in INDEX if e["template"] == "qwen3.jinja")
+    q = derived(entry, entry["config_keys"][0])
+    assert q.response_stop_tokens == q.stop_tokens  # <think> is no stop; <|im_end|> is

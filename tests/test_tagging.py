@@ -293,3 +293,147 @@ def test_lingua_detects_english_chinese_french_and_null_for_nothing():
             "12345 + 678",
         ]
     ) == ["EN", "ZH", "FR", None, None, None]
+
+
+# ----------------------------------------------- reasoning models: the final answer only
+
+
+class _CannedEngine:
+    """An engine that answers every prompt with one fixed text (what a reasoning model
+    sent back); `constrained` says whether it claims to decode to the schema."""
+
+    name = "canned"
+
+    def __init__(self, tokenizer, text: str, constrained: bool):
+        self.tokenizer, self.text = tokenizer, text
+        self.supports_json_schema = constrained
+        self.prompts: list = []
+
+    def stream(self, prompts, params):
+        from magpie.engines.base import Completion
+
+        self.prompts += list(prompts)
+        for k in range(len(prompts)):
+            yield k, [Completion(self.text, "stop")]
+
+
+EASY = '{"intent": "prove it", "knowledge": "number theory", "difficulty": "easy"}'
+HARD = '{"intent": "prove it", "knowledge": "number theory", "difficulty": "very hard"}'
+DRAFT_THEN_ANSWER = [
+    # issue 13: a draft inside the thoughts, then the real answer
+    f"<think>maybe {EASY}...</think>{HARD}",
+    # the template opened the thoughts in the prompt (DeepSeek-R1): only the close is seen
+    f"maybe {EASY}...\n</think>\n\n{HARD}",
+    # harmony, special tokens kept
+    f"<|channel|>analysis<|message|>maybe {EASY}<|end|>"
+    f"<|start|>assistant<|channel|>final<|message|>{HARD}<|return|>",
+    # harmony, special tokens dropped by the engine
+    f"analysisMaybe {EASY}.assistantfinal{HARD}",
+]
+
+
+@pytest.mark.parametrize("constrained", [True, False], ids=["constrained", "prefilled"])
+def test_the_json_reader_skips_the_thoughts_of_the_issue_example(constrained):
+    from magpie.tagging.llm import json_text
+
+    issue = '<think>maybe {"difficulty": "easy"}...</think>{"difficulty": "hard"}'
+    assert parse_answer(json_text(issue, constrained), ["difficulty"]) == {"difficulty": "hard"}
+
+
+@pytest.mark.parametrize("constrained", [True, False], ids=["constrained", "prefilled"])
+@pytest.mark.parametrize("text", DRAFT_THEN_ANSWER)
+def test_judge_answers_are_read_from_the_final_answer_not_a_draft(
+    smol_tokenizer, text, constrained
+):
+    from magpie.skills import read_rating
+    from magpie.tagging.inputs import Conversation
+    from magpie.tagging.llm import LLMTagger
+
+    engine = _CannedEngine(smol_tokenizer, text, constrained)
+    tagger = LLMTagger(engine, "canned")
+    conv = Conversation([("user", "Prove Fermat's last theorem."), ("assistant", "...")])
+    ((key, fields, reason),) = list(tagger.tag("difficulty", [(7, conv)]))
+    assert (key, reason) == (7, None)
+    assert fields["difficulty"] == "very hard"
+    # The skills judge reads its answers with the same reader.
+    judged = text.replace(EASY, '{"explanation": "no", "rating": 0}').replace(
+        HARD, '{"explanation": "ok", "rating": 1}'
+    )
+    assert read_rating(judged, [0, 1], constrained) == (1, None)
+
+
+@pytest.mark.parametrize("constrained", [True, False])
+def test_a_judge_still_thinking_has_no_answer(smol_tokenizer, constrained):
+    from magpie.tagging.inputs import Conversation
+    from magpie.tagging.llm import LLMTagger
+
+    engine = _CannedEngine(smol_tokenizer, '<think>maybe {"difficulty": "easy"}', constrained)
+    ((_, fields, reason),) = list(
+        LLMTagger(engine, "canned").tag("difficulty", [(0, Conversation([("user", "Hi")]))])
+    )
+    assert fields.get("difficulty") is None
+    assert reason.startswith("unparseable")
+
+
+def test_harmony_judge_prompt_opens_the_final_channel_and_stops_at_return(smol_tokenizer):
+    import copy
+    from types import SimpleNamespace
+
+    from conftest import FIXTURES
+
+    from magpie.tagging.llm import json_prompt, turn_end_ids
+
+    harmony_vocab = {"<|channel|>": 200005, "<|end|>": 200007, "<|return|>": 200002}
+    harmony_vocab |= {"<|call|>": 200012, "<|start|>": 200006, "<|message|>": 200008}
+    tok = SimpleNamespace(eos_token_id=200002, get_vocab=lambda: harmony_vocab)
+    # <|end|> only closes the analysis message of a harmony answer
+    assert turn_end_ids(tok) == [200002, 200012]
+    phi3 = SimpleNamespace(eos_token_id=32000, get_vocab=lambda: {"<|end|>": 32007})
+    assert turn_end_ids(phi3) == [32000, 32007]  # a real end of turn elsewhere
+
+    harmony = copy.deepcopy(smol_tokenizer)
+    harmony.chat_template = (FIXTURES / "chat_templates" / "gpt-oss-minimal.jinja").read_text()
+    prompt = json_prompt(harmony, "Rate this.", constrained=False)
+    assert prompt.endswith(
+        "<|start|>user<|message|>Rate this.<|end|><|start|>assistant<|channel|>final<|message|>{"
+    )
+    assert json_prompt(harmony, "Rate this.", constrained=True).endswith("final<|message|>")
+    assert json_prompt(smol_tokenizer, "Rate this.", constrained=False).endswith(
+        "<|im_start|>assistant\n{"
+    )
+
+
+def test_code_has_no_language_and_says_why_while_short_english_stays_en(tmp_path):
+    # Issue 13: print(sum(range(10))) was tagged XH (Xhosa) and strict-en then dropped it.
+    from magpie.tagging.inputs import Conversation
+    from magpie.tagging.language import TOO_LITTLE, LanguageTagger, detect_language
+
+    texts = [
+        "print(sum(range(10)))",
+        "x = [i**2 for i in range(5)]",
+        "Write a haiku about autumn.",
+        "Fix my code",
+        "Explain what print(sum(range(10))) prints.",  # English around code: its English
+        "¿Cuál es la capital de Francia?",
+        "Andika shairi kuhusu vuli.",  # Swahili, as short: lingua is sure of it
+    ]
+    found = detect_language(texts)
+    assert found[:2] == [(None, TOO_LITTLE)] * 2
+    # lingua alone says Swahili for the haiku (17% against English's 12%)
+    assert found[2:] == [("EN", None), ("EN", None), ("EN", None), ("ES", None), ("SW", None)]
+
+    items = [(k, Conversation([("user", t)])) for k, t in enumerate(texts[:3])]
+    out = {k: (fields, reason) for k, fields, reason in LanguageTagger().tag("language", items)}
+    assert out[0] == ({"language": None}, "too little natural language")
+    assert out[2] == ({"language": "EN"}, None)
+
+
+def test_strict_en_preset_documents_how_null_languages_are_treated():
+    from conftest import REPO
+
+    preset = (REPO / "configs" / "filters" / "strict-en.yaml").read_text()
+    comment = preset.split("language: [EN]")[0].rsplit("\n\n", 1)[-1]
+    assert "null" in comment and "dropped" in comment
+    assert "too little natural language" in comment
+    readme = (REPO / "README.md").read_text()
+    assert "too little natural language" in readme and "strict-en.yaml" in readme

@@ -100,6 +100,30 @@ def test_split_questions_reads_common_shapes():
     assert split_questions("") == []
 
 
+def test_split_questions_keeps_a_question_with_its_own_list_whole():
+    # Issue 13: "Plan a trip:\n1. flights\n2. hotel" is ONE question.
+    trip = "Plan a trip:\n1. flights\n2. hotel"
+    assert split_questions(trip) == [trip]
+    blocks = f"### Question 1: {trip}\n### Question 2: Why is the sky blue?"
+    assert split_questions(blocks) == [trip, "Why is the sky blue?"]
+    # A labelled list ("Task N:") inside a "Question N" block is not a question marker.
+    week = "Plan my week:\nTask 1: laundry\nTask 2: shopping"
+    assert split_questions(f"**Question 1:** {week}\n**Question 2:** Name a tree.") == [
+        week,
+        "Name a tree.",
+    ]
+    # Numbered questions, one with a list of its own (restarting at 1, or indented).
+    listed = "1. Plan a trip:\n1. flights\n2. hotel\n3. car rental\n2. Why is the sky blue?"
+    assert split_questions(listed) == [f"{trip}\n3. car rental", "Why is the sky blue?"]
+    indented = "1. Plan a trip:\n   1. flights\n   2. hotel\n2. Name a tree."
+    assert split_questions(indented) == ["Plan a trip:\n   1. flights\n   2. hotel", "Name a tree."]
+    # An introduction that announces questions is not part of one.
+    assert split_questions("Here are two new questions:\n1. What is A?\n2. What is B?") == [
+        "What is A?",
+        "What is B?",
+    ]
+
+
 @pytest.mark.parametrize(
     "text, ratings, constrained, expected",
     [

@@ -14,7 +14,8 @@ Missions and the fields they write (original names where the original had them):
 
 A mission that cannot tag a record leaves its fields null and records why in
 `tag_errors[<mission>]` ("no_text: ...", "no_response: ...", "unparseable: ...",
-"invalid_label: ...", "truncated: ...", "guard_output: ...", "undetectable").
+"invalid_label: ...", "truncated: ...", "guard_output: ...", "undetectable",
+"too little natural language" for code or a lone word, which gets `language: null`).
 
 Each mission writes `<input stem><suffix>.<json|jsonl>` next to its input, and a group
 chains them: `x.json` -> `x_difficulty.json` -> `x_difficulty_quality.json` ...

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Sequence
 
 from magpie.engines.base import Completion, Engine, SamplingParams, item_seeds
-from magpie.responses import chat_prompt
+from magpie.responses import THINK_CLOSE, THINK_OPEN, chat_prompt, split_reasoning
 from magpie.tagging.inputs import Conversation
 from magpie.tagging.prompts import mission_prompt
 from magpie.tagging.schemas import FIELDS, SCHEMAS, LabelError, fields_from_answer
@@ -25,13 +25,23 @@ from magpie.tagging.schemas import FIELDS, SCHEMAS, LabelError, fields_from_answ
 RETRY_TEMPERATURE = 0.7
 # End-of-turn tokens of common chat formats, besides the tokenizer's EOS.
 END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|end|>", "</s>")
+# Harmony (gpt-oss): <|end|> ends one message of the turn (its analysis), <|return|> and
+# <|call|> end the turn; the generation prompt "<|start|>assistant" is followed by the
+# channel header, and a JSON answer goes straight to the final channel.
+HARMONY_CHANNEL, HARMONY_TURN_END = "<|channel|>", ("<|return|>", "<|call|>")
+HARMONY_ASSISTANT, HARMONY_FINAL = "<|start|>assistant", "<|channel|>final<|message|>"
 
 
 def turn_end_ids(tokenizer) -> list[int]:
-    """Token ids that end the model's turn: its EOS and any end-of-turn token it has."""
+    """Token ids that end the model's turn: its EOS and any end-of-turn token it has
+    (for a harmony tokenizer <|return|> and <|call|>, not <|end|>, which ends a message)."""
     ids = {getattr(tokenizer, "eos_token_id", None)}
     vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    ids |= {vocab[t] for t in END_OF_TURN if t in vocab}
+    ends = END_OF_TURN
+    if HARMONY_CHANNEL in vocab:
+        ends = tuple(t for t in END_OF_TURN if t != "<|end|>") + HARMONY_TURN_END
+        ids.discard(vocab.get("<|end|>"))
+    ids |= {vocab[t] for t in ends if t in vocab}
     return sorted(i for i in ids if isinstance(i, int))
 
 
@@ -101,16 +111,28 @@ def parse_answer(text: str, keys: Sequence[str]) -> dict:
 def json_prompt(tokenizer, content: str, constrained: bool) -> str:
     """The chat prompt for a JSON answer to `content`. Without a grammar it is prefilled
     with "{" (small models then answer in JSON far more often); with one, the grammar
-    itself starts the object."""
+    itself starts the object. A harmony prompt gets the final channel's header first (the
+    answer, not an analysis message)."""
     prompt = chat_prompt(tokenizer, [{"role": "user", "content": content}])
+    if prompt.endswith(HARMONY_ASSISTANT):
+        prompt += HARMONY_FINAL
     return prompt if constrained else prompt + "{"
 
 
 def json_text(text: str, constrained: bool) -> str:
-    """The answer's JSON text, with the "{" prefill put back. A server that applied the
-    schema anyway (one not known to) answers with the whole object: kept as it is."""
-    prefilled = not constrained and not text.lstrip().startswith("{")
-    return "{" + text if prefilled else text
+    """The answer's JSON text: the final answer of a reasoning model (after its thinking
+    block or in harmony's `final` channel, never a draft inside the thoughts), with the
+    "{" prefill put back. A server that applied the schema anyway (one not known to)
+    answers with the whole object: kept as it is. A reply still thinking has no answer
+    (empty text)."""
+    opened = THINK_CLOSE in text and not text.lstrip().startswith(THINK_OPEN)
+    reasoning, answer, closed = split_reasoning(text, opened)
+    if not closed:
+        return ""
+    if reasoning is not None or answer != text.strip():  # thoughts or channel headers cut
+        return answer
+    prefilled = not constrained and not answer.startswith("{")
+    return "{" + answer if prefilled else answer
 
 
 def _schema_keys(schema: dict) -> list[str]:
