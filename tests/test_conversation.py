@@ -42,7 +42,7 @@ class Scripted:
         self.replies = replies
         self.prompts: list[str] = []
 
-    def stream(self, prompts, params):
+    def stream(self, prompts, params, seeds=None):
         for k, prompt in enumerate(prompts):
             self.prompts.append(prompt)
             found = [key for key in self.replies if key in prompt]
