@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from magpie.engines.base import Engine, SamplingParams, item_seeds
-from magpie.profiles import TEMPLATE_DATE, Profile
+from magpie.profiles import TEMPLATE_DATE, Profile, fixed_date_template
 from magpie.records import InputError, Journal
 from magpie.responses import THINK_OPEN, read_completion
 from magpie.stage import Summary
@@ -46,6 +46,9 @@ def render(tokenizer, messages: list[dict], add_generation_prompt: bool, **templ
     `template_kwargs` such as enable_thinking go to the template)."""
     if not getattr(tokenizer, "chat_template", None):
         raise InputError("the model's tokenizer has no chat template to render conversations")
+    template, dates = fixed_date_template(tokenizer.chat_template)
+    if dates:
+        template_kwargs = {**template_kwargs, "chat_template": template, **dates}
     try:
         return tokenizer.apply_chat_template(
             messages,

@@ -45,14 +45,19 @@ def _sampling(
     seed,
     newline: bool = False,
     logits_processor: str | None = None,
+    answer: bool = False,
 ) -> SamplingParams:
+    """User turns stop at the profile's stops; answers (`answer`) at its response stops
+    (they differ for harmony models, whose answers hold channel markers)."""
+    stops = profile.response_stop_tokens if answer else profile.stop_tokens
+    stop_ids = profile.response_stop_token_ids if answer else profile.stop_token_ids
     return SamplingParams(
         temperature=temperature,
         top_p=top_p,
         repetition_penalty=repetition_penalty,
         max_tokens=max_tokens,
-        stop=list(profile.stop_tokens) + (["\n"] if newline else []),
-        stop_token_ids=list(profile.stop_token_ids),
+        stop=list(stops) + (["\n"] if newline else []),
+        stop_token_ids=list(stop_ids),
         seed=seed,
         logits_processor=logits_processor,  # type: ignore[arg-type]
     )
@@ -97,7 +102,7 @@ class MultiTurnJob:
             profile, max_tokens=max_tokens, seed=seed, newline=early_stopping, **instruction_params
         )
         self.assistant_params = _sampling(
-            profile, max_tokens=max_tokens, seed=seed, **response_params
+            profile, max_tokens=max_tokens, seed=seed, answer=True, **response_params
         )
         self.journal = Journal(
             output_path,
@@ -236,7 +241,7 @@ class ConversationJob:
             profile, max_tokens=max_tokens, seed=seed, newline=early_stopping, **instruction_params
         )
         self.assistant_params = _sampling(
-            profile, max_tokens=max_tokens, seed=seed, **response_params
+            profile, max_tokens=max_tokens, seed=seed, answer=True, **response_params
         )
         self.gen_configs = {
             "n_turns": n_turns,

@@ -135,15 +135,8 @@ def render_chat(
     """Render messages with a jinja chat template exactly as `apply_chat_template` would."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
-    # Templates that ask strftime_now for today's date (gpt-oss) get TEMPLATE_DATE in each
-    # format they ask for, through a macro of that name (the renderer passes no functions).
-    formats = set(_STRFTIME_CALL.findall(chat_template))
-    if formats:
-        chat_template = _STRFTIME_MACRO + chat_template
-        special_tokens = {
-            **special_tokens,
-            "magpie_template_dates": {f: _template_strftime(f) for f in formats},
-        }
+    chat_template, dates = fixed_date_template(chat_template)
+    special_tokens = {**special_tokens, **dates}
     rendered, _ = render_jinja_template(
         conversations=[messages],
         chat_template=chat_template,
@@ -152,6 +145,17 @@ def render_chat(
         **special_tokens,
     )
     return rendered[0]
+
+
+def fixed_date_template(chat_template: str) -> tuple[str, dict]:
+    """(template, extra render kwargs) so that a template asking strftime_now for today's
+    date (gpt-oss) gets TEMPLATE_DATE in each format it asks for, through a macro of that
+    name (the renderer passes no functions): prompts then do not change from day to day."""
+    formats = set(_STRFTIME_CALL.findall(chat_template))
+    if not formats:
+        return chat_template, {}
+    dates = {f: _template_strftime(f) for f in formats}
+    return _STRFTIME_MACRO + chat_template, {"magpie_template_dates": dates}
 
 
 _STRFTIME_CALL = re.compile(r"""strftime_now\(\s*["']([^"']*)["']\s*\)""")

@@ -202,8 +202,8 @@ class SkillsBuilder:
             temperature=temperature,
             top_p=top_p,
             max_tokens=max_tokens,
-            stop=list(profile.stop_tokens),
-            stop_token_ids=list(profile.stop_token_ids),
+            stop=list(profile.response_stop_tokens),  # answers: harmony's differ
+            stop_token_ids=list(profile.response_stop_token_ids),
         )
         eos = getattr(engine.tokenizer, "eos_token_id", None)
         self.judge_max_tokens = judge_max_tokens

@@ -429,3 +429,17 @@ def test_one_pass_user_turns_take_the_first_token_processor(smol_tokenizer, tmp_
         assert r["conversation_stop_reason"] is None
         assert r["instruction"].startswith("#") == (processor is None)
         assert r["response"] == "#"
+
+
+def test_dated_templates_render_the_fixed_date_in_every_stage(smol_tokenizer):
+    """gpt-oss's template asks strftime_now for today's date: stages render the fixed
+    template date (as profiles do), so prompts do not change from one day to the next."""
+    import copy
+
+    from magpie.conversations import assistant_turn_prompt, user_turn_prompt
+
+    tok = copy.deepcopy(smol_tokenizer)
+    tok.chat_template = (FIXTURES / "chat_templates" / "gpt-oss-minimal.jinja").read_text()
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    for prompt in (assistant_turn_prompt(tok, messages[:1]), user_turn_prompt(tok, messages)):
+        assert "Current date: 2024-07-26" in prompt
