@@ -29,6 +29,9 @@ SYSTEM_PLACEHOLDER = "{system_prompt}"
 # Templates with a date (Llama-3.1/3.2) render today's date unless given one; a fixed
 # date keeps prompts, and so journals and results, the same from one day to the next.
 TEMPLATE_DATE = "26 Jul 2024"
+# What a profile derived from a chat template stops instructions on: the value of nearly
+# every entry of the original's registry.
+DERIVED_STOP_TOKENS_ASSISTANT = ("assistant",)
 _SENTINEL = "MAGPIESENTINEL7Q"
 _SYS_SENTINEL = "MAGPIESYSTEM7Q"
 _REPLY = "MAGPIEREPLY7Q"
@@ -42,6 +45,9 @@ class Profile:
     pre_query_template: str
     stop_tokens: list[str]
     stop_token_ids: list[int]
+    # Words that end an instruction in the instruction stage (the original's
+    # `stop_tokens_assistant`: a model that runs on into the assistant's turn writes them).
+    stop_tokens_assistant: list[str] = field(default_factory=list)
     mt_append_template: str | None = None
     system_prompt_template: str | None = None
     # Named variants: with_system_prompt, math, code, translation.
@@ -96,6 +102,7 @@ def profile_from_config(entry: dict) -> Profile:
         pre_query_template=entry["pre_query_template"],
         stop_tokens=list(entry["stop_tokens"]),
         stop_token_ids=list(entry["stop_token_ids"]),
+        stop_tokens_assistant=list(entry.get("stop_tokens_assistant", [])),
         mt_append_template=entry.get("mt_append_template"),
         system_prompt_template=entry.get("system_prompt_template"),
         variants=variants,
@@ -209,6 +216,7 @@ def derive_profile(
         pre_query_template=pre_query,
         stop_tokens=stop_tokens,
         stop_token_ids=stop_ids,
+        stop_tokens_assistant=list(DERIVED_STOP_TOKENS_ASSISTANT),
         mt_append_template=mt_append,
         system_prompt_template=system_template,
         source="chat_template",
