@@ -227,3 +227,19 @@ def test_device_means_what_the_original_meant(device, visible, torch_device, mon
     options = EngineOptions(device=device)
     assert options.device == torch_device
     assert os.environ.get("CUDA_VISIBLE_DEVICES") == visible
+
+
+# ---------------------------------------------------------------------------------------
+# 5. De-markdown bans header openers only (the original: Llama-3.1's "#" "##" "###" "####").
+
+
+def test_de_markdown_bans_headers_only(smol_tokenizer):
+    from magpie.logits import markdown_header_token_ids
+
+    banned = {
+        smol_tokenizer.convert_ids_to_tokens(i) for i in markdown_header_token_ids(smol_tokenizer)
+    }
+    # Written from SmolLM2's vocabulary: '#'..'####' alone, with or without the space marker.
+    assert banned == {"#", "##", "###", "####", "Ġ#", "Ġ##", "Ġ###", "Ġ####"}
+    for allowed in ("#!", "#!/", "Ġ#:", "########", "/#", 'Ġ"#'):
+        assert allowed in smol_tokenizer.get_vocab() and allowed not in banned
