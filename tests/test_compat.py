@@ -243,3 +243,92 @@ def test_de_markdown_bans_headers_only(smol_tokenizer):
     assert banned == {"#", "##", "###", "####", "Ġ#", "Ġ##", "Ġ###", "Ġ####"}
     for allowed in ("#!", "#!/", "Ġ#:", "########", "/#", 'Ġ"#'):
         assert allowed in smol_tokenizer.get_vocab() and allowed not in banned
+
+
+# ---------------------------------------------------------------------------------------
+# 4, 10. Reward scores: named after their model; long inputs keep the answer.
+
+
+def tiny_reward(path, tokenizer, positions: int = 256):
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=positions,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_reward_truncation_cuts_the_instruction_start_and_keeps_the_answer(
+    tmp_path, smol_tokenizer
+):
+    from magpie.records import read_records, write_records
+    from magpie.tagging.inputs import Conversation
+    from magpie.tagging.job import tag_file
+    from magpie.tagging.reward import RewardScorer
+
+    scorer = RewardScorer(str(tiny_reward(tmp_path / "rm", smol_tokenizer)), dtype="float32")
+    assert scorer.max_length == 256
+    instruction = "FIRSTWORDS " + "please explain this in detail " * 80 + "LASTWORDS?"
+    answer = "The answer is forty-two, and here is why: it is the answer. ENDOFANSWER"
+    ids, truncated = scorer.fit(Conversation([("user", instruction), ("assistant", answer)]))
+    text = smol_tokenizer.decode(ids)
+    assert truncated and len(ids) <= 256
+    assert answer in text and "LASTWORDS?" in text and "FIRSTWORDS" not in text
+    assert text.startswith("<|im_start|>")  # the template's head is whole
+    short, cut = scorer.fit(Conversation([("user", "Hi?"), ("assistant", answer)]))
+    assert not cut and answer in smol_tokenizer.decode(short)
+
+    src = tmp_path / "x.json"
+    write_records(
+        src,
+        [
+            {"instruction": instruction, "response": answer},
+            {"instruction": "Hi?", "response": answer},
+        ],
+    )
+    tag_file("reward", scorer, src, tmp_path / "x_reward.json")
+    assert [r["reward_truncated"] for r in read_records(tmp_path / "x_reward.json")] == [
+        True,
+        False,
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, field", [("ArmoRM-Llama3-tiny", "rewards_armorm"), ("FsfairX-tiny", "rewards")]
+)
+def test_reward_field_is_named_after_its_model(tmp_path, smol_tokenizer, name, field):
+    from magpie.preference import RewardJob, build_pairs
+    from magpie.records import read_records, write_records
+    from magpie.tagging.reward import RewardScorer
+
+    model = tiny_reward(tmp_path / name, smol_tokenizer)
+    src = tmp_path / "x_2res.json"
+    write_records(
+        src,
+        [
+            {"instruction": "Say hi", "responses": ["Hi!", "Hello there, friend."]},
+            {"instruction": "Count", "responses": ["1 2 3", "one two three four"]},
+        ],
+    )
+    out = tmp_path / "x_2res_armorm.json"
+    job = RewardJob(src, out, reward_model=str(model), dtype="float32")
+    job.run(RewardScorer(str(model), dtype="float32"))
+    records = read_records(out)
+    other = {"rewards_armorm", "rewards"} - {field}
+    for r in records:
+        assert len(r[field]) == 2 and not other & set(r)
+        assert r["rewards_model"] == str(model) and r["rewards_truncated"] is False
+    counts = build_pairs(out, test_size=0)  # finds the field by itself
+    assert counts["pairs"] + sum(counts["dropped"].values()) == 2
