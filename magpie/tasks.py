@@ -22,7 +22,14 @@ from pathlib import Path
 
 import yaml
 
-from magpie.records import InputError, Journal, read_records, write_records
+from magpie.records import (
+    InputError,
+    Journal,
+    overwriting,
+    read_records,
+    write_json,
+    write_records,
+)
 
 COMMON = ("task_name", "created_by", "task_description", "data_builder")
 MODEL_FIELDS = ("model_path", "engine", "seed", "max_tokens", "temperature", "batch_size")
@@ -276,14 +283,16 @@ def run_skills(task: dict, out_dir: Path) -> dict:
     return summary
 
 
-def run_task(path: str | Path, output_root: str | Path = "data") -> dict:
-    """Run one task file; returns (and writes) its summary."""
+def run_task(path: str | Path, output_root: str | Path = "data", overwrite: bool = False) -> dict:
+    """Run one task file; returns (and writes) its summary. `overwrite` replaces outputs
+    made with other settings (refused otherwise)."""
     task = load_task(path)
     out_dir = Path(output_root) / task["task_name"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    if task["data_builder"] == "magpie_tag_transform":
-        summary = run_tag_transform(task, out_dir)
-    else:
-        summary = run_skills(task, out_dir)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with overwriting(overwrite):
+        if task["data_builder"] == "magpie_tag_transform":
+            summary = run_tag_transform(task, out_dir)
+        else:
+            summary = run_skills(task, out_dir)
+    write_json(out_dir / "summary.json", summary)
     return summary
