@@ -332,3 +332,59 @@ def test_reward_field_is_named_after_its_model(tmp_path, smol_tokenizer, name, f
         assert r["rewards_model"] == str(model) and r["rewards_truncated"] is False
     counts = build_pairs(out, test_size=0)  # finds the field by itself
     assert counts["pairs"] + sum(counts["dropped"].values()) == 2
+
+
+# ---------------------------------------------------------------------------------------
+# 9. The FAISS index and its description are never out of step.
+
+
+def test_faiss_index_never_keeps_another_index_description(tmp_path, monkeypatch):
+    import faiss
+    import numpy as np
+
+    from magpie.dedup import load_index, save_index
+
+    path = tmp_path / "x.faiss"
+    vectors = np.eye(4, dtype="float32")
+    meta = {"sentence_model": "m", "dtype": "float32", "n_unique": 4, "texts_sha1": "a"}
+    save_index(path, None, vectors, meta)
+    load_index(path, meta)
+
+    def killed(index, name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(faiss, "write_index", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_index(path, None, vectors[:2], {**meta, "n_unique": 2, "texts_sha1": "b"})
+    # The old description is gone with the half-done save: the index is refused, not
+    # taken for the new texts or described as the old ones.
+    with pytest.raises(InputError, match="not found"):
+        load_index(path, meta)
+
+
+# ---------------------------------------------------------------------------------------
+# 6. gen_dis's default threshold fits its default model.
+
+
+def test_minilm_threshold_separates_the_labelled_pairs():
+    import numpy as np
+
+    from magpie.dedup import default_threshold
+    from magpie.embeddings import load_sentence_model
+
+    threshold, why = default_threshold("")
+    assert threshold == 0.1 and "MiniLM" in why
+    assert default_threshold("sentence-transformers/all-mpnet-base-v2")[0] == 0.05  # original
+    from magpie.records import read_records
+
+    pairs = read_records(REPO / "tests" / "fixtures" / "dedup" / "threshold_pairs.jsonl")
+    model = load_sentence_model("", device="cpu", dtype="float32")
+    a = model.encode([p["a"] for p in pairs], normalize_embeddings=True)
+    b = model.encode([p["b"] for p in pairs], normalize_embeddings=True)
+    near = np.sum((a - b) ** 2, axis=1) < threshold
+    same = [p["same_request"] for p in pairs]
+    caught = sum(n for n, s in zip(near, same, strict=True) if s)
+    merged = [p for p, n, s in zip(pairs, near, same, strict=True) if n and not s]
+    assert caught >= 0.85 * sum(same)
+    # Only the pair that no threshold separates (units swapped) is merged.
+    assert [p["a"] for p in merged] == ["Convert 100 degrees Fahrenheit to Celsius."]
