@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from jinja2.exceptions import TemplateError
+
 from magpie.records import InputError
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "model_configs.json"
@@ -177,8 +179,12 @@ def derive_profile(
         prefix = _prefix_before(with_sys, _SENTINEL)
         if prefix is not None and _SYS_SENTINEL in prefix:
             system_template = prefix.replace(_SYS_SENTINEL, SYSTEM_PLACEHOLDER)
-    except Exception:  # templates raise on roles they do not support (Gemma)
+    except TemplateError:  # raise_exception on a role it does not support (Gemma)
         system_template = None
+    except Exception as e:  # a broken template, not a refusal: say so
+        raise InputError(
+            f"model {name}: its chat template fails on a system message ({type(e).__name__}: {e})"
+        ) from None
 
     # Follow-up user header: what follows the assistant's text in a longer conversation,
     # less the end-of-assistant-turn marker (what a closed conversation ends with). Some

@@ -105,6 +105,9 @@ def load_task(path: str | Path) -> dict:
     for name in task:
         if name not in allowed:
             raise InputError(f"{path}: field '{name}' is unknown for {task['data_builder']}")
+    temperature = task.get("temperature", 0.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature < 0:
+        raise InputError(f"{path}: field 'temperature' must be a number at least 0")
     if not all(c.isalnum() or c in "-_." for c in task["task_name"]):
         raise InputError(f"{path}: field 'task_name' must be letters, digits, '-', '_', '.'")
     task["_file"] = str(path)
@@ -162,6 +165,7 @@ def _tag_options(task: dict, missions_model: str | None = None):
         seed=task.get("seed", 0),
         batch_size=task.get("batch_size", 32),
         max_tokens=task.get("max_tokens", 512),
+        temperature=float(task.get("temperature", 0.0)),  # the tagger's; greedy by default
     )
 
 

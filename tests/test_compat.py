@@ -388,3 +388,43 @@ def test_minilm_threshold_separates_the_labelled_pairs():
     assert caught >= 0.85 * sum(same)
     # Only the pair that no threshold separates (units swapped) is merged.
     assert [p["a"] for p in merged] == ["Convert 100 degrees Fahrenheit to Celsius."]
+
+
+# ---------------------------------------------------------------------------------------
+# 11. Task temperature is used; a template refusing a role is not a broken template.
+
+
+def test_task_temperature_reaches_the_tagger_and_bad_values_are_refused(tmp_path):
+    from magpie.tasks import _tag_options, load_task
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "Hi", "response": "Hello"}\n')
+    task = tmp_path / "t.yaml"
+    base = (
+        "task_name: t\ncreated_by: me\ntask_description: d\ndata_builder: magpie_tag_transform\n"
+        "seed_datastore:\n  data_path: d.jsonl\n"
+    )
+    task.write_text(base + "temperature: 0.5\n")
+    assert _tag_options(load_task(task)).temperature == 0.5
+    task.write_text(base)
+    assert _tag_options(load_task(task)).temperature == 0.0  # greedy, as the original
+    task.write_text(base + "temperature: hot\n")
+    with pytest.raises(InputError, match=r"t\.yaml: field 'temperature' must be a number"):
+        load_task(task)
+
+
+def test_only_a_template_refusal_means_no_system_turn():
+    from magpie.profiles import derive_profile
+
+    refuses = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('no system role') }}{% endif %}"
+        "<u>{{ m['content'] }}</u>{% endfor %}"
+    )
+    assert derive_profile("refuses", refuses).system_prompt_template is None
+    broken = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] + 1 }}"
+        "{% endif %}<u>{{ m['content'] }}</u>{% endfor %}"
+    )
+    with pytest.raises(InputError, match="model broken: its chat template fails on a system"):
+        derive_profile("broken", broken)
