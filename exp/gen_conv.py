@@ -18,7 +18,8 @@ from magpie.logits import first_token_processor  # noqa: E402
 from magpie.models import canonical_name  # noqa: E402
 from magpie.multiturn import ConversationJob  # noqa: E402
 from magpie.profiles import get_profile  # noqa: E402
-from magpie.stage import run_cli  # noqa: E402
+from magpie.records import overwriting  # noqa: E402
+from magpie.stage import already_complete, run_cli  # noqa: E402
 
 
 @with_engine_flags
@@ -45,6 +46,7 @@ def main(
     output_folder: str = "data",
     job_name: str | None = None,
     timestamp: int | None = None,
+    overwrite: bool = False,
     *,
     engine_options: EngineOptions,
 ):
@@ -81,6 +83,8 @@ def main(
       output_folder: where outputs go.
       job_name: subfolder of output_folder.
       timestamp: used in the output file name; pass the same one to resume.
+      overwrite: replace an output made with other settings or another input (a
+        rerun with the same ones finds it complete; a mismatch is refused without this).
     """
     timestamp = int(timestamp if timestamp is not None else time.time())
     seed = int(seed if seed is not None else timestamp)
@@ -89,37 +93,37 @@ def main(
     folder = Path(output_folder) / job_name if job_name else Path(output_folder)
     count = "input" if input_file else total_prompts
     output = folder / f"Magpie_{Path(name).name}_{count}_{timestamp}_conv.json"
-    if output.exists() and not Path(f"{output}.journal.jsonl").exists():
-        print(f"[gen_conv] {output} is already complete; nothing to do")
-        return
     tokenizer = engine_options.tokenizer(model_path)
-    job = ConversationJob(
-        get_profile(name, tokenizer),
-        tokenizer,
-        output,
-        model_name=name,
-        total=total_prompts,
-        input_file=input_file,
-        n_turns=n_turns,
-        end_with_user=end_with_user,
-        include_system_prompt=include_system_prompt,
-        only_instruction=only_instruction,
-        system_prompts=prompts,
-        early_stopping=early_stopping,
-        instruction_params={
-            "temperature": instruction_temperature,
-            "top_p": instruction_top_p,
-            "repetition_penalty": instruction_repetition_penalty,
-            "logits_processor": first_token_processor(logits_processor, flaming_tokens),
-        },
-        response_params={
-            "temperature": response_temperature,
-            "top_p": response_top_p,
-            "repetition_penalty": response_repetition_penalty,
-        },
-        max_tokens=max_tokens,
-        seed=seed,
-    )
+    with overwriting(overwrite):
+        job = ConversationJob(
+            get_profile(name, tokenizer),
+            tokenizer,
+            output,
+            model_name=name,
+            total=total_prompts,
+            input_file=input_file,
+            n_turns=n_turns,
+            end_with_user=end_with_user,
+            include_system_prompt=include_system_prompt,
+            only_instruction=only_instruction,
+            system_prompts=prompts,
+            early_stopping=early_stopping,
+            instruction_params={
+                "temperature": instruction_temperature,
+                "top_p": instruction_top_p,
+                "repetition_penalty": instruction_repetition_penalty,
+                "logits_processor": first_token_processor(logits_processor, flaming_tokens),
+            },
+            response_params={
+                "temperature": response_temperature,
+                "top_p": response_top_p,
+                "repetition_penalty": response_repetition_penalty,
+            },
+            max_tokens=max_tokens,
+            seed=seed,
+        )
+    if already_complete("gen_conv", job.journal, output):
+        return
     eng = engine_options.load(model_path, seed=seed, tokenizer=tokenizer)
     summary = job.run(eng)
     print(summary.line())

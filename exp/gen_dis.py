@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from magpie.dedup import DEFAULT_THRESHOLD, run_distance  # noqa: E402
+from magpie.dedup import run_distance  # noqa: E402
 from magpie.records import InputError  # noqa: E402
 from magpie.stage import run_cli  # noqa: E402
 
@@ -16,7 +16,7 @@ def main(
     input_file: str | None = None,
     output_file: str | None = None,
     sentence_model: str = "",
-    distance_threshold: float = DEFAULT_THRESHOLD,
+    distance_threshold: float | None = None,
     distance_distance_threshold: float | None = None,
     text_field: str = "instruction",
     id_field: str | None = None,
@@ -41,7 +41,9 @@ def main(
       output_file: default <input stem>_distance.jsonl next to the input; a rerun replaces it.
       sentence_model: any sentence-transformers model; default all-MiniLM-L6-v2 (embedded).
       distance_threshold: squared L2 between unit embeddings below which two records are
-        near-duplicates (0.05 = cosine above 0.975).
+        near-duplicates (d = 2 - 2 cos). Default per model: 0.1 for all-MiniLM-L6-v2
+        (calibrated), the original's 0.05 (cosine above 0.975) for all-mpnet-base-v2 and
+        other models; the run logs which.
       distance_distance_threshold: the original's spelling of --distance_threshold.
       text_field: the field compared (default instruction).
       id_field: the id naming representatives; default uuid, else conversation_id, else id.
@@ -73,7 +75,7 @@ def main(
         input_file,
         output_file,
         sentence_model=sentence_model,
-        threshold=float(distance_threshold),
+        threshold=None if distance_threshold is None else float(distance_threshold),
         text_field=text_field,
         id_field=id_field,
         method=search,

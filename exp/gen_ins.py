@@ -14,8 +14,8 @@ from magpie.instructions import InstructionJob, instruction_file_name  # noqa: E
 from magpie.logits import first_token_processor  # noqa: E402
 from magpie.models import canonical_name  # noqa: E402
 from magpie.profiles import CONTROL_TASKS, get_profile  # noqa: E402
-from magpie.records import InputError  # noqa: E402
-from magpie.stage import run_cli  # noqa: E402
+from magpie.records import InputError, overwriting  # noqa: E402
+from magpie.stage import already_complete, run_cli  # noqa: E402
 
 log = logging.getLogger("magpie")
 
@@ -42,6 +42,7 @@ def main(
     output_folder: str = "data",
     job_name: str | None = None,
     timestamp: int | None = None,
+    overwrite: bool = False,
     *,
     engine_options: EngineOptions,
 ):
@@ -70,6 +71,8 @@ def main(
       output_folder: where outputs go (created).
       job_name: subfolder of output_folder for this job.
       timestamp: used in the output file name; default now. Pass the same one to resume.
+      overwrite: replace an output made with other settings or another input (a
+        rerun with the same ones finds it complete; a mismatch is refused without this).
     """
     processor = first_token_processor(logits_processor, flaming_tokens)
     if control_tasks is not None and control_tasks not in CONTROL_TASKS:
@@ -83,29 +86,29 @@ def main(
     name = canonical_name(model_path)
     folder = Path(output_folder) / job_name if job_name else Path(output_folder)
     output = folder / instruction_file_name(name, total_prompts, timestamp)
-    if output.exists() and not Path(f"{output}.journal.jsonl").exists():
-        print(f"[gen_ins] {output} is already complete; nothing to do")
-        return
     tokenizer = engine_options.tokenizer(model_path)
     profile = get_profile(name, tokenizer)
     log.info("model %s, profile from %s", name, profile.source)
-    job = InstructionJob(
-        profile,
-        output,
-        model_name=name,
-        total_prompts=total_prompts,
-        n=n,
-        temperature=temperature,
-        top_p=top_p,
-        max_tokens=max_tokens,
-        early_stopping=early_stopping and not disable_early_stopping,
-        system_prompt=system_prompt,
-        control_tasks=control_tasks,
-        sanitize=sanitize,
-        logits_processor=processor,
-        shuffle=shuffle,
-        seed=seed,
-    )
+    with overwriting(overwrite):
+        job = InstructionJob(
+            profile,
+            output,
+            model_name=name,
+            total_prompts=total_prompts,
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            early_stopping=early_stopping and not disable_early_stopping,
+            system_prompt=system_prompt,
+            control_tasks=control_tasks,
+            sanitize=sanitize,
+            logits_processor=processor,
+            shuffle=shuffle,
+            seed=seed,
+        )
+    if already_complete("gen_ins", job.journal, output):
+        return
     eng = engine_options.load(model_path, seed=seed, tokenizer=tokenizer)
     summary = job.run(eng)
     print(summary.line())

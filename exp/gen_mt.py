@@ -12,9 +12,9 @@ from magpie.engines import EngineOptions, with_engine_flags  # noqa: E402
 from magpie.models import canonical_name  # noqa: E402
 from magpie.multiturn import MultiTurnJob  # noqa: E402
 from magpie.profiles import get_profile  # noqa: E402
-from magpie.records import InputError, read_records  # noqa: E402
+from magpie.records import InputError, overwriting, read_records  # noqa: E402
 from magpie.responses import response_file_name  # noqa: E402
-from magpie.stage import run_cli  # noqa: E402
+from magpie.stage import already_complete, run_cli  # noqa: E402
 
 
 @with_engine_flags
@@ -35,6 +35,7 @@ def main(
     seed: int | None = None,
     checkpoint_every: int = 20,
     output_file: str | None = None,
+    overwrite: bool = False,
     *,
     engine_options: EngineOptions,
 ):
@@ -62,38 +63,40 @@ def main(
       seed: random seed.
       checkpoint_every: kept for compatibility; every turn is journaled as it is made.
       output_file: default <input stem>_mt.json next to the input.
+      overwrite: replace an output made with other settings or another input (a
+        rerun with the same ones finds it complete; a mismatch is refused without this).
     """
     if not input_file:
         raise InputError("--input_file is required")
     output = Path(output_file) if output_file else response_file_name(input_file, "_mt")
-    if output.exists() and not Path(f"{output}.journal.jsonl").exists():
-        print(f"[gen_mt] {output} is already complete; nothing to do")
-        return
     read_records(input_file)  # bad input fails before any model loads
     name = canonical_name(model_path)
     tokenizer = engine_options.tokenizer(model_path)
-    job = MultiTurnJob(
-        get_profile(name, tokenizer),
-        tokenizer,
-        input_file,
-        output,
-        model_name=name,
-        num_turns=num_turns,
-        system_prompt=system_prompt,
-        early_stopping=early_stopping and not disable_early_stopping,
-        instruction_params={
-            "temperature": instruction_temperature,
-            "top_p": instruction_top_p,
-            "repetition_penalty": instruction_repetition_penalty,
-        },
-        response_params={
-            "temperature": response_temperature,
-            "top_p": response_top_p,
-            "repetition_penalty": response_repetition_penalty,
-        },
-        max_tokens=max_tokens,
-        seed=seed,
-    )
+    with overwriting(overwrite):
+        job = MultiTurnJob(
+            get_profile(name, tokenizer),
+            tokenizer,
+            input_file,
+            output,
+            model_name=name,
+            num_turns=num_turns,
+            system_prompt=system_prompt,
+            early_stopping=early_stopping and not disable_early_stopping,
+            instruction_params={
+                "temperature": instruction_temperature,
+                "top_p": instruction_top_p,
+                "repetition_penalty": instruction_repetition_penalty,
+            },
+            response_params={
+                "temperature": response_temperature,
+                "top_p": response_top_p,
+                "repetition_penalty": response_repetition_penalty,
+            },
+            max_tokens=max_tokens,
+            seed=seed,
+        )
+    if already_complete("gen_mt", job.journal, output):
+        return
     eng = engine_options.load(model_path, tokenizer=tokenizer, seed=seed)
     summary = job.run(eng)
     print(summary.line())

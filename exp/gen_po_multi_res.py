@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from magpie.engines import EngineOptions, with_engine_flags  # noqa: E402
 from magpie.models import canonical_name  # noqa: E402
 from magpie.profiles import get_profile  # noqa: E402
-from magpie.records import InputError, read_records  # noqa: E402
+from magpie.records import InputError, overwriting, read_records  # noqa: E402
 from magpie.responses import ResponseJob, response_file_name  # noqa: E402
-from magpie.stage import run_cli  # noqa: E402
+from magpie.stage import already_complete, run_cli  # noqa: E402
 
 
 @with_engine_flags
@@ -29,6 +29,7 @@ def main(
     response_mode: str | None = None,
     enable_thinking: bool | None = None,
     output_file: str | None = None,
+    overwrite: bool = False,
     *,
     engine_options: EngineOptions,
 ):
@@ -51,6 +52,8 @@ def main(
         without thinking; default the template's own choice. A thinking model's thoughts
         go to `reasoning`, its answer to `response`.
       output_file: default <input stem>_<num_samples>res.json next to the input.
+      overwrite: replace an output made with other settings or another input (a
+        rerun with the same ones finds it complete; a mismatch is refused without this).
     """
     del checkpoint_every
     if not input_file:
@@ -59,25 +62,25 @@ def main(
         raise InputError(f"--num_samples must be at least 1, not {num_samples}")
     suffix = f"_{int(num_samples)}res"
     output = Path(output_file) if output_file else response_file_name(input_file, suffix)
-    if output.exists() and not Path(f"{output}.journal.jsonl").exists():
-        print(f"[gen_po_multi_res] {output} is already complete; nothing to do")
-        return
     read_records(input_file)  # bad input fails before any model loads
     name = canonical_name(model_path)
     tokenizer = engine_options.tokenizer(model_path)
-    job = ResponseJob(
-        get_profile(name, tokenizer),
-        input_file,
-        output,
-        model_name=name,
-        temperature=temperature,
-        top_p=top_p,
-        repetition_penalty=repetition_penalty,
-        max_tokens=max_tokens,
-        seed=seed,
-        num_samples=int(num_samples),
-        enable_thinking=enable_thinking,
-    )
+    with overwriting(overwrite):
+        job = ResponseJob(
+            get_profile(name, tokenizer),
+            input_file,
+            output,
+            model_name=name,
+            temperature=temperature,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            max_tokens=max_tokens,
+            seed=seed,
+            num_samples=int(num_samples),
+            enable_thinking=enable_thinking,
+        )
+    if already_complete("gen_po_multi_res", job.journal, output):
+        return
     eng = engine_options.load(
         model_path, seed=seed, tokenizer=tokenizer, response_mode=response_mode
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from magpie.preference import REWARD_FIELD, build_pairs  # noqa: E402
+from magpie.preference import build_pairs  # noqa: E402
 from magpie.records import InputError  # noqa: E402
 from magpie.stage import run_cli  # noqa: E402
 
@@ -18,7 +18,7 @@ def main(
     min_margin: float = 0.0,
     test_size: float = 0.02,
     seed: int = 42,
-    reward_field: str = REWARD_FIELD,
+    reward_field: str | None = None,
     use_flagged: bool = False,
 ):
     """Pick, for each record of INPUT_FILE (the output of gen_po_rewards.py), the best and
@@ -31,7 +31,8 @@ def main(
         it are dropped and counted (ties always are). The scale is the reward model's.
       test_size: share of pairs for the test split (0.02 as the original), or a count.
       seed: seed of the train/test split.
-      reward_field: the field holding the scores.
+      reward_field: the field holding the scores; default rewards_armorm or rewards,
+        whichever the records carry.
       use_flagged: let responses flagged empty or unfinished be chosen or rejected.
     """
     if not input_file:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from magpie.compat import torch_device  # noqa: E402
 from magpie.preference import RewardJob, reward_file_name  # noqa: E402
-from magpie.records import InputError  # noqa: E402
-from magpie.stage import run_cli  # noqa: E402
+from magpie.records import InputError, overwriting  # noqa: E402
+from magpie.stage import already_complete, run_cli  # noqa: E402
 
 
 def main(
@@ -22,9 +23,11 @@ def main(
     trust_remote_code: bool = False,
     output_file: str | None = None,
     checkpoint_every: int = 5000,
+    overwrite: bool = False,
 ):
-    """Add `rewards_armorm` ([{"score": s}] aligned with `responses`) and `rewards_model`
-    to every record of INPUT_FILE (the output of gen_po_multi_res.py).
+    """Add the scores ([{"score": s}] aligned with `responses`) and `rewards_model` to
+    every record of INPUT_FILE (the output of gen_po_multi_res.py). The scores go to
+    `rewards_armorm` when ArmoRM made them (the original's field), else to `rewards`.
 
     Args:
       input_file: records with `instruction` and `responses`.
@@ -38,22 +41,24 @@ def main(
       trust_remote_code: allow the reward model's own code (off unless asked).
       output_file: default <input stem>_armorm.json next to the input.
       checkpoint_every: kept for compatibility; every record is journaled as it is scored.
+      overwrite: replace an output made with other settings or another input (a
+        rerun with the same ones finds it complete; a mismatch is refused without this).
     """
     del checkpoint_every
     if not input_file:
         raise InputError("--input_file is required")
     output = Path(output_file) if output_file else reward_file_name(input_file)
-    if output.exists() and not Path(f"{output}.journal.jsonl").exists():
-        print(f"[gen_po_rewards] {output} is already complete; nothing to do")
+    with overwriting(overwrite):
+        job = RewardJob(
+            input_file, output, reward_model=reward_model_path, max_length=max_length, dtype=dtype
+        )
+    if already_complete("gen_po_rewards", job.journal, output):
         return
-    job = RewardJob(
-        input_file, output, reward_model=reward_model_path, max_length=max_length, dtype=dtype
-    )
     from magpie.tagging.reward import RewardScorer
 
     scorer = RewardScorer(
         reward_model_path,
-        device=device,
+        device=torch_device(device),
         dtype=dtype,
         batch_size=batch_size,
         max_length=max_length,

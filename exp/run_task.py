@@ -12,7 +12,7 @@ from magpie.stage import run_cli  # noqa: E402
 from magpie.tasks import load_task, run_task  # noqa: E402
 
 
-def main(*task_paths: str, output_root: str = "data", **flags):
+def main(*task_paths: str, output_root: str = "data", overwrite: bool = False, **flags):
     """Run each task file in turn; outputs go to OUTPUT_ROOT/<task_name>/.
 
     Usage: python exp/run_task.py --task-paths tasks/a.yaml tasks/b.yaml
@@ -20,6 +20,8 @@ def main(*task_paths: str, output_root: str = "data", **flags):
     Args:
       task_paths: task YAML files (also accepted as --task-paths / --task_paths).
       output_root: folder for the tasks' outputs.
+      overwrite: replace outputs made with other task settings (a mismatch is refused
+        without this; a rerun with the same settings reuses them).
     """
     if flags.pop("help", False) or flags.pop("h", False):
         print(main.__doc__)  # fire hands --help to **flags here instead of printing it
@@ -40,7 +42,7 @@ def main(*task_paths: str, output_root: str = "data", **flags):
     for path in paths:
         load_task(path)  # every file is checked before any runs
     for path in paths:
-        summary = run_task(path, output_root)
+        summary = run_task(path, output_root, overwrite=overwrite)
         print(f"[run_task] {json.dumps(summary)}")
 
 

@@ -46,6 +46,7 @@ def main(
     api_key_env: str = "OPENAI_API_KEY",
     max_concurrency: int = 8,
     request_timeout: float = 600.0,
+    overwrite: bool = False,
 ):
     """Tag every record of INPUT_FILE (.json or .jsonl) for TAG_MISSION.
 
@@ -87,6 +88,8 @@ def main(
       api_key_env: environment variable holding the server's API key (never printed).
       max_concurrency: requests in flight at once with --engine openai.
       request_timeout: seconds before a server request is retried.
+      overwrite: replace outputs made with other settings or another input (a rerun
+        with the same ones skips them; a mismatch is refused without this).
     """
     if not input_file:
         raise InputError("--input_file is required")
@@ -106,6 +109,7 @@ def main(
         device=torch_device(device),
         max_model_len=max_model_len,
         trust_remote_code=trust_remote_code,
+        overwrite=overwrite,
         engine_options={
             "tensor_parallel_size": tensor_parallel_size,
             "gpu_memory_utilization": gpu_memory_utilization,

@@ -2,7 +2,10 @@
 
 Semantics kept from the original: instructions are embedded with a sentence model,
 L2-normalised, and two records are near-duplicates when the squared L2 distance between
-their embeddings is below `threshold` (0.05; for unit vectors d = 2 - 2·cos, so cos > 0.975).
+their embeddings is below `threshold` (for unit vectors d = 2 - 2·cos). The original set
+0.05 (cos > 0.975) for all-mpnet-base-v2; the embedded all-MiniLM-L6-v2 spreads the same
+pairs further apart and defaults to 0.1, calibrated on tests/fixtures/dedup (see
+`default_threshold`).
 Every record gets
 
 - `min_neighbor_distance`: distance to the nearest *other* record (0.0 for an exact copy,
@@ -41,12 +44,34 @@ from tqdm import tqdm
 
 from magpie.conversation import ConversationError, read
 from magpie.embeddings import native_bf16, pick_device, resolve_dtype
-from magpie.records import InputError, iter_records, where, write_records
+from magpie.records import InputError, iter_records, where, write_json, write_records
 from magpie.stage import Summary, json_type
 
 log = logging.getLogger("magpie")
 
-DEFAULT_THRESHOLD = 0.05
+DEFAULT_THRESHOLD = 0.05  # the original's, set for all-mpnet-base-v2
+# all-MiniLM-L6-v2's default, calibrated on 44 same-request and 52 different-request
+# pairs (tests/fixtures/dedup/threshold_pairs.jsonl): it catches 39/44 same-request
+# pairs (0.05 catches 34/44) and merges only the one different-request pair no threshold
+# separates (Fahrenheit/Celsius swapped, 0.017); the next different-request pair lies
+# at 0.109.
+MINILM_THRESHOLD = 0.1
+
+
+def default_threshold(sentence_model: str | None) -> tuple[float, str]:
+    """The distance threshold for a sentence model when none is given, and why."""
+    from magpie.embeddings import _EMBEDDED_NAMES
+
+    if (sentence_model or "") in _EMBEDDED_NAMES:
+        return MINILM_THRESHOLD, "calibrated for all-MiniLM-L6-v2"
+    if str(sentence_model).rstrip("/").endswith("all-mpnet-base-v2"):
+        return DEFAULT_THRESHOLD, "the original's, set for all-mpnet-base-v2"
+    return (
+        DEFAULT_THRESHOLD,
+        "the original's value for all-mpnet-base-v2, not calibrated for this model",
+    )
+
+
 EXACT_MAX_ROWS_CPU = 50_000
 EXACT_MAX_ROWS_GPU = 2_000_000
 _NONE = np.iinfo(np.int64).max  # "no neighbour" in rank arrays
@@ -530,10 +555,13 @@ def save_index(path: Path, index, vectors: np.ndarray, meta: dict) -> None:
     if index is None:
         index = build_faiss_index(vectors, "flat")
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The description goes first and comes back last: a crash in between leaves an index
+    # without one (refused by load_index), never an index with another's description.
+    Path(f"{path}.json").unlink(missing_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     faiss.write_index(index, str(tmp))
     os.replace(tmp, path)
-    Path(f"{path}.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    write_json(f"{path}.json", meta)
 
 
 def load_index(path: Path, meta: dict):
@@ -564,7 +592,7 @@ def run_distance(
     input_file: str | os.PathLike,
     output_file: str | os.PathLike | None = None,
     sentence_model: str = "",
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     text_field: str = "instruction",
     id_field: str | None = None,
     method: str = "auto",
@@ -585,6 +613,15 @@ def run_distance(
     out), and the output written atomically, replacing any earlier run's.
     """
     summary = Summary("gen_dis")
+    why = "given"
+    if threshold is None:
+        threshold, why = default_threshold(sentence_model)
+    log.info(
+        "sentence model %s, distance threshold %g (%s)",
+        sentence_model or "all-MiniLM-L6-v2",
+        threshold,
+        why,
+    )
     if not threshold > 0:
         raise InputError(f"--distance_threshold must be positive, got {threshold}")
     output = Path(output_file) if output_file else distance_file_name(input_file)

@@ -92,7 +92,8 @@ class InstructionJob:
             temperature=temperature,
             top_p=top_p,
             max_tokens=max_tokens,
-            stop=list(profile.stop_tokens) + (["\n"] if early_stopping else []),
+            stop=[*profile.stop_tokens, *profile.stop_tokens_assistant]
+            + (["\n"] if early_stopping else []),
             stop_token_ids=list(profile.stop_token_ids),
             seed=seed,
             logits_processor=logits_processor,  # type: ignore[arg-type]

@@ -7,8 +7,9 @@ The original's path is gen_po_multi_res.py (N responses, see magpie.responses wi
 
 - Scoring is batched by length (magpie.tagging.reward.RewardScorer), any single-logit
   sequence-classification reward model works, and a custom-head model such as ArmoRM
-  loads only with an explicit trust_remote_code. `rewards_model` names the scorer, since
-  the field keeps the name `rewards_armorm` whatever model filled it.
+  loads only with an explicit trust_remote_code. The scores go to `rewards_armorm` only
+  when ArmoRM made them (the original's name for its model's scores); any other model's
+  go to `rewards`. `rewards_model` names the scorer either way.
 - Pairs need a real preference: ties and margins below `min_margin` are dropped and
   counted, as are records with fewer than two usable responses (flagged empty or
   unfinished responses are not candidates unless asked) and records whose candidates all
@@ -25,6 +26,8 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -33,8 +36,23 @@ from tqdm import tqdm
 from magpie.records import InputError, Journal, read_records, where, write_records
 from magpie.stage import Summary
 
-REWARD_FIELD = "rewards_armorm"
+REWARD_FIELD = "rewards_armorm"  # the original's field: ArmoRM's scores
+OTHER_REWARD_FIELD = "rewards"  # any other reward model's scores
 REWARD_MODEL_FIELD = "rewards_model"
+
+
+def reward_field_for(reward_model: str) -> str:
+    """`rewards_armorm` for ArmoRM (as the original wrote it), else `rewards`."""
+    return REWARD_FIELD if "armorm" in reward_model.lower() else OTHER_REWARD_FIELD
+
+
+def detect_reward_field(records: list[dict]) -> str:
+    """The scores' field of scored records: `rewards_armorm` or `rewards`."""
+    for record in records:
+        for field in (REWARD_FIELD, OTHER_REWARD_FIELD):
+            if field in record:
+                return field
+    return REWARD_FIELD
 
 
 def reward_file_name(input_file: str | os.PathLike) -> Path:
@@ -82,6 +100,7 @@ class RewardJob:
     ):
         self.records = read_records(input_file)
         self.responses = [_responses(r, input_file, i) for i, r in enumerate(self.records)]
+        self.field = reward_field_for(reward_model)
         self.journal = Journal(
             output_path or reward_file_name(input_file),
             {
@@ -107,7 +126,7 @@ class RewardJob:
             if i in journal.done:
                 continue
             if responses is None:
-                skipped = {REWARD_FIELD: None, REWARD_MODEL_FIELD: None, "rewards_flag": "skipped"}
+                skipped = {self.field: None, REWARD_MODEL_FIELD: None, "rewards_flag": "skipped"}
                 journal.append(i, {**records[i], **skipped})
             else:
                 todo.append(i)
@@ -118,9 +137,11 @@ class RewardJob:
                 chunk = todo[start : start + max(1, chunk_records)]
                 items = [(i, j) for i in chunk for j in range(len(self.responses[i]))]
                 texts = [(records[i]["instruction"], self.responses[i][j]) for i, j in items]
-                encoded = [
-                    scorer.encode(Conversation([("user", q), ("assistant", a)])) for q, a in texts
+                fitted = [
+                    scorer.fit(Conversation([("user", q), ("assistant", a)])) for q, a in texts
                 ]
+                encoded = [ids for ids, _ in fitted]
+                cut = {items[k][0] for k, (_, truncated) in enumerate(fitted) if truncated}
                 scores: dict[int, list] = {i: [None] * len(self.responses[i]) for i in chunk}
                 for k, value in scorer.scores(encoded):
                     i, j = items[k]
@@ -133,8 +154,9 @@ class RewardJob:
                         i,
                         {
                             **records[i],
-                            REWARD_FIELD: scores[i],
+                            self.field: scores[i],
                             REWARD_MODEL_FIELD: scorer.model_path,
+                            "rewards_truncated": i in cut,
                         },
                     )
         finally:
@@ -273,6 +295,35 @@ def split_pairs(pairs: list[dict], test_size: float = 0.02, seed: int = 42):
     return [pairs[i] for i in order[n_test:]], [pairs[i] for i in order[:n_test]]
 
 
+def write_split(out: Path, train: list[dict], test: list[dict]) -> None:
+    """train.jsonl and test.jsonl (none when `test` is empty) as one unit: both are
+    written into a new folder that then replaces `out`, so a crash never leaves one
+    split of this run beside one of another (overlapping rows) or a half file."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        write_records(new / "train.jsonl", train)
+        if test:
+            write_records(new / "test.jsonl", test)
+        os.chmod(new, 0o777 & ~_umask())
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.{os.getpid()}.old")
+            os.replace(out, old)
+        os.replace(new, out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def build_pairs(
     input_file: str | os.PathLike,
     output_dir: str | os.PathLike | None = None,
@@ -280,7 +331,7 @@ def build_pairs(
     min_margin: float = 0.0,
     test_size: float = 0.02,
     seed: int = 42,
-    reward_field: str = REWARD_FIELD,
+    reward_field: str | None = None,
     use_flagged: bool = False,
 ) -> dict:
     """Scored records (gen_po_rewards' output) → <output_dir>/train.jsonl and test.jsonl;
@@ -292,6 +343,7 @@ def build_pairs(
         raise InputError(f"--test_size must be at least 0, not {test_size}")
     records = read_records(input_file)
     summary.records_in = len(records)
+    reward_field = reward_field or detect_reward_field(records)
     pairs, dropped = make_pairs(
         records,
         input_file,
@@ -304,12 +356,7 @@ def build_pairs(
         raise InputError(f"{input_file}: no record gives a preference pair ({reasons})")
     train, test = split_pairs(pairs, test_size, seed)
     out = Path(output_dir) if output_dir else pairs_dir_name(input_file)
-    write_records(out / "train.jsonl", train)
-    test_path = out / "test.jsonl"
-    if test:
-        write_records(test_path, test)
-    elif test_path.exists():
-        test_path.unlink()  # left by an earlier run with other settings
+    write_split(out, train, test)
     summary.records_out = len(pairs)
     summary.flags.update(dropped)
     print(summary.line())

@@ -28,6 +28,8 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
+from jinja2.exceptions import TemplateError
+
 from magpie.records import InputError
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "model_configs.json"
@@ -38,6 +40,9 @@ SYSTEM_PLACEHOLDER = "{system_prompt}"
 # Templates with a date (Llama-3.1/3.2) render today's date unless given one; a fixed
 # date keeps prompts, and so journals and results, the same from one day to the next.
 TEMPLATE_DATE = "26 Jul 2024"
+# What a profile derived from a chat template stops instructions on: the value of nearly
+# every entry of the original's registry.
+DERIVED_STOP_TOKENS_ASSISTANT = ("assistant",)
 _SENTINEL = "MAGPIESENTINEL7Q"
 _SYS_SENTINEL = "MAGPIESYSTEM7Q"
 _REPLY = "MAGPIEREPLY7Q"
@@ -52,6 +57,9 @@ class Profile:
     pre_query_template: str
     stop_tokens: list[str]
     stop_token_ids: list[int]
+    # Words that end an instruction in the instruction stage (the original's
+    # `stop_tokens_assistant`: a model that runs on into the assistant's turn writes them).
+    stop_tokens_assistant: list[str] = field(default_factory=list)
     mt_append_template: str | None = None
     system_prompt_template: str | None = None
     # Named variants: with_system_prompt, math, code, translation.
@@ -117,6 +125,7 @@ def profile_from_config(entry: dict) -> Profile:
         pre_query_template=entry["pre_query_template"],
         stop_tokens=list(entry["stop_tokens"]),
         stop_token_ids=list(entry["stop_token_ids"]),
+        stop_tokens_assistant=list(entry.get("stop_tokens_assistant", [])),
         mt_append_template=entry.get("mt_append_template"),
         system_prompt_template=entry.get("system_prompt_template"),
         variants=variants,
@@ -223,8 +232,12 @@ def derive_profile(
         prefix = _prefix_before(with_sys, _SENTINEL)
         if prefix is not None and _SYS_SENTINEL in prefix:
             system_template = prefix.replace(_SYS_SENTINEL, SYSTEM_PLACEHOLDER)
-    except Exception:  # templates raise on roles they do not support (Gemma)
+    except TemplateError:  # raise_exception on a role it does not support (Gemma)
         system_template = None
+    except Exception as e:  # a broken template, not a refusal: say so
+        raise InputError(
+            f"model {name}: its chat template fails on a system message ({type(e).__name__}: {e})"
+        ) from None
 
     # Follow-up user header: what follows the assistant's text in a longer conversation,
     # less the end-of-assistant-turn marker (what a closed conversation ends with). Some
@@ -288,6 +301,7 @@ def derive_profile(
         pre_query_template=pre_query,
         stop_tokens=stop_tokens,
         stop_token_ids=stop_ids,
+        stop_tokens_assistant=list(DERIVED_STOP_TOKENS_ASSISTANT),
         mt_append_template=mt_append,
         system_prompt_template=system_template,
         source="chat_template",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import time
@@ -58,13 +59,30 @@ def json_type(value) -> str:
     return "array" if isinstance(value, list | tuple) else "object"
 
 
-def run_cli(main: Callable) -> None:
-    """Run a fire CLI; bad input ends with one clear line and exit code 2."""
+def already_complete(stage: str, journal, output) -> bool:
+    """Say so when a stage's output is already made with these settings and input."""
+    if journal.complete:
+        print(f"[{stage}] {output} is already complete (same settings and input); nothing to do")
+    return journal.complete
+
+
+def run_cli(main: Callable, argv: list[str] | None = None, stage: str | None = None) -> None:
+    """Run a fire CLI; bad input ends with one clear line and exit code 2.
+
+    The original's command lines work unchanged (magpie.compat): its flag abbreviations
+    are spelt out, its meaningless flags dropped with a note, unknown flags refused.
+    """
     import fire
 
+    from magpie.compat import original_argv, stage_name
+
     setup_logging()
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        fire.Fire(main)
+        params = inspect.signature(main).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            args = original_argv(stage or stage_name(), args, set(params))
+        fire.Fire(main, command=args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -22,7 +22,14 @@ from pathlib import Path
 
 import yaml
 
-from magpie.records import InputError, Journal, read_records, write_records
+from magpie.records import (
+    InputError,
+    Journal,
+    overwriting,
+    read_records,
+    write_json,
+    write_records,
+)
 
 COMMON = ("task_name", "created_by", "task_description", "data_builder")
 MODEL_FIELDS = ("model_path", "engine", "seed", "max_tokens", "temperature", "batch_size")
@@ -98,6 +105,9 @@ def load_task(path: str | Path) -> dict:
     for name in task:
         if name not in allowed:
             raise InputError(f"{path}: field '{name}' is unknown for {task['data_builder']}")
+    temperature = task.get("temperature", 0.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature < 0:
+        raise InputError(f"{path}: field 'temperature' must be a number at least 0")
     if not all(c.isalnum() or c in "-_." for c in task["task_name"]):
         raise InputError(f"{path}: field 'task_name' must be letters, digits, '-', '_', '.'")
     task["_file"] = str(path)
@@ -155,6 +165,7 @@ def _tag_options(task: dict, missions_model: str | None = None):
         seed=task.get("seed", 0),
         batch_size=task.get("batch_size", 32),
         max_tokens=task.get("max_tokens", 512),
+        temperature=float(task.get("temperature", 0.0)),  # the tagger's; greedy by default
     )
 
 
@@ -276,14 +287,16 @@ def run_skills(task: dict, out_dir: Path) -> dict:
     return summary
 
 
-def run_task(path: str | Path, output_root: str | Path = "data") -> dict:
-    """Run one task file; returns (and writes) its summary."""
+def run_task(path: str | Path, output_root: str | Path = "data", overwrite: bool = False) -> dict:
+    """Run one task file; returns (and writes) its summary. `overwrite` replaces outputs
+    made with other settings (refused otherwise)."""
     task = load_task(path)
     out_dir = Path(output_root) / task["task_name"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    if task["data_builder"] == "magpie_tag_transform":
-        summary = run_tag_transform(task, out_dir)
-    else:
-        summary = run_skills(task, out_dir)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with overwriting(overwrite):
+        if task["data_builder"] == "magpie_tag_transform":
+            summary = run_tag_transform(task, out_dir)
+        else:
+            summary = run_skills(task, out_dir)
+    write_json(out_dir / "summary.json", summary)
     return summary

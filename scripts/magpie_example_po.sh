@@ -8,7 +8,8 @@
 # at 256 tokens), data_po/example_instructions.jsonl, 5 samples, top_p 1, temperature 0.8.
 # Outputs go next to the input, named as the original's:
 #   <input stem>_<num_samples>res.json         responses, gen_response_configs
-#   <input stem>_<num_samples>res_armorm.json  + rewards_armorm [{score}], rewards_model
+#   <input stem>_<num_samples>res_armorm.json  + rewards [{score}] (rewards_armorm when
+#                                              ArmoRM scored them), rewards_model
 #   <input stem>_<num_samples>res_armorm_dpo/  train.jsonl, test.jsonl (TRL's DPO form)
 # and the log to <input dir>/<job name>.log.
 # Environment: REWARD_MODEL_PATH, a single-logit sequence-classification reward model.

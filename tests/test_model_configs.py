@@ -396,3 +396,71 @@ def test_script_syntax_and_model(path):
     text = path.read_text(encoding="utf-8")
     assert 'magpie.sh"' in text
     assert "--use_tokenizer_template" not in text and "--offline" not in text
+
+
+# ---------------------------------------------------------------- BOS (issue 14)
+
+# The BOS each model was trained with first, written from the families' tokenizers (their
+# bos_token with add_bos_token on, or the chat template's own first token); "" = none
+# (Qwen's tokenizers add no BOS and its templates write none). Prompts go in as token ids
+# with no special tokens added, so the template text must carry it, exactly once.
+BOS_BY_FAMILY = {
+    "meta-llama/Meta-Llama-3": "<|begin_of_text|>",
+    "meta-llama/Llama-3": "<|begin_of_text|>",
+    "meta-llama/Llama-2": "<s>",
+    "lmsys/vicuna": "<s>",
+    "NousResearch/Nous-Hermes-llama-2": "<s>",
+    "mistralai/Mistral": "<s>",
+    "microsoft/Phi-3-small": "<|endoftext|>",
+    "microsoft/Phi-3": "<s>",
+    "google/gemma": "<bos>",
+    "01-ai/Yi": "<|startoftext|>",
+    "deepseek-ai/DeepSeek": "<｜begin▁of▁sentence｜>",
+    "HuggingFaceTB/SmolLM2": "<|im_start|>",
+    "Qwen/": "",
+}
+# BOS texts that are no turn marker: none may follow the BOS (a second BOS).
+SECOND_BOS = {b for b in BOS_BY_FAMILY.values() if b} - {"<|im_start|>"}
+# Where the registry's BOS is not what the stored chat template renders, and why.
+BOS_NOT_RENDERED = {
+    "01-ai/Yi-1.5-34B-Chat": "its current template writes no BOS; the original's "
+    "<|startoftext|> (Yi's pretraining BOS) is kept",
+    "microsoft/Phi-3-mini-128k-instruct": "its current template writes no BOS; the original's "
+    "<s> (its Llama-2 tokenizer's BOS) is kept",
+    "microsoft/Phi-3.5-mini-instruct": "as Phi-3-mini",
+    "microsoft/Phi-3-medium-128k-instruct": "as Phi-3-mini",
+}
+
+
+def expected_bos(key: str) -> str:
+    family = max((f for f in BOS_BY_FAMILY if key.startswith(f)), key=len)
+    return BOS_BY_FAMILY[family]
+
+
+def test_every_registry_key_has_a_known_bos():
+    for key in configs():
+        assert any(key.startswith(f) for f in BOS_BY_FAMILY), f"{key}: add its family's BOS"
+
+
+@pytest.mark.parametrize("key", sorted(configs()))
+def test_templates_carry_exactly_the_models_bos(key):
+    bos = expected_bos(key)
+    entry = configs()[key]
+    for field in ["pre_query_template", *SYSTEM_FIELDS]:
+        if field not in entry:
+            continue
+        text = entry[field]
+        if bos:
+            assert text.startswith(bos), f"{key}: {field} lacks the BOS {bos!r}"
+            rest = text[len(bos) :]
+        else:
+            rest = text
+        assert not any(rest.lstrip(" ").startswith(b) for b in SECOND_BOS), f"{key}: {field}"
+
+
+@pytest.mark.parametrize("item", fixture_index(), ids=lambda item: item["template"])
+def test_real_templates_agree_on_the_bos(item):
+    rendered = user_prefix(item)
+    for key in all_keys(item):
+        if key not in BOS_NOT_RENDERED:
+            assert rendered.startswith(expected_bos(key)), key

@@ -337,16 +337,16 @@ def test_rewards_scores_every_response_and_resumes(tiny_reward_dir, tmp_path):
     first = read_records(out)
     assert [r["uuid"] for r in first] == ["a", "b", "c"]
     for r in (first[0], first[2]):
-        assert len(r["rewards_armorm"]) == len(r["responses"])
-        assert all(isinstance(s["score"], float) for s in r["rewards_armorm"])
+        assert len(r["rewards"]) == len(r["responses"])
+        assert all(isinstance(s["score"], float) for s in r["rewards"])
         assert r["rewards_model"] == str(tiny_reward_dir)
-    assert first[1]["rewards_armorm"] is None and first[1]["rewards_flag"] == "skipped"
+    assert first[1]["rewards"] is None and first[1]["rewards_flag"] == "skipped"
     # Batched, length-sorted scores equal one-at-a-time scores.
     args1 = {**args, "batch_size": 1, "output_file": str(tmp_path / "one.json")}
     gen_po_rewards.main(**args1)
     single = read_records(tmp_path / "one.json")
     for r, s in zip(first, single, strict=True):
-        for x, y in zip(r["rewards_armorm"] or [], s["rewards_armorm"] or [], strict=True):
+        for x, y in zip(r["rewards"] or [], s["rewards"] or [], strict=True):
             assert x["score"] == pytest.approx(y["score"], abs=1e-4)
 
     out.unlink()
@@ -358,7 +358,7 @@ def test_rewards_scores_every_response_and_resumes(tiny_reward_dir, tmp_path):
         "max_length": 4096,
         "dtype": "float32",
     }
-    kept = {**first[0], "rewards_armorm": [{"score": 1.0}, {"score": 2.0}, {"score": 3.0}]}
+    kept = {**first[0], "rewards": [{"score": 1.0}, {"score": 2.0}, {"score": 3.0}]}
     Path(f"{out}.journal.jsonl").write_text(
         json.dumps({"__journal__": fingerprint})
         + "\n"
@@ -368,9 +368,9 @@ def test_rewards_scores_every_response_and_resumes(tiny_reward_dir, tmp_path):
     )
     gen_po_rewards.main(**args)
     second = read_records(out)
-    assert second[0]["rewards_armorm"] == kept["rewards_armorm"]
-    scores = [x["score"] for x in second[2]["rewards_armorm"]]
-    assert scores == pytest.approx([x["score"] for x in first[2]["rewards_armorm"]], abs=1e-4)
+    assert second[0]["rewards"] == kept["rewards"]
+    scores = [x["score"] for x in second[2]["rewards"]]
+    assert scores == pytest.approx([x["score"] for x in first[2]["rewards"]], abs=1e-4)
     assert not Path(f"{out}.journal.jsonl").exists()
 
 
@@ -439,7 +439,7 @@ def test_example_script_runs_from_any_directory(tiny_model_dir, tiny_reward_dir,
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert len(read_records(data / "example_instructions_2res.json")[0]["responses"]) == 2
     scored_records = read_records(data / "example_instructions_2res_armorm.json")
-    assert all(len(x["rewards_armorm"]) == 2 for x in scored_records)
+    assert all(len(x["rewards"]) == 2 for x in scored_records)
     assert (data / "example_instructions_2res_armorm_dpo" / "train.jsonl").exists()
     logs = list(data.glob("*_PO.log"))
     assert len(logs) == 1 and "[gen_po_pairs]" in logs[0].read_text()

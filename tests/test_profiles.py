@@ -14,21 +14,97 @@ INDEX = json.loads((FIXTURES / "chat_templates" / "index.json").read_text())
 CONFIGS = load_model_configs()
 
 
+# The special tokens of each model's tokenizer (written by hand from the tokenizers, not
+# from the registry: the BOS and tokens that end no turn are included).
+SPECIAL_TOKENS = {
+    "llama3.jinja": {
+        "<|begin_of_text|>": 128000,
+        "<|end_of_text|>": 128001,
+        "<|start_header_id|>": 128006,
+        "<|end_header_id|>": 128007,
+        "<|eot_id|>": 128009,
+    },
+    "llama3.2.jinja": {
+        "<|begin_of_text|>": 128000,
+        "<|end_of_text|>": 128001,
+        "<|start_header_id|>": 128006,
+        "<|end_header_id|>": 128007,
+        "<|eom_id|>": 128008,
+        "<|eot_id|>": 128009,
+        "<|python_tag|>": 128010,
+    },
+    "qwen2.5.jinja": {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645},
+    "qwen3.jinja": {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645},
+    "smollm2.jinja": {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2},
+    "gemma1.1.jinja": {
+        "<pad>": 0,
+        "<eos>": 1,
+        "<bos>": 2,
+        "<unk>": 3,
+        "<start_of_turn>": 106,
+        "<end_of_turn>": 107,
+    },
+    "phi3-small.jinja": {
+        "<|endoftext|>": 100257,
+        "<|system|>": 100261,
+        "<|user|>": 100262,
+        "<|assistant|>": 100263,
+        "<|end|>": 100266,
+    },
+    "deepseek-coder-v2-lite.jinja": {
+        "<｜begin▁of▁sentence｜>": 100000,
+        "<｜end▁of▁sentence｜>": 100001,
+    },
+}
+# What the turn must stop on, from the original's registry (original-magpie.md §3) or,
+# for families it lacked, the model's end-of-turn token; and the end-of-turn token.
+EXPECTED_STOPS = {
+    "llama3.jinja": (
+        {"<|eot_id|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>"},
+        "<|eot_id|>",
+    ),
+    "llama3.2.jinja": (
+        {"<|eot_id|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>"},
+        "<|eot_id|>",
+    ),
+    "qwen2.5.jinja": ({"<|im_start|>", "<|im_end|>", "<|endoftext|>"}, "<|im_end|>"),
+    "qwen3.jinja": ({"<|im_start|>", "<|im_end|>", "<|endoftext|>"}, "<|im_end|>"),
+    "smollm2.jinja": ({"<|im_start|>", "<|im_end|>", "<|endoftext|>"}, "<|im_end|>"),
+    "gemma1.1.jinja": ({"<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"}, "<end_of_turn>"),
+    "phi3-small.jinja": (
+        {"<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"},
+        "<|end|>",
+    ),
+    "deepseek-coder-v2-lite.jinja": (
+        {
+            "<｜begin▁of▁sentence｜>",
+            "<｜end▁of▁sentence｜>",
+            "<|EOT|>",
+            "<｜User｜>",
+            "<｜Assistant｜>",
+        },
+        "<｜end▁of▁sentence｜>",
+    ),
+}
+
+
 def derived(entry, key):
-    cfg = CONFIGS[key]
     template = (FIXTURES / "chat_templates" / entry["template"]).read_text()
-    special = dict(zip(cfg["stop_tokens"], cfg["stop_token_ids"], strict=True))
     return derive_profile(
         key,
         template,
         bos_token=entry.get("bos_token") or "",
         eos_token=entry.get("eos_token") or "",
-        special_tokens=special,
+        special_tokens=SPECIAL_TOKENS.get(entry["template"], {}),
     )
 
 
 SAME = [(e, k) for e in INDEX for k in e["config_keys"]]
 ALL = [(e, k) for e in INDEX for k in e["config_keys"] + e["config_keys_differ"]]
+
+
+def test_every_matching_template_has_hand_written_stops():
+    assert {e["template"] for e, _ in SAME} == set(EXPECTED_STOPS) == set(SPECIAL_TOKENS)
 
 
 @pytest.mark.parametrize("entry, key", SAME, ids=[k for _, k in SAME])
@@ -39,8 +115,10 @@ def test_derived_profile_matches_config(entry, key):
         assert p.system_prompt_template == cfg["system_prompt_template"]
         for variant in ("with_system_prompt", "math", "code", "translation"):
             assert p.variants[variant] == cfg[f"pre_query_template_{variant}"]
-    # Every stop string derived from the template is one the registry stops on too.
-    assert p.stop_tokens and set(p.stop_tokens) <= set(cfg["stop_tokens"])
+    # The derived stops end the turn, and are among the ones the original stopped on.
+    allowed, end_of_turn = EXPECTED_STOPS[entry["template"]]
+    assert end_of_turn in p.stop_tokens
+    assert set(p.stop_tokens) <= allowed, set(p.stop_tokens) - allowed
 
 
 @pytest.mark.parametrize("entry, key", ALL, ids=[k for _, k in ALL])

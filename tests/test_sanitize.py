@@ -471,9 +471,16 @@ def test_output_stripped_and_prefix_free(raw: str, model_path: str) -> None:
     assert remove_prefix(text) == text
 
 
-def test_known_limit_multiline_cut_is_not_idempotent() -> None:
-    """Documented limit: a kept multi-line block whose first line ends with ":" is cut again."""
+def test_multiline_answer_cut_keeps_the_text_to_work_on() -> None:
     raw = "Translate this:\nBonjour le monde\nAnswer: Hello world"
-    once = instruction_post_process(raw, LLAMA)
-    assert once == ("Translate this:\nBonjour le monde", 4)
-    assert instruction_post_process(once[0], LLAMA) == ("Translate this:", 6.3)
+    assert instruction_post_process(raw, LLAMA) == ("Translate this:\nBonjour le monde", 4)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect (the original's rules too): sanitising a kept multi-line block "
+    "whose first line ends with ':' applies the colon rule and drops the text to translate",
+)
+def test_sanitising_twice_keeps_a_multiline_instruction() -> None:
+    once, _ = instruction_post_process("Translate this:\nBonjour le monde\nAnswer: Hi", LLAMA)
+    assert instruction_post_process(once, LLAMA)[0] == once

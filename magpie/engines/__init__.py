@@ -138,15 +138,30 @@ class EngineOptions:
             api_key_env=self.api_key_env,
         )
 
+    def __post_init__(self) -> None:
+        # The original's --device 0 / 0,1,2,3 named GPUs (CUDA_VISIBLE_DEVICES).
+        from magpie.compat import cuda_visible_devices
+
+        self.device = cuda_visible_devices(self.device)
+
     def load(self, model_path: str, **options) -> Engine:
         """The engine, with these flags and the stage's own `options` (seed, tokenizer...)."""
+        name = pick_engine(self.engine)
+        for flag, default in VLLM_ONLY_FLAGS.items():
+            value = getattr(self, flag)
+            if name != "vllm" and value != default:
+                log.info("note: --%s %s ignored by the %s engine (vLLM only)", flag, value, name)
         flags = {k: v for k, v in vars(self).items() if k != "engine"}
         return load_engine(self.engine, model_path, **flags, **options)
 
 
+# Flags only vLLM reads, with their defaults: set on another engine, they get a note.
+VLLM_ONLY_FLAGS = {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.95, "swap_space": 2.0}
+
 ENGINE_FLAGS_HELP = {
     "engine": "hf, vllm or openai; default vllm with a GPU, else hf.",
-    "device": "torch device for the hf engine (cpu, cuda, cuda:N).",
+    "device": "torch device for the hf engine (cpu, cuda, cuda:N); GPU indices (0 or "
+    "0,1,2,3) set CUDA_VISIBLE_DEVICES, as the original's --device did.",
     "dtype": "bfloat16, float16 or float32.",
     "batch_size": "rows decoded together by the hf engine.",
     "tensor_parallel_size": "GPUs per model for vLLM.",

@@ -9,7 +9,7 @@ Missions and the fields they write (original names where the original had them):
 - classification: task_category, other_task_category, task_category_generator
 - safety: llama_guard_2 ("safe" or "unsafe\\nS<n>"), safety_generator (who judged: the
   guard model, or the tagger LLM with this project's safety prompt)
-- reward: instruct_reward, reward_model
+- reward: instruct_reward, reward_truncated (the instruction's start was cut to fit), reward_model
 - language: language (ISO 639-1 upper case)
 
 A mission that cannot tag a record leaves its fields null and records why in

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from magpie.conversation import Conversation, conversation_of
-from magpie.records import InputError, Journal, read_records
+from magpie.records import InputError, Journal, check_finished_output, overwriting, read_records
 from magpie.stage import Summary
 from magpie.tagging import LLM_MISSIONS, expand, output_file
 from magpie.tagging.schemas import FIELDS
@@ -78,6 +78,10 @@ def tag_file(
         },
     )
     summary = TagSummary(mission, len(records), tagger.judge)
+    if journal.complete:  # made before with these settings from this input
+        summary.records_out = summary.tagged = len(read_records(output))
+        print(f"[unitag {mission}] {output} is already complete (same settings and input)")
+        return summary
     summary.resumed = len(journal.done)
     tokens_before = tagger.tokens
     items: list[tuple[int, Conversation]] = []
@@ -131,7 +135,33 @@ class TagOptions:
     device: str | None = None
     max_model_len: int = 4096
     trust_remote_code: bool = False
+    overwrite: bool = False  # replace outputs made with other settings or input
     engine_options: dict = field(default_factory=dict)  # vLLM / server options
+
+
+def _sampling(opts: TagOptions) -> dict:
+    """The tagger LLM's sampling settings (also part of its journal fingerprint)."""
+    return {
+        "temperature": opts.temperature,
+        "top_p": opts.top_p,
+        "repetition_penalty": opts.repetition_penalty,
+        "max_tokens": opts.max_tokens,
+        "seed": opts.seed,
+    }
+
+
+def _known_settings(mission: str, src: Path, opts: TagOptions) -> tuple[dict, list[str]]:
+    """The part of a mission's journal fingerprint known from the options alone, and its
+    keys (for check_finished_output before any model loads)."""
+    from magpie.models import canonical_name
+
+    known = {"stage": "unitag", "mission": mission, "input": str(src.resolve())}
+    kind = _needs(mission, opts)
+    if kind == "tagger":
+        known.update(model=canonical_name(opts.model_path), **_sampling(opts))
+    elif kind == "reward":
+        known["reward_model"] = opts.reward_model_path
+    return known, list(known)
 
 
 def _needs(mission: str, opts: TagOptions) -> str:
@@ -198,10 +228,14 @@ def run(tag_mission: str, input_file: str | Path, opts: TagOptions) -> list[Path
             )
         print("[unitag reward] skipped: no --reward_model_path given")
         missions.remove("reward")
-    plan, current = [], Path(input_file)
+    plan, current, chain_done = [], Path(input_file), True
     for mission in missions:
         out = output_file(current, mission, opts.save_as)
-        done = out.exists() and not Path(f"{out}.journal.jsonl").exists()
+        # Known before any model loads: a later mission's input is only final once the
+        # missions before it are (tag_file's journal checks everything again).
+        known, keys = _known_settings(mission, current, opts)
+        done = chain_done and check_finished_output(out, known, opts.overwrite, keys=keys)
+        chain_done = done
         plan.append((mission, current, out, done))
         current = out
     needed = {_needs(m, opts) for m, _, _, done in plan if not done}
@@ -224,7 +258,8 @@ def run(tag_mission: str, input_file: str | Path, opts: TagOptions) -> list[Path
         if kind not in loaded:
             loaded[kind] = _load_tagger(kind, tokenizers.get(kind), opts)
         records, first_records = (first_records if src == Path(input_file) else None), None
-        summary = tag_file(mission, loaded[kind], src, out, records)
+        with overwriting(opts.overwrite):
+            summary = tag_file(mission, loaded[kind], src, out, records)
         print(summary.line())
         print(f"[unitag {mission}] wrote {out}")
         later = {_needs(m, opts) for m, _, _, d in plan[n + 1 :] if not d}
@@ -243,15 +278,7 @@ def _load_tagger(kind: str, tokenizer, opts: TagOptions):
         from magpie.tagging.llm import LLMTagger
 
         engine = _load_engine(opts.model_path, tokenizer, opts)
-        return LLMTagger(
-            engine,
-            canonical_name(opts.model_path),
-            temperature=opts.temperature,
-            top_p=opts.top_p,
-            repetition_penalty=opts.repetition_penalty,
-            max_tokens=opts.max_tokens,
-            seed=opts.seed,
-        )
+        return LLMTagger(engine, canonical_name(opts.model_path), **_sampling(opts))
     if kind == "guard":
         from magpie.tagging.guard import GuardTagger
 

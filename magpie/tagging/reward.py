@@ -3,8 +3,10 @@ instruction (`instruct_reward`, the raw single logit; `reward_model` names the m
 
 Why batched by length: the original scored one record per forward pass (§9 items 36-37);
 here records are sorted by token length and scored in padded batches (at most
-`batch_size` rows and `MAX_BATCH_TOKENS` padded tokens), and every input is truncated to
-the model's context. Models with their own code (custom heads such as ArmoRM's) load only
+`batch_size` rows and `MAX_BATCH_TOKENS` padded tokens), and every input fits the
+model's context: an input too long loses the start of its instruction (user turns, the
+first first), never the answer being judged, and the record is flagged
+(`reward_truncated`). Models with their own code (custom heads such as ArmoRM's) load only
 with an explicit trust_remote_code; a checkpoint that is not a sequence classifier is
 refused, since transformers would bolt a random head on it and score noise.
 """
@@ -93,16 +95,37 @@ class RewardScorer:
         return {"reward_model": self.model_path, "max_length": self.max_length}
 
     def encode(self, conv: Conversation) -> list[int]:
-        """The reward model's chat template over the conversation, truncated to its context.
-        The template writes its own BOS, so no special tokens are added (no second BOS)."""
+        """The reward model's chat template over the conversation, fitted to its context
+        (see `fit`). The template writes its own BOS, so no special tokens are added."""
+        return self.fit(conv)[0]
+
+    def _render(self, messages: list[dict]) -> list[int]:
         text = self.tokenizer.apply_chat_template(
-            conv.messages(), tokenize=False, add_generation_prompt=False
+            messages, tokenize=False, add_generation_prompt=False
         )
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) > self.max_length:
-            self.truncated += 1
-            ids = ids[: self.max_length]
-        return ids
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def fit(self, conv: Conversation) -> tuple[list[int], bool]:
+        """(token ids, truncated). Too long an input loses the start of its user turns,
+        earliest first, so the answers stay whole; only an answer longer than the whole
+        context is cut (from its start, keeping the template's opening tokens)."""
+        messages = [dict(m) for m in conv.messages()]
+        ids = self._render(messages)
+        if len(ids) <= self.max_length:
+            return ids, False
+        self.truncated += 1
+        for m in messages:
+            if m["role"] != "user":
+                continue
+            while len(ids) > self.max_length and m["content"]:
+                content = self.tokenizer(m["content"], add_special_tokens=False)["input_ids"]
+                cut = min(len(content), len(ids) - self.max_length + 1)
+                m["content"] = self.tokenizer.decode(content[cut:]).lstrip()
+                ids = self._render(messages)
+            if len(ids) <= self.max_length:
+                return ids, True
+        head = ids[:4]
+        return head + ids[len(ids) - (self.max_length - len(head)) :], True
 
     def _batches(self, encoded: list[list[int]]) -> Iterator[list[int]]:
         """Indices, longest first, grouped under the row and padded-token limits."""
@@ -141,6 +164,11 @@ class RewardScorer:
     def tag(
         self, mission: str, items: Sequence[tuple[int, Conversation]]
     ) -> Iterator[tuple[int, dict, str | None]]:
-        encoded = [self.encode(conv) for _, conv in items]
-        for k, value in self.scores(encoded):
-            yield items[k][0], {"instruct_reward": value, "reward_model": self.model_path}, None
+        fitted = [self.fit(conv) for _, conv in items]
+        for k, value in self.scores([ids for ids, _ in fitted]):
+            fields = {
+                "instruct_reward": value,
+                "reward_model": self.model_path,
+                "reward_truncated": fitted[k][1],
+            }
+            yield items[k][0], fields, None

@@ -44,7 +44,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "sample_quality": ("sample_quality", "sample_quality_explanation", "sample_quality_generator"),
     "classification": ("task_category", "other_task_category", "task_category_generator"),
     "safety": ("llama_guard_2", "safety_generator"),
-    "reward": ("instruct_reward", "reward_model"),
+    "reward": ("instruct_reward", "reward_truncated", "reward_model"),
     "language": ("language",),
 }
 
