@@ -106,7 +106,9 @@ def main(
         shuffle=shuffle,
         seed=seed,
     )
-    eng = engine_options.load(model_path, seed=seed, tokenizer=tokenizer)
+    eng = engine_options.load(
+        model_path, seed=seed, tokenizer=tokenizer, logits_processors=processor is not None
+    )
     summary = job.run(eng)
     print(summary.line())
     print(f"[gen_ins] wrote {output}")
