@@ -207,7 +207,6 @@ class VLLMEngine:
         enable_prefix_caching: bool = True,
         chunk_size: int | None = None,
         logits_processors: bool = False,
-        enforce_eager: bool = False,
     ) -> None:
         """`chunk_size`: samples (prompts x n) per `LLM.generate` call; each call's records
         are journaled before the next starts, so a kill loses at most one chunk (None:
@@ -216,7 +215,6 @@ class VLLMEngine:
         use --logits_processor / --flaming_tokens; see `_processor_class`).
         `gpu_memory_utilization` None: 0.95 on a GPU; on a CPU, where vLLM reads it as the
         share of RAM to reserve for the KV cache, CPU_MEMORY_UTILIZATION.
-        `enforce_eager`: skip torch.compile (starts in seconds, decodes slower).
         On vLLM's CPU platform chunked prefill is turned off (see the module docstring)."""
         if chunk_size is None:
             chunk_size = default_chunk_size()
@@ -245,8 +243,6 @@ class VLLMEngine:
             kwargs["seed"] = seed
         if self._processor_cls is not None:
             kwargs["logits_processors"] = [self._processor_cls]
-        if enforce_eager:
-            kwargs["enforce_eager"] = True
         if on_cpu_platform():
             kwargs.update(_CPU_ENGINE_ARGS)
         self.llm_kwargs = kwargs
