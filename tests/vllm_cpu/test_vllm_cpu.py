@@ -12,6 +12,7 @@ a small model's bad day.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 
@@ -212,14 +213,23 @@ def test_po_multi_res_samples(vllm_engine, smol_profile, instructions, tmp_path,
     assert distinct >= 10  # four samples at t 0.8 rarely coincide
 
 
+TURN_FAILURE = re.compile(r"^(instruction|response) \d (empty|unfinished)$")
+
+
 def test_gen_mt_two_turns(vllm_engine, smol_profile, instructions, tmp_path):
+    """Records of gen_res extended to two turns. SmolLM2 answers often run past a token
+    cap, and a turn that does ends its conversation (with the reason): the bars count
+    turns made, and every stop must carry a known reason."""
     from magpie.multiturn import MultiTurnJob
     from magpie.responses import ResponseJob
 
     res = tmp_path / "x_res.json"
-    ResponseJob(smol_profile, instructions, res, model_name=DEFAULT_MODEL, max_tokens=96).run(
+    ResponseJob(smol_profile, instructions, res, model_name=DEFAULT_MODEL, max_tokens=256).run(
         vllm_engine
     )
+    inputs = read_records(res)
+    usable = [r for r in inputs if not r.get("response_flag")]
+    assert len(usable) >= 6, [r.get("response_flag") for r in inputs]
     out = tmp_path / "x_res_mt.json"
     sampling = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1}
     MultiTurnJob(
@@ -231,19 +241,29 @@ def test_gen_mt_two_turns(vllm_engine, smol_profile, instructions, tmp_path):
         num_turns=2,
         instruction_params=sampling,
         response_params=sampling,
-        max_tokens=96,
+        max_tokens=256,
         seed=5,
     ).run(vllm_engine)
     records = read_records(out)
     assert len(records) == 12
-    complete = [r for r in records if r["conversation_stop_reason"] is None]
-    assert len(complete) >= 6, [r["conversation_stop_reason"] for r in records]
-    for r in complete:
+    second_users = 0
+    for r, src in zip(records, inputs, strict=True):
+        why = r["conversation_stop_reason"]
+        if src.get("response_flag"):
+            assert why == "input has no usable instruction and response"
+            continue
+        assert why is None or TURN_FAILURE.match(why), why
         conv = r["conversation"]
-        assert [m["role"] for m in conv] == ["user", "assistant"] * 2
-        assert conv[0]["content"] == r["instruction"]
-        assert all(m["content"].strip() and not any(t in m["content"] for t in LEAKS) for m in conv)
-        assert conv[2]["content"] != conv[0]["content"]
+        assert [m["content"] for m in conv[:2]] == [src["instruction"], src["response"]]
+        assert [m["role"] for m in conv] == ["user", "assistant", "user", "assistant"][: len(conv)]
+        for m in conv[2:]:
+            assert m["content"].strip() and not any(t in m["content"] for t in LEAKS)
+        if len(conv) > 2:
+            second_users += 1
+            assert conv[2]["content"] != conv[0]["content"]
+        if why is None:
+            assert len(conv) == 4
+    assert second_users >= len(usable) * 0.6  # user turns stop at a newline: few fail
 
 
 def test_gen_conv_with_de_markdown(vllm_engine, smol_profile, tmp_path):
@@ -265,11 +285,18 @@ def test_gen_conv_with_de_markdown(vllm_engine, smol_profile, tmp_path):
     ).run(vllm_engine)
     records = read_records(out)
     assert len(records) == 24
-    firsts = [r["conversation"][0]["content"] for r in records if r["conversation"]]
-    assert len(firsts) == 24
-    assert not any(t.lstrip().startswith("#") for t in firsts)
-    assert sum(good_instruction(t) for t in firsts) >= 16
     assert all(r["gen_input_configs"]["engine"] == "vllm" for r in records)
+    firsts = []
+    for r in records:
+        why = r["conversation_stop_reason"]
+        assert why is None or TURN_FAILURE.match(why), why
+        if r["conversation"]:
+            firsts.append(r["conversation"][0]["content"])
+        else:  # the first user turn failed: said so
+            assert why.startswith("instruction 1 ")
+    assert not any(t.lstrip().startswith("#") for t in firsts)  # de_markdown held
+    # ~85% of SmolLM2's pre-query samples are well-formed (DESIGN.md); bar at 2/3
+    assert sum(good_instruction(t) for t in firsts) >= 16
 
 
 @pytest.mark.parametrize("mission", ["difficulty", "quality", "classification"])

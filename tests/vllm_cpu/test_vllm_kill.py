@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from vllm_settings import DTYPE, SECOND_ENGINE_ENV
+
 from magpie.instructions import InstructionJob, instruction_file_name
 from magpie.models import DEFAULT_MODEL
 from magpie.records import read_records
@@ -68,9 +70,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_records(vllm_engine, tmp_pa
     args = [sys.executable, str(REPO / "exp" / "gen_ins.py"), "--engine", "vllm"]
     args += ["--total_prompts", str(TOTAL), "--n", str(N), "--max_tokens", str(MAX_TOKENS)]
     args += ["--seed", str(SEED), "--timestamp", str(TIMESTAMP), "--output_folder", str(out)]
-    args += ["--gpu_memory_utilization", "0.05"]  # a second engine next to the session's
-    args += ["--dtype", "float32"]  # the session engine's (see conftest.DTYPE)
-    env = {**os.environ, "MAGPIE_VLLM_CHUNK_SIZE": str(CHUNK)}
+    args += ["--dtype", DTYPE]  # the session engine's
+    env = {**os.environ, "MAGPIE_VLLM_CHUNK_SIZE": str(CHUNK), **SECOND_ENGINE_ENV}
     log = tmp_path / "killed.log"
     start = time.monotonic()
     with open(log, "wb") as f:

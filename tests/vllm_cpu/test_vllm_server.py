@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from vllm_settings import DTYPE, SECOND_ENGINE_ENV
 
 from magpie.engines.base import SamplingParams
 from magpie.engines.openai import OpenAIEngine
@@ -45,9 +46,9 @@ def server_url(embedded_dir, tmp_path_factory, timings):
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     cmd += ["--model", str(embedded_dir), "--served-model-name", DEFAULT_MODEL]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--max-model-len", "4096"]
-    cmd += ["--gpu-memory-utilization", "0.05", "--no-enable-chunked-prefill"]
-    cmd += ["--dtype", "float32"]  # the session engine's (see conftest.DTYPE)
-    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
+    cmd += ["--gpu-memory-utilization", "0.2", "--no-enable-chunked-prefill"]
+    cmd += ["--dtype", DTYPE]  # the session engine's
+    env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "0-1", **SECOND_ENGINE_ENV}
     start = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
