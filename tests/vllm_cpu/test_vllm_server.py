@@ -120,7 +120,9 @@ def test_seeds_n_and_agreement_with_the_offline_engine(
     params = SamplingParams(n=3, max_tokens=40, temperature=1.0, stop=["\n"])
     first = server_engine.generate(prompts, params, seeds=[1000, 2000])
     assert sorted(b["seed"] for b in bodies) == [1000, 2000]  # one request per prompt
-    assert all(b["n"] == 3 and isinstance(b["prompt"], list) for b in bodies)  # token ids
+    # n samples in one request, the template as raw text with no BOS added by the server
+    assert all(b["n"] == 3 and b["prompt"] == prompts[0] for b in bodies)
+    assert all(b["add_special_tokens"] is False for b in bodies)
     again = server_engine.generate(prompts, params, seeds=[1000, 2000])
     texts = [[c.text for c in cs] for cs in first]
     assert texts == [[c.text for c in cs] for cs in again]  # same seeds, same text
