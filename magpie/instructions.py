@@ -36,11 +36,17 @@ def instruction_file_name(model_path: str, total_prompts: int, timestamp: int) -
     return f"Magpie_{Path(model_path.rstrip('/')).name}_{total_prompts}_{timestamp}_ins.json"
 
 
-def finish_reason(c: Completion, newline_stop: bool) -> str:
+def finish_reason(c: Completion, newline_stop: bool, role_words=()) -> str:
+    """How an instruction ended: "length", "newline", "role_word" (cut at one of the
+    profile's `stop_tokens_assistant`, as the original cut: a model running on into the
+    assistant's turn, or a legitimate use of the word, which users can filter on) or
+    "end_of_turn"."""
     if c.finish_reason == "length":
         return "length"
     if newline_stop and c.stop_reason == "\n":
         return "newline"
+    if c.stop_reason in role_words:
+        return "role_word"
     return "end_of_turn"
 
 
@@ -87,6 +93,7 @@ class InstructionJob:
             shuffle,
             seed,
         )
+        self.role_words = tuple(profile.stop_tokens_assistant)
         self.params = SamplingParams(
             n=n,
             temperature=temperature,
@@ -156,7 +163,7 @@ class InstructionJob:
 
     def _record(self, i: int, c: Completion) -> dict:
         raw = c.text.strip()
-        reason = finish_reason(c, self.early_stopping)
+        reason = finish_reason(c, self.early_stopping, self.role_words)
         record: dict = {"id": i, "pre_query_template": self.template}
         if self.sanitize:
             text, class_num = instruction_post_process(raw, self.model_name)

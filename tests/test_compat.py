@@ -428,3 +428,23 @@ def test_only_a_template_refusal_means_no_system_turn():
     )
     with pytest.raises(InputError, match="model broken: its chat template fails on a system"):
         derive_profile("broken", broken)
+
+
+def test_an_instruction_cut_at_a_role_word_says_so(tmp_path, clean_env):
+    """Cut at "assistant" as the original cut, but recorded as such (its §9 item 6: a
+    legitimate use of the word is cut too), so users can filter on it."""
+    from magpie.engines.base import Completion
+
+    job = InstructionJob(
+        get_profile("meta-llama/Meta-Llama-3-8B-Instruct"),
+        tmp_path / "ins.json",
+        model_name="meta-llama/Meta-Llama-3-8B-Instruct",
+        total_prompts=2,
+        n=2,
+    )
+    cut = job._record(0, Completion("Write a poem about an ", "stop", "assistant", 5, 6))
+    turn = job._record(1, Completion("Write a poem.", "stop", 128009, 5, 4))
+    job.journal.close()
+    assert (cut["instruction_finish_reason"], cut["instruction_flag"]) == ("role_word", None)
+    assert cut["instruction"] == "Write a poem about an"
+    assert turn["instruction_finish_reason"] == "end_of_turn"
