@@ -169,9 +169,7 @@ def _tag_options(task: dict, missions_model: str | None = None):
     )
 
 
-def _post_process(
-    task: dict, tagged: Path, out_dir: Path, summary: dict, text_field: str = "instruction"
-) -> Path:
+def _post_process(task: dict, tagged: Path, out_dir: Path, summary: dict) -> Path:
     """Near-duplicate marking and filtering, as the task asks; returns the final file."""
     from magpie.dedup import run_distance
     from magpie.filters import run_filter
@@ -179,7 +177,7 @@ def _post_process(
     current = tagged
     if task.get("dedup"):
         current_out = out_dir / f"{tagged.stem}_distance.jsonl"
-        run_distance(current, current_out, text_field=text_field, progress=False)
+        run_distance(current, current_out, progress=False)
         current = current_out
     cfg = _filter_config(task.get("filter"))
     final = out_dir / "final_data.jsonl"
@@ -211,9 +209,9 @@ def run_tag_transform(task: dict, out_dir: Path) -> dict:
     write_records(source, records)
     files = run_tagging(task.get("mission", "magpie"), source, _tag_options(task))
     summary = {"task": task["task_name"], "builder": task["data_builder"], "records": len(records)}
-    # input/output records compare `input`; records without it fall back to their messages.
-    text_field = "input" if any("input" in r for r in records) else "instruction"
-    _post_process(task, files[-1], out_dir, summary, text_field)
+    # The first user turn is compared, read by magpie.conversation from any format
+    # (input/output records' `input`, messages' first user message).
+    _post_process(task, files[-1], out_dir, summary)
     return summary
 
 

@@ -418,6 +418,7 @@ BOS_BY_FAMILY = {
     "deepseek-ai/DeepSeek": "<｜begin▁of▁sentence｜>",
     "HuggingFaceTB/SmolLM2": "<|im_start|>",
     "Qwen/": "",
+    "openai/gpt-oss": "",  # harmony: the published template starts at <|start|>, no BOS
 }
 # BOS texts that are no turn marker: none may follow the BOS (a second BOS).
 SECOND_BOS = {b for b in BOS_BY_FAMILY.values() if b} - {"<|im_start|>"}

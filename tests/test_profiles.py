@@ -55,6 +55,18 @@ SPECIAL_TOKENS = {
         "<｜begin▁of▁sentence｜>": 100000,
         "<｜end▁of▁sentence｜>": 100001,
     },
+    # gpt-oss's o200k_harmony specials (its tokenizer_config.json).
+    "gpt-oss-minimal.jinja": {
+        "<|startoftext|>": 199998,
+        "<|endoftext|>": 199999,
+        "<|return|>": 200002,
+        "<|constrain|>": 200003,
+        "<|channel|>": 200005,
+        "<|start|>": 200006,
+        "<|end|>": 200007,
+        "<|message|>": 200008,
+        "<|call|>": 200012,
+    },
 }
 # What the turn must stop on, from the original's registry (original-magpie.md §3) or,
 # for families it lacked, the model's end-of-turn token; and the end-of-turn token.
@@ -84,6 +96,12 @@ EXPECTED_STOPS = {
             "<｜Assistant｜>",
         },
         "<｜end▁of▁sentence｜>",
+    ),
+    # Harmony: a user message ends at <|end|>; never on <|channel|> or <|message|>, which
+    # every answer holds (the original had no harmony model).
+    "gpt-oss-minimal.jinja": (
+        {"<|end|>", "<|start|>", "<|return|>", "<|call|>", "<|endoftext|>"},
+        "<|end|>",
     ),
 }
 

@@ -309,7 +309,7 @@ class _CannedEngine:
         self.supports_json_schema = constrained
         self.prompts: list = []
 
-    def stream(self, prompts, params):
+    def stream(self, prompts, params, seeds=None):
         from magpie.engines.base import Completion
 
         self.prompts += list(prompts)

@@ -108,7 +108,7 @@ class ScriptedEngine:
         self.answers = answers
         self.prompts: list[str] = []
 
-    def stream(self, prompts, params):
+    def stream(self, prompts, params, seeds=None):
         for i, p in enumerate(prompts):
             self.prompts.append(p)
             text = self.answers.pop(0)
