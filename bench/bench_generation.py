@@ -98,6 +98,18 @@ def naive(engine, prompts, params) -> tuple[int, int]:
     return records, useful
 
 
+def result_row(phase: str, records: int, useful: int, seconds: float) -> dict:
+    """One phase's figures (useful tokens: the kept text's, up to its stop)."""
+    return {
+        "phase": phase,
+        "records": records,
+        "seconds": round(seconds, 1),
+        "records_per_s": round(records / seconds, 2),
+        "useful_tok_per_s": round(useful / seconds, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
 def engine_phase(phase: str, prompts: int, n: int, seed: int) -> dict:
     """One instruction job (prompts x n samples) on the hf or the vllm engine."""
     import dataclasses
@@ -119,14 +131,7 @@ def engine_phase(phase: str, prompts: int, n: int, seed: int) -> dict:
     tok = engine.tokenizer
     useful = sum(len(tok.encode(c.text, add_special_tokens=False)) for cs in results for c in cs)
     records = sum(len(cs) for cs in results)
-    return {
-        "phase": phase,
-        "records": records,
-        "seconds": round(seconds, 1),
-        "records_per_s": round(records / seconds, 2),
-        "useful_tok_per_s": round(useful / seconds, 1),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-    }
+    return result_row(phase, records, useful, seconds)
 
 
 def run_phase(phase: str, prompts: int, seed: int) -> dict:
@@ -156,14 +161,7 @@ def run_phase(phase: str, prompts: int, seed: int) -> dict:
     else:
         records, useful = naive(engine, batch, params)
     seconds = time.perf_counter() - start
-    return {
-        "phase": phase,
-        "records": records,
-        "seconds": round(seconds, 1),
-        "records_per_s": round(records / seconds, 2),
-        "useful_tok_per_s": round(useful / seconds, 1),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-    }
+    return result_row(phase, records, useful, seconds)
 
 
 def main() -> None:
