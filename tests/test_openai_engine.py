@@ -436,6 +436,19 @@ def test_vllm_like_server_n_seeds_batching_retries_and_key(fake, smol_tokenizer,
     with pytest.raises(InputError, match="first token"):
         engine.generate(["x"], SamplingParams(logits_processor="de_markdown"))
 
+    # vLLM's server takes at most 4 stop strings: the special tokens among them that are
+    # also stop ids stop by id (it strips them from the text anyway), the rest go as text.
+    srv.seen.clear()
+    srv.fail_next = 0
+    specials = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+    ids = smol_tokenizer.convert_tokens_to_ids(specials)
+    params = SamplingParams(max_tokens=5, stop=[*specials, "assistant", "\n"], stop_token_ids=ids)
+    engine.generate(["x"], params, seeds=[3])
+    (body,) = posted(srv)
+    assert body["stop"] == ["assistant", "\n"] and body["stop_token_ids"] == ids
+    with pytest.raises(InputError, match="at most 4 stop strings"):
+        engine.generate(["x"], SamplingParams(max_tokens=5, stop=list("abcde")), seeds=[3])
+
 
 def test_tokenizer_from_llama_server_props(fake):
     template = (FIXTURES / "chat_templates" / "smollm2.jinja").read_text()

@@ -73,6 +73,9 @@ VLLM_LIKE = ("vllm", "sglang")
 LLAMA_CPP = ("llama.cpp", "llama-cpp-python")
 BATCHING = ("vllm", "sglang")
 OWNED_BY = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llama.cpp", "me": "llama-cpp-python"}
+# OpenAI's limit on stop strings per request, which vLLM's server enforces.
+MAX_STOP_STRINGS = 4
+
 FINISH = {"stop": "stop", "eos": "stop", "eos_token": "stop", "stop_sequence": "stop"}
 FINISH.update(length="length", max_tokens="length")
 
@@ -603,8 +606,9 @@ class OpenAIEngine:
             body["model"] = self.model
         if n != 1:
             body["n"] = n
-        if params.stop:
-            body["stop"] = list(params.stop)
+        stop = self._stop_strings(params)
+        if stop:
+            body["stop"] = stop
         if seed is not None:
             body["seed"] = seed
         if self.kind in VLLM_LIKE:
@@ -636,6 +640,24 @@ class OpenAIEngine:
             if params.json_schema is not None:
                 self._warn_once("no JSON-schema constrained decoding; output is free text")
         return body
+
+    def _stop_strings(self, params: SamplingParams) -> list[str]:
+        """The stop strings to send. vLLM's server takes at most MAX_STOP_STRINGS (the
+        OpenAI limit) and strips special tokens from the text, so a stop string that is a
+        special token already in stop_token_ids is redundant there and left out."""
+        stop = list(params.stop)
+        if self.kind not in VLLM_LIKE:
+            return stop
+        ids = set(params.stop_token_ids)
+        convert = getattr(self.tokenizer, "convert_tokens_to_ids", None)
+        if ids and convert is not None:
+            stop = [s for s in stop if not (s in self._special and convert(s) in ids)]
+        if len(stop) > MAX_STOP_STRINGS:
+            raise InputError(
+                f"the server at {self.client.url} takes at most {MAX_STOP_STRINGS} stop "
+                f"strings, and this stage needs {len(stop)}: {stop}"
+            )
+        return stop
 
     def _prompt_text(self, prompt: Prompt):
         if isinstance(prompt, str):

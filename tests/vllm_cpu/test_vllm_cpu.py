@@ -258,11 +258,12 @@ def test_gen_mt_two_turns(vllm_engine, smol_profile, instructions, tmp_path):
         assert [m["role"] for m in conv] == ["user", "assistant", "user", "assistant"][: len(conv)]
         for m in conv[2:]:
             assert m["content"].strip() and not any(t in m["content"] for t in LEAKS)
-        if len(conv) > 2:
-            second_users += 1
-            assert conv[2]["content"] != conv[0]["content"]
+        # Only complete exchanges are kept: a failed 2nd answer drops its user turn too.
+        assert len(conv) == (4 if why is None else 2)
         if why is None:
-            assert len(conv) == 4
+            assert conv[2]["content"] != conv[0]["content"]
+        if why is None or why.startswith("response 2 "):
+            second_users += 1  # the 2nd user turn was made
     assert second_users >= len(usable) * 0.6  # user turns stop at a newline: few fail
 
 
@@ -280,7 +281,7 @@ def test_gen_conv_with_de_markdown(vllm_engine, smol_profile, tmp_path):
         n_turns=2,
         instruction_params={**sampling, "logits_processor": "de_markdown"},
         response_params={**sampling, "temperature": 0.0},
-        max_tokens=64,
+        max_tokens=128,
         seed=13,
     ).run(vllm_engine)
     records = read_records(out)
@@ -292,11 +293,12 @@ def test_gen_conv_with_de_markdown(vllm_engine, smol_profile, tmp_path):
         assert why is None or TURN_FAILURE.match(why), why
         if r["conversation"]:
             firsts.append(r["conversation"][0]["content"])
-        else:  # the first user turn failed: said so
-            assert why.startswith("instruction 1 ")
+        else:  # the first exchange failed (its user turn is not kept): said so
+            assert why.startswith(("instruction 1 ", "response 1 "))
+    assert len(firsts) >= 8  # greedy 128-token answers of a 135M model often run on
     assert not any(t.lstrip().startswith("#") for t in firsts)  # de_markdown held
     # ~85% of SmolLM2's pre-query samples are well-formed (DESIGN.md); bar at 2/3
-    assert sum(good_instruction(t) for t in firsts) >= 16
+    assert sum(good_instruction(t) for t in firsts) >= len(firsts) * 2 / 3
 
 
 @pytest.mark.parametrize("mission", ["difficulty", "quality", "classification"])
