@@ -295,10 +295,13 @@ def test_gen_conv_with_de_markdown(vllm_engine, smol_profile, tmp_path):
             firsts.append(r["conversation"][0]["content"])
         else:  # the first exchange failed (its user turn is not kept): said so
             assert why.startswith(("instruction 1 ", "response 1 "))
-    assert len(firsts) >= 8  # greedy 128-token answers of a 135M model often run on
+    # User turns stop at a newline: few fail. Greedy 128-token answers of a 135M model
+    # often run on, and a failed answer drops its exchange (the complete-exchange rule).
+    failed_users = [r for r in records if (r["conversation_stop_reason"] or "").startswith("ins")]
+    assert len(failed_users) <= 4
+    assert len(firsts) >= 4
     assert not any(t.lstrip().startswith("#") for t in firsts)  # de_markdown held
-    # ~85% of SmolLM2's pre-query samples are well-formed (DESIGN.md); bar at 2/3
-    assert sum(good_instruction(t) for t in firsts) >= len(firsts) * 2 / 3
+    assert all(good_instruction(t) for t in firsts)
 
 
 @pytest.mark.parametrize("mission", ["difficulty", "quality", "classification"])
