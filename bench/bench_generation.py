@@ -222,7 +222,8 @@ def compare_engines(args) -> None:
         cmd += ["--n", str(args.n), "--seed", str(args.seed)]
         env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        # vLLM may log to stdout after the phase's line: take the phase's JSON line.
+        rows.append(json.loads([x for x in out.splitlines() if x.startswith('{"phase"')][-1]))
         print(rows[-1], file=sys.stderr)
     print("| engine | samples | seconds | samples/s | useful tok/s | peak RSS MiB |")
     print("|---|---|---|---|---|---|")
