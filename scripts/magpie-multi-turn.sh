@@ -29,7 +29,7 @@ export CUDA_VISIBLE_DEVICES="$device"
   --num_turns "$num_turns" \
   --model_path "$model_path" \
   --tensor_parallel_size "${TENSOR_PARALLEL:-1}" \
-  --gpu_memory_utilization "${GPU_MEMORY_UTILIZATION:-0.95}" \
+  ${GPU_MEMORY_UTILIZATION:+--gpu_memory_utilization "$GPU_MEMORY_UTILIZATION"} \
   --batch_size "${BATCH_SIZE:-64}" \
   ${MT_EXTRA_ARGS:-}
 echo "[magpie-multi-turn.sh] Finished. Log: $log"

@@ -30,7 +30,8 @@ res_temp="${6:-0}"
 res_rep=1
 device="${DEVICE:-0}"
 tensor_parallel="${TENSOR_PARALLEL:-1}"
-gpu_memory_utilization="${GPU_MEMORY_UTILIZATION:-0.95}"
+# GPU_MEMORY_UTILIZATION unset: the engine's default (0.95 of a GPU; 0.2 of RAM on
+# vLLM's CPU build).
 n="${N:-200}"
 batch_size="${BATCH_SIZE:-64}"
 python="${PYTHON:-python3}"
@@ -57,7 +58,7 @@ export CUDA_VISIBLE_DEVICES="$device"
   --top_p "$ins_topp" \
   --temperature "$ins_temp" \
   --tensor_parallel_size "$tensor_parallel" \
-  --gpu_memory_utilization "$gpu_memory_utilization" \
+  ${GPU_MEMORY_UTILIZATION:+--gpu_memory_utilization "$GPU_MEMORY_UTILIZATION"} \
   --n "$n" \
   --batch_size "$batch_size" \
   --output_folder "$data_dir" \
@@ -77,7 +78,7 @@ echo "[magpie.sh] Instructions: $ins_file"
   --temperature "$res_temp" \
   --repetition_penalty "$res_rep" \
   --tensor_parallel_size "$tensor_parallel" \
-  --gpu_memory_utilization "$gpu_memory_utilization" \
+  ${GPU_MEMORY_UTILIZATION:+--gpu_memory_utilization "$GPU_MEMORY_UTILIZATION"} \
   ${RES_EXTRA_ARGS:-}
 
 echo "[magpie.sh] Responses: ${ins_file%.json}_res.json"

@@ -37,7 +37,6 @@ else
 fi
 device="${DEVICE:-0}"
 tensor_parallel="${TENSOR_PARALLEL:-1}"
-gpu_memory_utilization="${GPU_MEMORY_UTILIZATION:-0.95}"
 batch_size="${BATCH_SIZE:-64}"
 seed="${SEED:-42}"
 min_margin="${MIN_MARGIN:-0}"
@@ -76,7 +75,7 @@ export CUDA_VISIBLE_DEVICES="$device"
   --repetition_penalty "$res_rep" \
   --seed "$seed" \
   --tensor_parallel_size "$tensor_parallel" \
-  --gpu_memory_utilization "$gpu_memory_utilization" \
+  ${GPU_MEMORY_UTILIZATION:+--gpu_memory_utilization "$GPU_MEMORY_UTILIZATION"} \
   --output_file "$res_file" \
   ${RES_EXTRA_ARGS:-}
 echo "[magpie_example_po.sh] Responses: $res_file"

@@ -35,7 +35,6 @@ else
 fi
 batch_size="${BATCH_SIZE:-64}"
 tensor_parallel="${TENSOR_PARALLEL:-1}"
-gpu_memory_utilization="${GPU_MEMORY_UTILIZATION:-0.95}"
 save_as="${SAVE_AS:-json}"
 python="${PYTHON:-python3}"
 
@@ -58,7 +57,7 @@ if [ -n "${ENGINE:-}" ]; then engine_args=(--engine "$ENGINE"); fi
   --reward_model_path "$reward_model_path" \
   --batch_size "$batch_size" \
   --tensor_parallel_size "$tensor_parallel" \
-  --gpu_memory_utilization "$gpu_memory_utilization" \
+  ${GPU_MEMORY_UTILIZATION:+--gpu_memory_utilization "$GPU_MEMORY_UTILIZATION"} \
   --save_as "$save_as" \
   "${engine_args[@]}" \
   ${EXTRA_ARGS:-}
