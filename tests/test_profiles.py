@@ -16,6 +16,17 @@ CONFIGS = load_model_configs()
 
 # The special tokens of each model's tokenizer (written by hand from the tokenizers, not
 # from the registry: the BOS and tokens that end no turn are included).
+HARMONY_SPECIALS = {  # o200k_harmony's special tokens
+    "<|startoftext|>": 199998,
+    "<|endoftext|>": 199999,
+    "<|return|>": 200002,
+    "<|constrain|>": 200003,
+    "<|channel|>": 200005,
+    "<|start|>": 200006,
+    "<|end|>": 200007,
+    "<|message|>": 200008,
+    "<|call|>": 200012,
+}
 SPECIAL_TOKENS = {
     "llama3.jinja": {
         "<|begin_of_text|>": 128000,
@@ -55,18 +66,7 @@ SPECIAL_TOKENS = {
         "<｜begin▁of▁sentence｜>": 100000,
         "<｜end▁of▁sentence｜>": 100001,
     },
-    # gpt-oss's o200k_harmony specials (its tokenizer_config.json).
-    "gpt-oss-minimal.jinja": {
-        "<|startoftext|>": 199998,
-        "<|endoftext|>": 199999,
-        "<|return|>": 200002,
-        "<|constrain|>": 200003,
-        "<|channel|>": 200005,
-        "<|start|>": 200006,
-        "<|end|>": 200007,
-        "<|message|>": 200008,
-        "<|call|>": 200012,
-    },
+    "gpt-oss-minimal.jinja": HARMONY_SPECIALS,
 }
 # What the turn must stop on, from the original's registry (original-magpie.md §3) or,
 # for families it lacked, the model's end-of-turn token; and the end-of-turn token.
@@ -172,17 +172,6 @@ def test_unknown_model_without_tokenizer_is_a_clear_error():
 
 
 # ------------------------------------------------------------------ harmony (gpt-oss)
-HARMONY_SPECIALS = {  # o200k_harmony's special tokens
-    "<|startoftext|>": 199998,
-    "<|endoftext|>": 199999,
-    "<|return|>": 200002,
-    "<|constrain|>": 200003,
-    "<|channel|>": 200005,
-    "<|start|>": 200006,
-    "<|end|>": 200007,
-    "<|message|>": 200008,
-    "<|call|>": 200012,
-}
 GPT_OSS_SYSTEM = (
     "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
     "Knowledge cutoff: 2024-06\nCurrent date: 2024-07-26\n\nReasoning: medium\n\n"
