@@ -14,9 +14,7 @@ INDEX = json.loads((FIXTURES / "chat_templates" / "index.json").read_text())
 CONFIGS = load_model_configs()
 
 
-# The special tokens of each model's tokenizer (written by hand from the tokenizers, not
-# from the registry: the BOS and tokens that end no turn are included).
-HARMONY_SPECIALS = {  # o200k_harmony's special tokens
+HARMONY_SPECIALS = {  # o200k_harmony's special tokens (gpt-oss's tokenizer_config.json)
     "<|startoftext|>": 199998,
     "<|endoftext|>": 199999,
     "<|return|>": 200002,
@@ -27,6 +25,8 @@ HARMONY_SPECIALS = {  # o200k_harmony's special tokens
     "<|message|>": 200008,
     "<|call|>": 200012,
 }
+# The special tokens of each model's tokenizer (written by hand from the tokenizers, not
+# from the registry: the BOS and tokens that end no turn are included).
 SPECIAL_TOKENS = {
     "llama3.jinja": {
         "<|begin_of_text|>": 128000,
