@@ -109,10 +109,9 @@ def main(
         )
     if already_complete("gen_ins", job.journal, output):
         return
-    eng = engine_options.load(
-        model_path, seed=seed, tokenizer=tokenizer, logits_processors=processor is not None
+    summary = engine_options.run(
+        job, model_path, seed=seed, tokenizer=tokenizer, logits_processors=processor is not None
     )
-    summary = job.run(eng)
     print(summary.line())
     print(f"[gen_ins] wrote {output}")
 

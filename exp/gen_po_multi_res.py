@@ -81,10 +81,9 @@ def main(
         )
     if already_complete("gen_po_multi_res", job.journal, output):
         return
-    eng = engine_options.load(
-        model_path, seed=seed, tokenizer=tokenizer, response_mode=response_mode
+    summary = engine_options.run(
+        job, model_path, seed=seed, tokenizer=tokenizer, response_mode=response_mode
     )
-    summary = job.run(eng)
     print(summary.line())
     print(f"[gen_po_multi_res] wrote {output}")
 

@@ -18,11 +18,11 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from tqdm import tqdm
-
 from magpie.engines.base import Completion, Engine, SamplingParams, item_seeds
+from magpie.executor import Made, Step
 from magpie.profiles import Profile
 from magpie.records import InputError, Journal
 from magpie.sanitize import instruction_post_process
@@ -58,8 +58,11 @@ def instruction_flag(text: str, reason: str) -> str | None:
     return None
 
 
-class InstructionJob:
-    """One instruction-extraction run: validated and journal opened before any model loads."""
+class InstructionJob(Step):
+    """One instruction-extraction run: validated and journal opened before any model loads.
+    Items are rounds: round r makes records r*n .. r*n+n-1 from one prompt with n samples."""
+
+    stage, unit = "gen_ins", "ins"
 
     def __init__(
         self,
@@ -123,42 +126,48 @@ class InstructionJob:
             },
         )
 
-    def run(self, engine: Engine) -> Summary:
-        """Generate what the journal lacks, then write exactly `total_prompts` records."""
-        journal, n, total = self.journal, self.n, self.total
-        summary = Summary("gen_ins", 0)
-        summary.resumed = len(journal.done)
-        rounds = math.ceil(total / n)
-        ids_of = [list(range(r * n, min((r + 1) * n, total))) for r in range(rounds)]
-        todo = [r for r in range(rounds) if any(i not in journal.done for i in ids_of[r])]
-        bar = tqdm(total=total, initial=len(journal.done), desc="instructions", unit="ins")
+    def _ids(self, r: int) -> range:
+        """The record ids of round r (n of them, fewer in a short last round)."""
+        return range(r * self.n, min((r + 1) * self.n, self.total))
+
+    def todo(self) -> list[int]:
+        """Rounds with a record not yet journaled."""
+        done = self.journal.done
+        rounds = math.ceil(self.total / self.n)
+        return [r for r in range(rounds) if any(i not in done for i in self._ids(r))]
+
+    def progress(self) -> tuple[int, int]:
+        return self.total, len(self.journal.done)
+
+    def summary(self) -> Summary:
+        return Summary("gen_ins", 0)
+
+    def make(self, engine: Engine, items: list[int]) -> Iterator[Made]:
+        """The records of these rounds (all n of each; the executor keeps the missing)."""
+        n = self.n
         # Full rounds share one call with n samples each; a short last round gets its own n.
         groups: dict[int, list[int]] = {}
-        for r in todo:
-            groups.setdefault(len(ids_of[r]), []).append(r)
-        try:
-            for size, group_rounds in groups.items():
-                params = dataclasses.replace(self.params, n=size)
-                prompts = [self.template] * len(group_rounds)
-                # Round r's sample j draws from stage_seed + r * n + j = stage_seed + its id,
-                # also in a short last round: no two records share a seed.
-                seeds = item_seeds(self.seed, "gen_ins", group_rounds, n)
-                for k, completions in engine.stream(prompts, params, seeds):
-                    r = group_rounds[k]
-                    if self.shuffle:  # keyed by round: the same order after a resume
-                        random.Random(f"{self.seed}/gen_ins/shuffle/{r}").shuffle(completions)
-                    for i, c in zip(ids_of[r], completions, strict=True):
-                        summary.tokens += c.completion_tokens
-                        if i not in journal.done:
-                            journal.append(i, self._record(i, c))
-                            bar.update(1)
-        finally:
-            bar.close()
-            journal.close()
-        records = [journal.done[i] for i in range(total)]
+        for r in items:
+            groups.setdefault(len(self._ids(r)), []).append(r)
+        for size, group_rounds in groups.items():
+            params = dataclasses.replace(self.params, n=size)
+            prompts = [self.template] * len(group_rounds)
+            # Round r's sample j draws from stage_seed + r * n + j = stage_seed + its id,
+            # also in a short last round: no two records share a seed.
+            seeds = item_seeds(self.seed, "gen_ins", group_rounds, n)
+            for k, completions in engine.stream(prompts, params, seeds):
+                r = group_rounds[k]
+                if self.shuffle:  # keyed by round: the same order after a resume
+                    random.Random(f"{self.seed}/gen_ins/shuffle/{r}").shuffle(completions)
+                for i, c in zip(self._ids(r), completions, strict=True):
+                    yield i, self._record(i, c), c.completion_tokens
+
+    def finish(self, summary: Summary) -> Summary:
+        """Write exactly `total_prompts` records."""
+        records = [self.journal.done[i] for i in range(self.total)]
         summary.flags.update(r["instruction_flag"] for r in records if r["instruction_flag"])
         summary.records_out = len(records)
-        journal.finish(records)
+        self.journal.finish(records)
         return summary
 
     def _record(self, i: int, c: Completion) -> dict:

@@ -336,6 +336,11 @@ class Journal:
                 f.truncate(len(good))
 
     def append(self, key, record: dict) -> None:
+        self.append_many([(key, record)], sync=False)
+
+    def append_many(self, entries: Iterable[tuple], sync: bool = True) -> None:
+        """Journal (key, record) pairs in one write; with `sync` they are on disk before
+        this returns (a chunk committed by the Ray executor survives a crash of the node)."""
         if self._file is None:
             new = not self.path.exists() or self.path.stat().st_size == 0
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -346,9 +351,17 @@ class Journal:
                     "__input_sha256__": self.meta["input_sha256"],
                 }
                 self._file.write(json.dumps(header) + "\n")
-        self._file.write(json.dumps({"key": key, "record": record}, ensure_ascii=False) + "\n")
-        self._file.flush()  # in the OS after each record: a killed process loses none
-        self.done[key] = record
+        entries = list(entries)
+        self._file.write(
+            "".join(
+                json.dumps({"key": key, "record": record}, ensure_ascii=False) + "\n"
+                for key, record in entries
+            )
+        )
+        self._file.flush()  # in the OS after each write: a killed process loses none
+        if sync:
+            os.fsync(self._file.fileno())
+        self.done.update(entries)
 
     def finish(self, records: Iterable[dict]) -> None:
         """Write the final output atomically, then its meta file, then drop the journal

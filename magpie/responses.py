@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
-from tqdm import tqdm
-
 from magpie.engines.base import Completion, Engine, SamplingParams, item_seeds
+from magpie.executor import Made, Step
 from magpie.profiles import Profile
 from magpie.records import InputError, Journal, read_records, require_text_field
 from magpie.stage import Summary
@@ -127,8 +127,11 @@ def read_completion(
     return reasoning, text, None if text else "empty"
 
 
-class ResponseJob:
-    """One response run: input read and validated, journal opened, before any model loads."""
+class ResponseJob(Step):
+    """One response run: input read and validated, journal opened, before any model loads.
+    Items are record indices."""
+
+    unit = "res"
 
     def __init__(
         self,
@@ -221,15 +224,17 @@ class ResponseJob:
             "response_flags": list(flags),
         }
 
-    def run(self, engine: Engine) -> Summary:
-        records, journal = self.records, self.journal
-        summary = Summary(self.stage, len(records))
+    def todo(self) -> list[int]:
+        return [i for i in range(len(self.records)) if i not in self.journal.done]
+
+    def make(self, engine: Engine, items: list[int]) -> Iterator[Made]:
+        """Records of these indices: flagged instructions skipped, the rest answered."""
+        records = self.records
         skipped = (
             {"response": None, "response_flag": "skipped"}
             if self.num_samples is None
             else {"responses": None, "response_flag": "skipped"}
         )
-        summary.resumed = len(journal.done)
         # "chat": the server's chat endpoint applies the template (openai engine, opt-in).
         chat = getattr(engine, "response_mode", "template") == "chat"
         if chat and self.template_kwargs:
@@ -243,12 +248,10 @@ class ResponseJob:
             "response_mode": "chat" if chat else "template",
         }
         todo, prompts = [], []
-        for i, record in enumerate(records):
-            if i in journal.done:
-                continue
-            text = record.get("instruction")
-            if not text or record.get("instruction_flag"):
-                journal.append(i, {**record, **skipped})
+        for i in items:
+            text = records[i].get("instruction")
+            if not text or records[i].get("instruction_flag"):
+                yield i, {**records[i], **skipped}, 0
                 continue
             todo.append(i)
             messages = [{"role": "user", "content": text}]
@@ -257,31 +260,22 @@ class ResponseJob:
                 if chat
                 else chat_prompt(engine.tokenizer, messages, **self.template_kwargs)
             )
-        bar = tqdm(
-            total=len(records), initial=len(records) - len(todo), desc="responses", unit="res"
-        )
-        try:
-            stream = engine.chat_stream if chat else engine.stream
-            seeds = item_seeds(self.seed, self.stage, todo, self.params.n)
-            for k, completions in stream(prompts, self.params, seeds):
-                i = todo[k]
-                opened = not chat and prompts[k].rstrip().endswith(THINK_OPEN)
-                summary.tokens += sum(c.completion_tokens for c in completions)
-                journal.append(
-                    i,
-                    {
-                        **records[i],
-                        **self._answer(completions, opened),
-                        "gen_response_configs": {"prompt": None if chat else prompts[k], **configs},
-                    },
-                )
-                bar.update(1)
-        finally:
-            bar.close()
-            journal.close()
-        out = [journal.done[i] for i in range(len(records))]
+        stream = engine.chat_stream if chat else engine.stream
+        seeds = item_seeds(self.seed, self.stage, todo, self.params.n)
+        for k, completions in stream(prompts, self.params, seeds):
+            i = todo[k]
+            opened = not chat and prompts[k].rstrip().endswith(THINK_OPEN)
+            record = {
+                **records[i],
+                **self._answer(completions, opened),
+                "gen_response_configs": {"prompt": None if chat else prompts[k], **configs},
+            }
+            yield i, record, sum(c.completion_tokens for c in completions)
+
+    def finish(self, summary: Summary) -> Summary:
+        out = [self.journal.done[i] for i in range(len(self.records))]
         summary.flags.update(r["response_flag"] for r in out if r.get("response_flag"))
         summary.flags.update(f for r in out for f in r.get("response_flags") or () if f)
         summary.records_out = len(out)
-        journal.finish(out)
+        self.journal.finish(out)
         return summary

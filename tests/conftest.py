@@ -70,3 +70,19 @@ def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
 def clean_env(monkeypatch):
     monkeypatch.delenv("MAGPIE_MODEL_CONFIGS", raising=False)
     return os.environ
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster on 127.0.0.1 for the session (4 logical CPUs on 2 cores, so
+    replicas and Ray's own tasks never wait on each other); workers import this checkout.
+    The Ray executor finds it initialised and uses it."""
+    import ray
+
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+    )
+    yield ray
+    ray.shutdown()

@@ -113,7 +113,7 @@ def load_tokenizer_for(
 
 @dataclasses.dataclass
 class EngineOptions:
-    """The engine flags of every stage that runs a chat model, kept in one place."""
+    """The engine and executor flags of every stage that runs a model, kept in one place."""
 
     engine: str | None = None
     device: str | None = None
@@ -128,6 +128,11 @@ class EngineOptions:
     api_key_env: str = "OPENAI_API_KEY"
     max_concurrency: int = 8
     request_timeout: float = 600.0
+    executor: str = "local"
+    ray_address: str | None = None
+    num_replicas: int = 1
+    gpus_per_replica: float | None = None
+    cpus_per_replica: float = 1
 
     def tokenizer(self, model_path: str):
         """The model's tokenizer, loaded before any weights (see load_tokenizer_for)."""
@@ -145,6 +150,38 @@ class EngineOptions:
 
         self.device = cuda_visible_devices(self.device)
 
+    def make_executor(self):
+        """The executor these flags ask for: local, or Ray replicas of the model."""
+        from magpie.records import InputError
+
+        if self.executor == "local":
+            from magpie.executor import LocalExecutor
+
+            return LocalExecutor()
+        if self.executor != "ray":
+            raise InputError(f"--executor must be local or ray, not {self.executor!r}")
+        from magpie.ray_executor import RayExecutor
+
+        return RayExecutor(
+            self.ray_address,
+            self.num_replicas,
+            self.gpus_per_replica,
+            self.cpus_per_replica,
+            engine=pick_engine(self.engine),
+            tensor_parallel_size=self.tensor_parallel_size,
+        )
+
+    def run(self, step, model_path: str, **options):
+        """Run `step` (magpie.executor.Step) on the chosen executor with this model: the
+        engine is loaded where the step runs (here, or once per Ray replica)."""
+        executor = self.make_executor()
+        if executor.name == "ray":
+            options.pop("tokenizer", None)  # each replica loads its own
+        try:
+            return executor.run(step, functools.partial(self.load, model_path, **options))
+        finally:
+            executor.close()
+
     def load(self, model_path: str, **options) -> Engine:
         """The engine, with these flags and the stage's own `options` (seed, tokenizer,
         logits_processors=True when the stage uses a first-token processor...)."""
@@ -153,9 +190,11 @@ class EngineOptions:
             value = getattr(self, flag)
             if name != "vllm" and value != default:
                 log.info("note: --%s %s ignored by the %s engine (vLLM only)", flag, value, name)
-        flags = {k: v for k, v in vars(self).items() if k != "engine"}
+        flags = {k: v for k, v in vars(self).items() if k not in ("engine", *EXECUTOR_FLAGS)}
         return load_engine(self.engine, model_path, **flags, **options)
 
+
+EXECUTOR_FLAGS = ("executor", "ray_address", "num_replicas", "gpus_per_replica", "cpus_per_replica")
 
 # Flags only vLLM reads, with their defaults: set on another engine, they get a note.
 VLLM_ONLY_FLAGS = {"tensor_parallel_size": 1, "gpu_memory_utilization": None, "swap_space": 2.0}
@@ -176,6 +215,14 @@ ENGINE_FLAGS_HELP = {
     "api_key_env": "environment variable holding the server's API key (never printed).",
     "max_concurrency": "requests in flight at once with --engine openai.",
     "request_timeout": "seconds before a server request is retried.",
+    "executor": "local (this process) or ray (replicas of the model on a Ray cluster; the "
+    "same records as local).",
+    "ray_address": "an existing Ray cluster for --executor ray (e.g. auto or "
+    "ray://head:10001); default a local one started for this run.",
+    "num_replicas": "model replicas with --executor ray (one engine each).",
+    "gpus_per_replica": "GPUs per replica with --executor ray; default "
+    "tensor_parallel_size for vLLM, 1 for hf when the cluster has GPUs, else 0.",
+    "cpus_per_replica": "CPUs Ray reserves per replica (its torch threads on CPU).",
 }
 
 
