@@ -39,16 +39,18 @@ log = logging.getLogger("magpie")
 
 MAX_ATTEMPTS = 3  # tries per chunk before the run stops with its error
 RESTART_TIMEOUT = 900  # seconds a dead replica may take to come back (reload its model)
-MAX_CHUNK = 1024  # items per chunk at most: a kill loses at most this much work in flight
+MAX_ENTRIES = 4096  # journal entries per chunk at most (vLLM's own chunk in a local run)
 
 
-def chunk_size_for(items: int, replicas: int) -> int:
-    """Items per chunk: about 4 chunks per replica (balance, and commits every few
-    minutes), at most MAX_CHUNK; $MAGPIE_RAY_CHUNK_SIZE overrides."""
+def chunk_size_for(items: int, replicas: int, entries_per_item: int = 1) -> int:
+    """Items per chunk: an equal share per replica (a chunk is one engine call, so it
+    should fill the engine's batches as a local run does), at most MAX_ENTRIES journal
+    entries (what a killed replica can lose); $MAGPIE_RAY_CHUNK_SIZE overrides."""
     env = os.environ.get("MAGPIE_RAY_CHUNK_SIZE")
     if env:
         return max(1, int(env))
-    return max(1, min(MAX_CHUNK, -(-items // (4 * max(1, replicas)))))
+    cap = max(1, MAX_ENTRIES // max(1, entries_per_item))
+    return max(1, min(cap, -(-items // max(1, replicas))))
 
 
 def _replica_class():
@@ -201,7 +203,7 @@ class RayExecutor:
         if not items:
             return step.finish(summary)
         actors = self.pool(load)
-        size = chunk_size_for(len(items), len(actors))
+        size = chunk_size_for(len(items), len(actors), max(1, (total - done) // len(items)))
         chunks = [items[k : k + size] for k in range(0, len(items), size)]
         step_ref = [ray.put(step)]
         step_id = f"{step.stage}/{id(step)}/{time.time()}"
