@@ -1,5 +1,5 @@
 """Filtering tagged records into a training set (the original's data_filter.ipynb and
-fms-dgt's magpie_filter), driven by flags or a YAML preset in configs/filters/.
+fms-dgt's magpie_filter), driven by flags or a YAML preset (shipped ones in magpie/configs/filters/).
 
 Rules, each off unless set, checked in this order:
 

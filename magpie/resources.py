@@ -1,0 +1,13 @@
+"""The data files shipped inside the package, in magpie/configs/: the model registry,
+the system texts, the filter presets and the skills prompt templates.
+
+They are found next to this module, so a checkout, an editable install and an installed
+wheel read the same files (the repository's top-level `configs` is a link to them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+SKILLS_PROMPTS_DIR = CONFIGS_DIR / "prompts" / "skills"
