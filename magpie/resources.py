@@ -10,4 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+FILTER_PRESETS_DIR = CONFIGS_DIR / "filters"
 SKILLS_PROMPTS_DIR = CONFIGS_DIR / "prompts" / "skills"
+
+
+def filter_presets() -> list[str]:
+    """The names of the shipped filter presets (magpie, magpie-300k, ...)."""
+    return sorted(p.stem for p in FILTER_PRESETS_DIR.glob("*.yaml"))

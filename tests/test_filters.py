@@ -132,6 +132,18 @@ def test_presets_load(preset):
     assert cfg.generation_flags and cfg.remove_duplicates
 
 
+def test_presets_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the shipped files are found by name
+    for name in ("magpie-300k", "magpie-300k.yaml"):
+        assert load_filter_config(name) == load_filter_config(PRESETS_DIR / "magpie-300k.yaml")
+    (tmp_path / "magpie.yaml").write_text("top_k: 7\n")  # a file of that name comes first
+    assert load_filter_config("magpie.yaml").top_k == 7
+    with pytest.raises(InputError, match="shipped presets: fms-dgt, magpie, magpie-300k"):
+        load_filter_config("magpie-1m")
+    with pytest.raises(InputError, match="not found"):  # a path is a path, not a name
+        load_filter_config("elsewhere/magpie-300k.yaml")
+
+
 def test_original_preset_matches_its_notebook():
     cfg = load_filter_config(PRESETS_DIR / "magpie-300k.yaml")
     assert cfg.input_quality == ["good", "excellent"]
