@@ -22,7 +22,9 @@ from conftest import FIXTURES, REPO
 
 from magpie.engines import load_engine
 from magpie.engines.base import SamplingParams
-from magpie.engines.openai import OpenAIEngine, ServerError, server_tokenizer
+from magpie.engines.http_client import ServerError
+from magpie.engines.openai import OpenAIEngine
+from magpie.engines.server_tokenizer import server_tokenizer
 from magpie.models import DEFAULT_MODEL
 from magpie.profiles import get_profile
 from magpie.records import InputError, read_records
