@@ -16,14 +16,18 @@ import http.client
 import json
 import logging
 import os
+import queue
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from magpie.records import InputError
 
 log = logging.getLogger("magpie")
+J = TypeVar("J")
+R = TypeVar("R")
 
 
 class ServerError(InputError):
@@ -184,6 +188,52 @@ class ServerClient:
                 "and it continues where it stopped"
             )
         )
+
+    def concurrently(
+        self,
+        jobs: Sequence[J],
+        send: Callable[[J, threading.Event], R],
+        workers: int,
+    ) -> Generator[tuple[J, R], None, None]:
+        """(job, send(job, abort)) for every job, in the order they finish, from `workers`
+        threads (each with its own connection, closed when it ends).
+
+        The first error stops the workers taking new jobs and is raised here; so does
+        closing the generator. `abort` is set then: `send` passes it to `request` so a
+        retry backoff ends early. Daemon threads: a hung or dead server never keeps the
+        process from exiting.
+        """
+        work: queue.SimpleQueue = queue.SimpleQueue()
+        for job in jobs:
+            work.put(job)
+        results: queue.SimpleQueue = queue.SimpleQueue()
+        abort = threading.Event()
+
+        def worker() -> None:
+            try:
+                while not abort.is_set():
+                    try:
+                        job = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    try:
+                        results.put((job, send(job, abort), None))
+                    except BaseException as e:  # noqa: BLE001 - handed to the caller
+                        abort.set()  # the run stops: other workers take no new work
+                        results.put((job, None, e))
+            finally:
+                self.close()
+
+        for _ in range(min(workers, len(jobs))):
+            threading.Thread(target=worker, daemon=True, name="magpie-openai").start()
+        try:
+            for _ in range(len(jobs)):
+                job, answer, error = results.get()
+                if error is not None:
+                    raise error
+                yield job, answer
+        finally:
+            abort.set()
 
     def get_json(self, path: str) -> Any | None:
         """JSON of a GET that may not exist on this server (None on 4xx)."""

@@ -9,9 +9,10 @@ template (default, identical to the local engines) or the server's chat endpoint
 (`response_mode="chat"`; `magpie.responses` records which).
 
 Each prompt is yielded as soon as its samples are in, so the stage journal keeps everything
-finished before a failure and a rerun continues from there. The HTTP itself (keep-alive
-connections, retries, the API key) is `magpie.engines.http_client`; the tokenizer of a
-model whose files are not on this machine, `magpie.engines.server_tokenizer`.
+finished before a failure and a rerun continues from there. The HTTP itself (worker
+threads, keep-alive connections, retries, the API key) is `magpie.engines.http_client`;
+the tokenizer of a model whose files are not on this machine,
+`magpie.engines.server_tokenizer`.
 
 Server facts relied on (the server kind comes from `owned_by` in `GET /v1/models`):
 - vLLM (`owned_by: "vllm"`): `prompt` may be a list (choices come back prompt-major,
@@ -46,9 +47,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import queue
 import re
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -417,36 +416,14 @@ class OpenAIEngine:
         if seeds is None and params.seed is None and self.seed is not None:
             params = dataclasses.replace(params, seed=self.seed)
         requests = self._plan(len(items), params, resolve_seeds(len(items), params, seeds), chat)
-        work: queue.SimpleQueue = queue.SimpleQueue()
-        for req in requests:
-            work.put(req)
-        results: queue.SimpleQueue = queue.SimpleQueue()
-        abort = threading.Event()
-
-        def worker() -> None:
-            try:
-                while not abort.is_set():
-                    try:
-                        req = work.get_nowait()
-                    except queue.Empty:
-                        return
-                    try:
-                        results.put((req, self._send(req, items, params, chat, abort), None))
-                    except BaseException as e:  # noqa: BLE001 - handed to the caller
-                        abort.set()  # the run stops: other workers take no new work
-                        results.put((req, None, e))
-            finally:
-                self.client.close()
-
-        # Daemon threads: a hung or dead server never keeps the process from exiting.
-        for _ in range(min(self.max_concurrency, len(requests))):
-            threading.Thread(target=worker, daemon=True, name="magpie-openai").start()
+        answers = self.client.concurrently(
+            requests,
+            lambda req, abort: self._send(req, items, params, chat, abort),
+            self.max_concurrency,
+        )
         slots: dict[int, list[Completion | None]] = {}
         try:
-            for _ in range(len(requests)):
-                req, payload, error = results.get()
-                if error is not None:
-                    raise error
+            for req, payload in answers:
                 for i, samples in zip(
                     req.prompts, self._parse(payload, req, params, chat), strict=True
                 ):
@@ -455,7 +432,7 @@ class OpenAIEngine:
                     if all(s is not None for s in slot):
                         yield i, slots.pop(i)  # type: ignore[misc]
         finally:
-            abort.set()
+            answers.close()  # stops the workers taking new requests
 
     def stream(
         self,
