@@ -40,7 +40,9 @@ def main(
 
     Args:
       input_file: .json or .jsonl records (usually the output of gen_dis.py).
-      config: a YAML preset, e.g. configs/filters/magpie.yaml (the original's rules).
+      config: a YAML preset: a file, or the name of a shipped one (magpie: the
+        original's rules; magpie-300k, magpie-dpo, fms-dgt, strict-en; files in
+        magpie/configs/filters/, also reached as configs/filters/*.yaml).
       output_file: default <input stem>_filtered.jsonl.
       rejected_file: default <input stem>_rejected.jsonl.
       generation_flags: drop records with a non-null *_flag, and records whose

@@ -1,5 +1,6 @@
 """Filtering tagged records into a training set (the original's data_filter.ipynb and
-fms-dgt's magpie_filter), driven by flags or a YAML preset in configs/filters/.
+fms-dgt's magpie_filter), driven by flags or a YAML preset (shipped ones, loadable by name,
+in magpie/configs/filters/).
 
 Rules, each off unless set, checked in this order:
 
@@ -45,6 +46,7 @@ import yaml
 from magpie.conversation import Conversation, ConversationError, read
 from magpie.labels import DIFFICULTY, INPUT_QUALITY, SAMPLE_QUALITY_SCORES, TASK_CATEGORIES
 from magpie.records import InputError, read_records, write_records
+from magpie.resources import FILTER_PRESETS_DIR, filter_presets
 from magpie.sharegpt import canonical_label
 
 RULES = (
@@ -143,13 +145,29 @@ def _score(value) -> int | None:
     return value if isinstance(value, int) and value in SAMPLE_QUALITY_SCORES else None
 
 
+def preset_path(preset: str | os.PathLike) -> Path:
+    """A preset's file: the path as given when it exists, else the shipped preset of that
+    name (`magpie` or `magpie.yaml`, from magpie/configs/filters/), so a preset loads from
+    any folder and from an installed wheel."""
+    path = Path(preset)
+    if path.exists():
+        return path
+    if path.name == str(preset) and path.suffix in ("", ".yaml"):
+        shipped = FILTER_PRESETS_DIR / f"{path.stem}.yaml"
+        if shipped.exists():
+            return shipped
+    raise InputError(
+        f"{preset}: filter preset not found (a YAML file, or one of the shipped presets: "
+        f"{', '.join(filter_presets())})"
+    )
+
+
 def load_filter_config(path: str | os.PathLike | None = None, **overrides) -> FilterConfig:
-    """A preset (YAML) with the non-None overrides on top; unknown keys are refused."""
+    """A preset (a YAML file or a shipped preset's name, see preset_path) with the non-None
+    overrides on top; unknown keys are refused."""
     values: dict = {}
     if path:
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path}: filter preset not found")
+        path = preset_path(path)
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:

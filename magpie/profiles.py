@@ -4,7 +4,7 @@ A profile holds the pre-query template (the left side of the chat template, up t
 the user's text starts), its system-prompt variants, the user-turn header that follows a
 closed conversation (for multi-turn), and the stop strings and ids that end a turn.
 
-Profiles come from `configs/model_configs.json` (the original's registry, fixed and
+Profiles come from `magpie/configs/model_configs.json` (the original's registry, fixed and
 extended) or, for any other model, are derived from the tokenizer's own chat template by
 rendering conversations around a sentinel text. Derivation keeps any default system turn
 the template inserts (SmolLM2, Qwen2.5, Llama-3.1 date header, gpt-oss's system message):
@@ -26,13 +26,13 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from pathlib import Path
 
 from jinja2.exceptions import TemplateError
 
 from magpie.records import InputError
+from magpie.resources import CONFIGS_DIR
 
-CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "model_configs.json"
+CONFIG_PATH = CONFIGS_DIR / "model_configs.json"
 
 # The system texts of the original's control-task variants (configs/model_configs.json).
 CONTROL_TASKS = ("math", "code", "translation")
@@ -317,7 +317,7 @@ def derive_profile(
 @lru_cache(maxsize=1)
 def system_texts() -> dict[str, str]:
     """The original's system texts for the with_system_prompt and control-task variants."""
-    path = CONFIG_PATH.parent / "system_prompts.json"
+    path = CONFIGS_DIR / "system_prompts.json"
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 

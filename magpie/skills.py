@@ -14,7 +14,7 @@ Judges decode to a JSON schema where the engine can (hf with a grammar, vLLM); o
 their answer is parsed leniently, and an unparseable judgement rejects the item with
 that reason. Every rejected item is kept, with the step and the reason.
 
-Prompt texts are files in configs/prompts/skills/ (`string.Template`, `$name` fields);
+Prompt texts are files in magpie/configs/prompts/skills/ (`string.Template`, `$name` fields);
 a task's `prompt_templates_dir` holds files of the same names to override them.
 """
 
@@ -30,13 +30,12 @@ from string import Template
 from tqdm import tqdm
 
 from magpie.engines.base import Engine, SamplingParams, item_seeds
-from magpie.profiles import CONFIG_PATH
 from magpie.records import InputError, Journal
+from magpie.resources import SKILLS_PROMPTS_DIR
 from magpie.responses import chat_prompt
 from magpie.tagging.llm import constrained, json_prompt, json_text, parse_answer
 from magpie.tagging.schemas import LabelError
 
-TEMPLATES_DIR = CONFIG_PATH.parent / "prompts" / "skills"
 TEMPLATE_NAMES = (
     "generate_questions",
     "validate_question",
@@ -69,7 +68,7 @@ def load_templates(override_dir: str | Path | None = None) -> dict[str, Template
     """The prompt templates, each from `override_dir` when it has the file."""
     out = {}
     for name in TEMPLATE_NAMES:
-        path = TEMPLATES_DIR / f"{name}.txt"
+        path = SKILLS_PROMPTS_DIR / f"{name}.txt"
         if override_dir and (Path(override_dir) / f"{name}.txt").exists():
             path = Path(override_dir) / f"{name}.txt"
         out[name] = Template(path.read_text(encoding="utf-8"))

@@ -13,7 +13,8 @@ from magpie.filters import RULES, apply_filters, check, load_filter_config, run_
 from magpie.records import InputError
 
 REPO = Path(__file__).resolve().parent.parent
-PRESETS = sorted((REPO / "configs" / "filters").glob("*.yaml"))
+PRESETS_DIR = REPO / "magpie" / "configs" / "filters"
+PRESETS = sorted(PRESETS_DIR.glob("*.yaml"))
 
 
 def good(**changes) -> dict:
@@ -131,8 +132,20 @@ def test_presets_load(preset):
     assert cfg.generation_flags and cfg.remove_duplicates
 
 
+def test_presets_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ here: the shipped files are found by name
+    for name in ("magpie-300k", "magpie-300k.yaml"):
+        assert load_filter_config(name) == load_filter_config(PRESETS_DIR / "magpie-300k.yaml")
+    (tmp_path / "magpie.yaml").write_text("top_k: 7\n")  # a file of that name comes first
+    assert load_filter_config("magpie.yaml").top_k == 7
+    with pytest.raises(InputError, match="shipped presets: fms-dgt, magpie, magpie-300k"):
+        load_filter_config("magpie-1m")
+    with pytest.raises(InputError, match="not found"):  # a path is a path, not a name
+        load_filter_config("elsewhere/magpie-300k.yaml")
+
+
 def test_original_preset_matches_its_notebook():
-    cfg = load_filter_config(REPO / "configs" / "filters" / "magpie-300k.yaml")
+    cfg = load_filter_config(PRESETS_DIR / "magpie-300k.yaml")
     assert cfg.input_quality == ["good", "excellent"]
     assert cfg.min_instruct_reward == -10 and cfg.no_trailing_colon
     assert (cfg.top_k, cfg.shuffle, cfg.seed) == (300000, True, 42)
@@ -219,7 +232,7 @@ def test_run_filter_writes_kept_and_rejected_with_reasons(tmp_path, capsys):
     ]
     src = tmp_path / "x_distance.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
-    report = run_filter(src, load_filter_config(REPO / "configs" / "filters" / "magpie.yaml"))
+    report = run_filter(src, load_filter_config(PRESETS_DIR / "magpie.yaml"))
     kept = [
         json.loads(x) for x in (tmp_path / "x_distance_filtered.jsonl").read_text().splitlines()
     ]
@@ -252,7 +265,7 @@ def test_cli_flags_override_preset(tmp_path):
     out = tmp_path / "o.jsonl"
     filter_cli.main(
         input_file=str(src),
-        config=str(REPO / "configs" / "filters" / "magpie.yaml"),
+        config=str(PRESETS_DIR / "magpie.yaml"),
         language=("en",),
         shuffle=False,
         output_file=str(out),

@@ -22,7 +22,9 @@ from conftest import FIXTURES, REPO
 
 from magpie.engines import load_engine
 from magpie.engines.base import SamplingParams
-from magpie.engines.openai import OpenAIEngine, ServerError, server_tokenizer
+from magpie.engines.http_client import ServerClient, ServerError
+from magpie.engines.openai import OpenAIEngine
+from magpie.engines.server_tokenizer import server_tokenizer
 from magpie.models import DEFAULT_MODEL
 from magpie.profiles import get_profile
 from magpie.records import InputError, read_records
@@ -480,3 +482,40 @@ def test_enable_thinking_is_refused_in_chat_mode(fake, smol_tokenizer, tmp_path)
     with pytest.raises(InputError, match="--enable_thinking sets the chat template"):
         job.run(engine)
     assert not (tmp_path / "o.json").exists()
+
+
+def test_concurrent_requests_stop_at_the_first_error():
+    """ServerClient.concurrently: answers as they finish, the first error raised, and no
+    new request taken after it, nor after the caller stops reading."""
+    client = ServerClient("http://127.0.0.1:9/v1")
+    taken: list[int] = []
+
+    def send(job: int, abort: threading.Event) -> int:
+        taken.append(job)
+        if job == 2:
+            raise ServerError("job 2 failed")
+        return job * 10
+
+    with pytest.raises(ServerError, match="job 2 failed"):
+        for job, answer in client.concurrently(range(6), send, workers=1):
+            assert answer == job * 10
+    assert taken == [0, 1, 2]
+
+    release, taken, finished = threading.Event(), [], []
+
+    def slow(job: int, abort: threading.Event) -> int:
+        taken.append(job)
+        if job:  # job 0 answers at once, the others when released
+            release.wait(10)
+        finished.append(job)
+        return job
+
+    answers = client.concurrently(range(6), slow, workers=2)
+    assert next(answers) == (0, 0)
+    answers.close()  # the caller stops: in-flight requests end, no new one starts
+    release.set()
+    deadline = time.monotonic() + 10
+    while len(finished) < len(taken) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert sorted(finished) == sorted(taken) and set(taken) <= {0, 1, 2}

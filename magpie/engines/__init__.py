@@ -103,7 +103,7 @@ def load_tokenizer_for(
     engine then supplies a tokenizer-like object built from what the server reports.
     """
     if pick_engine(engine) == "openai":
-        from magpie.engines.openai import server_tokenizer
+        from magpie.engines.server_tokenizer import server_tokenizer
 
         return server_tokenizer(model_path, trust_remote_code=trust_remote_code, **options)
     from magpie.models import load_tokenizer

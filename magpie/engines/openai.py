@@ -8,16 +8,11 @@ refused with a message saying so. Responses use raw completion with the locally 
 template (default, identical to the local engines) or the server's chat endpoint
 (`response_mode="chat"`; `magpie.responses` records which).
 
-Plain HTTP with the standard library (`http.client`): one keep-alive connection per worker
-thread, `max_concurrency` workers, retries with exponential backoff on connection errors,
-timeouts, 429 and 5xx, then a `ServerError` (an `InputError`: the CLI prints one line and
-exits 2). Workers are daemon threads, so a dead server never keeps the process alive; each
-prompt is yielded as soon as its samples are in, so the stage journal keeps everything
-finished before a failure and a rerun continues from there.
-
-The API key is read from the environment variable named by `api_key_env` and sent as
-`Authorization: Bearer ...`; it is never logged, printed, put in an exception or repr,
-or written to records (server messages are scrubbed of it too).
+Each prompt is yielded as soon as its samples are in, so the stage journal keeps everything
+finished before a failure and a rerun continues from there. The HTTP itself (worker
+threads, keep-alive connections, retries, the API key) is `magpie.engines.http_client`;
+the tokenizer of a model whose files are not on this machine,
+`magpie.engines.server_tokenizer`.
 
 Server facts relied on (the server kind comes from `owned_by` in `GET /v1/models`):
 - vLLM (`owned_by: "vllm"`): `prompt` may be a list (choices come back prompt-major,
@@ -50,21 +45,16 @@ with seed `seeds[i] + j` (`Engine.stream`).
 from __future__ import annotations
 
 import dataclasses
-import http.client
-import json
 import logging
 import os
-import queue
 import re
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from magpie.engines.base import Completion, Prompt, SamplingParams, collect, resolve_seeds
+from magpie.engines.http_client import ServerClient, ServerError, error_message
+from magpie.engines.server_tokenizer import server_tokenizer
 from magpie.records import InputError
 
 log = logging.getLogger("magpie")
@@ -78,362 +68,6 @@ MAX_STOP_STRINGS = 4
 
 FINISH = {"stop": "stop", "eos": "stop", "eos_token": "stop", "stop_sequence": "stop"}
 FINISH.update(length="length", max_tokens="length")
-
-
-class ServerError(InputError):
-    """The server is unreachable, failing, or refused a request; the run stops here."""
-
-
-# -- HTTP ------------------------------------------------------------------------------
-
-
-def _describe(error: BaseException, timeout: float) -> str:
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, TimeoutError):
-        return f"no answer within {timeout:g} s"
-    if isinstance(error, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError):
-        return "the server closed the connection"
-    return f"{type(error).__name__}: {error}"
-
-
-def _message(payload: Any) -> str:
-    """The server's error text, from the shapes vLLM, llama.cpp and FastAPI use."""
-    if isinstance(payload, dict):
-        error = payload.get("error")
-        if isinstance(error, dict):
-            payload = error.get("message") or error
-        elif error:
-            payload = error
-        else:
-            payload = payload.get("detail") or payload.get("message") or payload
-    text = payload if isinstance(payload, str) else json.dumps(payload)
-    text = " ".join(text.split())
-    return text[:300] + ("..." if len(text) > 300 else "")
-
-
-class ServerClient:
-    """HTTP to one server: keep-alive connection per thread, retries, no secrets leaked.
-
-    `base_url` is the OpenAI base (`http://host:port/v1`); a URL without `/v1` is taken as
-    the server root. Root endpoints (`/props`, `/tokenizer_info`, `/tokenize`) are under the
-    root, OpenAI ones under `<root>/v1`.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        timeout: float = 600.0,
-        max_retries: int = 4,
-        backoff: float = 0.5,
-    ):
-        parts = urlsplit(base_url or "")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InputError(
-                f"--base_url must look like http://127.0.0.1:8000/v1, not {base_url!r}"
-            )
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname
-        self.port = parts.port or (443 if self.https else 80)
-        path = parts.path.rstrip("/")
-        self.root = path[:-3] if path.endswith("/v1") else path
-        self.api = self.root + "/v1"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        # What messages show: no user info, query or key.
-        self.url = f"{parts.scheme}://{host}:{self.port}{self.api}"
-        self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
-        self.api_key_env = api_key_env or ""
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        self._secret = key
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if key:
-            self._headers["Authorization"] = f"Bearer {key}"
-        self._local = threading.local()
-
-    def __repr__(self) -> str:
-        return f"ServerClient({self.url})"
-
-    def scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
-
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
-            conn = cls(self.host, self.port, timeout=self.timeout)
-            self._local.conn = conn
-        return conn
-
-    def close(self) -> None:
-        """Close this thread's connection."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    def _once(self, method: str, path: str, data: bytes | None) -> tuple[int, Any, float]:
-        conn = self._connection()
-        conn.request(method, path, body=data, headers=self._headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-        try:
-            payload = json.loads(raw) if raw else None
-        except ValueError:
-            payload = raw.decode("utf-8", "replace")
-        try:
-            retry_after = float(resp.getheader("Retry-After") or 0)
-        except ValueError:
-            retry_after = 0.0
-        return resp.status, payload, retry_after
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: dict | None = None,
-        *,
-        retry: bool = True,
-        abort: threading.Event | None = None,
-    ) -> tuple[int, Any]:
-        """(status, JSON body) of a 2xx-4xx answer (not 429).
-
-        Connection errors, timeouts, 429 and 5xx are retried with exponential backoff
-        (honouring Retry-After), then raise `ServerError`.
-        """
-        data = json.dumps(body).encode("utf-8") if body is not None else None
-        start = time.monotonic()
-        attempts = (self.max_retries + 1) if retry else 1
-        for attempt in range(attempts):
-            retry_after = 0.0
-            try:
-                status, payload, retry_after = self._once(method, path, data)
-            except (OSError, http.client.HTTPException) as e:
-                self.close()
-                problem = _describe(e, self.timeout)
-            else:
-                if status < 500 and status != 429:
-                    return status, payload
-                problem = f"HTTP {status}: {_message(payload)}"
-            if attempt + 1 == attempts or (abort is not None and abort.is_set()):
-                break
-            delay = min(self.backoff * 2**attempt, 30.0)
-            delay = min(max(delay, retry_after), 60.0)
-            log.warning(
-                "server %s: %s; retry %d/%d in %.1f s",
-                self.url,
-                self.scrub(problem),
-                attempt + 1,
-                self.max_retries,
-                delay,
-            )
-            if abort is not None:
-                if abort.wait(delay):
-                    break
-            else:
-                time.sleep(delay)
-        seconds = time.monotonic() - start
-        raise ServerError(
-            self.scrub(
-                f"the server at {self.url} is not answering {method} {path}: {problem} "
-                f"(tried {attempt + 1} times over {seconds:.1f} s). Records finished so far "
-                "are kept in the journal: rerun the same command when the server is back "
-                "and it continues where it stopped"
-            )
-        )
-
-    def get_json(self, path: str) -> Any | None:
-        """JSON of a GET that may not exist on this server (None on 4xx)."""
-        status, payload = self.request("GET", path)
-        return payload if status < 400 else None
-
-    def refused(self, path: str, status: int, payload: Any) -> ServerError:
-        """The error for a 4xx answer: the request itself is wrong, retrying cannot help."""
-        if status in (401, 403):
-            where = f"${self.api_key_env}" if self.api_key_env else "the API key variable"
-            return ServerError(
-                f"the server at {self.url} refused {path} (HTTP {status}): check the API key "
-                f"in {where} (--api_key_env names the variable)"
-            )
-        return ServerError(
-            self.scrub(
-                f"the server at {self.url} rejected {path} (HTTP {status}): {_message(payload)}"
-            )
-        )
-
-
-# -- tokenizer -------------------------------------------------------------------------
-
-
-class _AddedToken:
-    """The bit of transformers' AddedToken that profiles read (`str()` and `.special`)."""
-
-    def __init__(self, content: str, special: bool = True):
-        self.content, self.special = content, special
-
-    def __str__(self) -> str:
-        return self.content
-
-    def __repr__(self) -> str:
-        return f"AddedToken({self.content!r})"
-
-
-class ServerTokenizer:
-    """What profiles and response prompts need from a tokenizer, built from what a server
-    reports (chat template, BOS/EOS and special-token ids) when the model's own tokenizer
-    is not on this machine. It cannot tokenize; token counts then come from the server."""
-
-    def __init__(
-        self,
-        chat_template: str,
-        bos_token: str = "",
-        eos_token: str = "",
-        special_ids: dict[str, int] | None = None,
-        name: str = "",
-    ):
-        self.chat_template = chat_template
-        self.bos_token = bos_token or None
-        self.eos_token = eos_token or None
-        self.name_or_path = name
-        self._ids = dict(special_ids or {})
-        self.eos_token_id = self._ids.get(eos_token) if eos_token else None
-        self.bos_token_id = self._ids.get(bos_token) if bos_token else None
-        self.pad_token_id = None
-
-    @property
-    def all_special_tokens(self) -> list[str]:
-        tokens = [t for t in (self.bos_token, self.eos_token) if t]
-        return list(dict.fromkeys([*tokens, *self._ids]))
-
-    @property
-    def added_tokens_decoder(self) -> dict[int, _AddedToken]:
-        return {i: _AddedToken(t) for t, i in self._ids.items()}
-
-    def convert_tokens_to_ids(self, tokens: str | list[str]):
-        if isinstance(tokens, str):
-            return self._ids.get(tokens)
-        return [self._ids.get(t) for t in tokens]
-
-    def apply_chat_template(
-        self, messages: list[dict], tokenize: bool = False, add_generation_prompt: bool = False, **_
-    ) -> str:
-        if tokenize:
-            raise NotImplementedError("a server-reported tokenizer renders text only")
-        from magpie.profiles import render_chat
-
-        return render_chat(
-            self.chat_template,
-            messages,
-            add_generation_prompt,
-            bos_token=self.bos_token or "",
-            eos_token=self.eos_token or "",
-        )
-
-    def __repr__(self) -> str:
-        return f"ServerTokenizer({self.name_or_path!r})"
-
-
-def _token_text(value: Any) -> str:
-    if isinstance(value, dict):  # an AddedToken serialised as a dict
-        return str(value.get("content") or "")
-    return str(value or "")
-
-
-def _local_tokenizer(model_path: str, trust_remote_code: bool):
-    """The model's own tokenizer when it is on this machine, else None (never the network)."""
-    from magpie.models import is_default_model, load_tokenizer
-
-    if is_default_model(model_path):
-        return load_tokenizer(model_path, trust_remote_code)
-    path = Path(model_path).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        from transformers import AutoTokenizer
-
-        try:
-            return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        except Exception as e:  # noqa: BLE001 - any failure is a bad model file
-            raise InputError(f"model {model_path}: cannot read its tokenizer ({e})") from None
-    if path.exists():
-        return load_tokenizer(str(path), trust_remote_code)
-    from transformers import AutoTokenizer
-
-    try:  # a hub id already in the local Hugging Face cache
-        return AutoTokenizer.from_pretrained(
-            model_path, local_files_only=True, trust_remote_code=trust_remote_code
-        )
-    except Exception:  # noqa: BLE001 - not cached: ask the server instead
-        return None
-
-
-def _server_special_ids(client: ServerClient, tokens: list[str]) -> dict[str, int]:
-    """Ids of special tokens through llama-server's or vLLM's /tokenize (single-token only)."""
-    ids: dict[str, int] = {}
-    for token in dict.fromkeys(t for t in tokens if t):
-        for body in (
-            {"content": token, "add_special": False, "parse_special": True},
-            {"prompt": token, "add_special_tokens": False},
-        ):
-            status, payload = client.request("POST", client.root + "/tokenize", body)
-            found = payload.get("tokens") if status < 400 and isinstance(payload, dict) else None
-            if found is not None:
-                if len(found) == 1:
-                    first = found[0]
-                    ids[token] = int(first["id"] if isinstance(first, dict) else first)
-                break
-    return ids
-
-
-def server_tokenizer(
-    model_path: str,
-    trust_remote_code: bool = False,
-    base_url: str | None = None,
-    api_key_env: str | None = "OPENAI_API_KEY",
-):
-    """The tokenizer for profiles and response prompts when generating through a server.
-
-    The real tokenizer when `model_path` loads locally (the embedded default, a folder, a
-    .gguf file, a hub id in the local cache); else one built from what the server reports:
-    llama-server's `GET /props`, or vLLM's `GET /tokenizer_info`.
-    """
-    local = _local_tokenizer(model_path, trust_remote_code)
-    if local is not None:
-        return local
-    if not base_url:
-        raise InputError(
-            f"model {model_path}: its tokenizer is not on this machine and no --base_url "
-            "was given to ask the server for its chat template"
-        )
-    client = ServerClient(base_url, api_key_env, timeout=60.0)
-    template, bos, eos, ids = None, "", "", {}
-    props = client.get_json(client.root + "/props")  # llama.cpp's llama-server
-    if isinstance(props, dict) and props.get("chat_template"):
-        template = props["chat_template"]
-        bos, eos = _token_text(props.get("bos_token")), _token_text(props.get("eos_token"))
-        ids = _server_special_ids(client, [bos, eos])
-    else:
-        info = client.get_json(client.root + "/tokenizer_info")  # vLLM, when enabled
-        if isinstance(info, dict) and info.get("chat_template"):
-            template = info["chat_template"]
-            bos, eos = _token_text(info.get("bos_token")), _token_text(info.get("eos_token"))
-            added = info.get("added_tokens_decoder") or {}
-            ids = {_token_text(v): int(k) for k, v in added.items() if _token_text(v)}
-            missing = [t for t in (bos, eos) if t and t not in ids]
-            ids.update(_server_special_ids(client, missing))
-    client.close()
-    if not template:
-        raise InputError(
-            f"model {model_path}: its tokenizer is not on this machine, and the server at "
-            f"{client.url} does not report the chat template (llama.cpp's llama-server does "
-            "at /props; vLLM at /tokenizer_info when started with "
-            "--enable-tokenizer-info-endpoint; llama-cpp-python's server never does). Pass "
-            "--model_path a local model folder, a .gguf file, or a hub id in the local "
-            "Hugging Face cache"
-        )
-    log.info("tokenizer: chat template and special tokens reported by %s", client.url)
-    return ServerTokenizer(template, bos, eos, ids, name=model_path)
-
-
-# -- engine ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -548,7 +182,7 @@ class OpenAIEngine:
             body["model"] = self.model
         status, payload = self.client.request("POST", path, body)
         if status >= 400:
-            message = _message(payload)
+            message = error_message(payload)
             if status in (404, 405) and re.search(r"model.*(not exist|not found)", message, re.I):
                 raise self.client.refused(path, status, payload)
             if status in (404, 405) or (status in (400, 422, 501) and _UNSUPPORTED.search(message)):
@@ -782,36 +416,14 @@ class OpenAIEngine:
         if seeds is None and params.seed is None and self.seed is not None:
             params = dataclasses.replace(params, seed=self.seed)
         requests = self._plan(len(items), params, resolve_seeds(len(items), params, seeds), chat)
-        work: queue.SimpleQueue = queue.SimpleQueue()
-        for req in requests:
-            work.put(req)
-        results: queue.SimpleQueue = queue.SimpleQueue()
-        abort = threading.Event()
-
-        def worker() -> None:
-            try:
-                while not abort.is_set():
-                    try:
-                        req = work.get_nowait()
-                    except queue.Empty:
-                        return
-                    try:
-                        results.put((req, self._send(req, items, params, chat, abort), None))
-                    except BaseException as e:  # noqa: BLE001 - handed to the caller
-                        abort.set()  # the run stops: other workers take no new work
-                        results.put((req, None, e))
-            finally:
-                self.client.close()
-
-        # Daemon threads: a hung or dead server never keeps the process from exiting.
-        for _ in range(min(self.max_concurrency, len(requests))):
-            threading.Thread(target=worker, daemon=True, name="magpie-openai").start()
+        answers = self.client.concurrently(
+            requests,
+            lambda req, abort: self._send(req, items, params, chat, abort),
+            self.max_concurrency,
+        )
         slots: dict[int, list[Completion | None]] = {}
         try:
-            for _ in range(len(requests)):
-                req, payload, error = results.get()
-                if error is not None:
-                    raise error
+            for req, payload in answers:
                 for i, samples in zip(
                     req.prompts, self._parse(payload, req, params, chat), strict=True
                 ):
@@ -820,7 +432,7 @@ class OpenAIEngine:
                     if all(s is not None for s in slot):
                         yield i, slots.pop(i)  # type: ignore[misc]
         finally:
-            abort.set()
+            answers.close()  # stops the workers taking new requests
 
     def stream(
         self,
