@@ -4,10 +4,10 @@ Every record is kept (exactly `total_prompts` of them), and the ones that are no
 instructions are flagged rather than dropped or silently counted as good:
 
 - `instruction_finish_reason`: "end_of_turn" (the model closed its user turn: a stop id or
-  turn-boundary string), "newline" (cut at the first newline by early stopping), or
-  "length" (hit max_tokens without stopping).
+  turn-boundary string), "newline" (cut at the first newline by early stopping),
+  "length" (hit max_tokens without stopping) or "repetitive" (stopped looping).
 - `instruction_flag`: null for a usable instruction, "empty" for an empty one, "unfinished"
-  for one that hit max_tokens. Later stages skip flagged records (and say so); the filter
+  for one that hit max_tokens, "repetitive" for one that looped. Later stages skip flagged records (and say so); the filter
   stage drops them.
 """
 
@@ -41,8 +41,8 @@ def finish_reason(c: Completion, newline_stop: bool, role_words=()) -> str:
     profile's `stop_tokens_assistant`, as the original cut: a model running on into the
     assistant's turn, or a legitimate use of the word, which users can filter on) or
     "end_of_turn"."""
-    if c.finish_reason == "length":
-        return "length"
+    if c.finish_reason in ("length", "repetitive"):
+        return c.finish_reason
     if newline_stop and c.stop_reason == "\n":
         return "newline"
     if c.stop_reason in role_words:
@@ -55,6 +55,8 @@ def instruction_flag(text: str, reason: str) -> str | None:
         return "empty"
     if reason == "length":
         return "unfinished"
+    if reason == "repetitive":
+        return "repetitive"
     return None
 
 

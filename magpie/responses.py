@@ -3,7 +3,8 @@
 Records whose instruction is flagged (empty, unfinished) or missing text are not sent to
 the model: they keep `response: null` with `response_flag: "skipped"`, so nothing is
 silently treated as answered. A response that hits max_tokens is kept and flagged
-"unfinished"; an empty one "empty".
+"unfinished"; one the engine stopped looping "repetitive" (magpie.engines.repetition);
+an empty one "empty".
 
 With `num_samples` (gen_po_multi_res) each prompt is ONE request for n samples (the
 original made n separate passes, re-prefilling every prompt), and a record gets
@@ -113,7 +114,8 @@ def read_completion(
     c: Completion, opened: bool = False, thinking: bool = True
 ) -> tuple[str | None, str, str | None]:
     """(reasoning, text, flag) of a completion: the flag is "unfinished" when it hit
-    max_tokens or stopped mid-thought, "empty" when no text is left, the engine's reason
+    max_tokens or stopped mid-thought, "repetitive" when the engine stopped it looping,
+    "empty" when no text is left, the engine's reason
     ("prompt_too_long", "empty_prompt") when the prompt was not sent, else None. With
     `thinking` off (user turns) the text is taken as it is."""
     if c.finish_reason == "rejected":
@@ -122,6 +124,8 @@ def read_completion(
         reasoning, text, closed = split_reasoning(c.text, opened)
     else:
         reasoning, text, closed = None, c.text.strip(), True
+    if c.finish_reason == "repetitive":
+        return reasoning, text, "repetitive"
     if c.finish_reason == "length" or not closed:
         return reasoning, text, "unfinished"
     return reasoning, text, None if text else "empty"

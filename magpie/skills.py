@@ -418,8 +418,9 @@ class SkillsBuilder:
         for it, (text, finish) in zip(items, self._generate(prompts), strict=True):
             it.answer = text
             self.counts.made[step_gen] += 1
-            if not text or finish == "length":
-                self._reject(step_gen, it, "empty answer" if not text else "unfinished answer")
+            if not text or finish in ("length", "repetitive"):
+                why = "empty" if not text else "unfinished" if finish == "length" else finish
+                self._reject(step_gen, it, f"{why} answer")
             else:
                 self.counts.kept[step_gen] += 1
                 answered.append(it)

@@ -35,6 +35,8 @@ class SamplingParams:
     logits_processor: LogitsProcessorName | None = None
     # Constrained decoding to a JSON schema (tagging); engines without support ignore it.
     json_schema: dict | None = None
+    # End a row that loops (magpie.engines.repetition) with finish_reason "repetitive".
+    stop_repetition: bool = True
 
     def __post_init__(self) -> None:
         """Refuse settings no engine can honour, when a stage builds its params (before any
@@ -67,14 +69,15 @@ class Completion:
     """One sampled continuation.
 
     `finish_reason` is "stop" (a stop string or stop id ended it), "length" (it hit
-    max_tokens) or "rejected" (the prompt was not sent: empty, or too long for the
-    model's context). `stop_reason` names what stopped it: the stop string, the stop token
+    max_tokens), "repetitive" (it looped and was stopped: `magpie.engines.repetition`;
+    the text keeps the repeated block once) or "rejected" (the prompt was not sent:
+    empty, or too long for the model's context). `stop_reason` names what stopped it: the stop string, the stop token
     id, None for "length", or the problem ("empty_prompt", "prompt_too_long") for
     "rejected".
     """
 
     text: str
-    finish_reason: Literal["stop", "length", "rejected"]
+    finish_reason: Literal["stop", "length", "repetitive", "rejected"]
     stop_reason: str | int | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0

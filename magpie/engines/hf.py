@@ -40,6 +40,7 @@ from magpie.engines.base import (
     rejected,
     resolve_seeds,
 )
+from magpie.engines.repetition import WINDOW, repeats
 from magpie.logits import FLAMING_TOKENS_FACTOR, markdown_header_token_ids
 
 log = logging.getLogger("magpie")
@@ -315,6 +316,9 @@ class HFEngine:
             if any(s and s in text for s in params.stop):
                 r.generated.append(token)
                 return self._finish(r, "stop", None, params.stop)
+        if params.stop_repetition and r.matcher is None and repeats(tail_of(r.generated, token)):
+            r.generated.append(token)  # looping (magpie.engines.repetition): stop now
+            return self._finish(r, "repetitive", None, params.stop)
         limit = min(params.max_tokens, self.max_positions - len(r.prompt_ids))
         if len(r.generated) + 1 >= limit:
             r.generated.append(token)
@@ -336,6 +340,11 @@ class HFEngine:
             prompt_tokens=len(r.prompt_ids),
             completion_tokens=len(r.generated) + (1 if stop_id is not None else 0),
         )
+
+
+def tail_of(generated: list[int], token: int) -> list[int]:
+    """The last tokens of a row with its pending token: what the repetition check reads."""
+    return generated[-(WINDOW - 1) :] + [token]
 
 
 def _left_pad(t: torch.Tensor, width: int) -> torch.Tensor:

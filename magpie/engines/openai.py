@@ -52,6 +52,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from magpie.engines import repetition
 from magpie.engines.base import Completion, Prompt, SamplingParams, collect, resolve_seeds
 from magpie.engines.http_client import ServerClient, ServerError, error_message
 from magpie.engines.server_tokenizer import server_tokenizer
@@ -67,7 +68,7 @@ OWNED_BY = {"vllm": "vllm", "sglang": "sglang", "llamacpp": "llama.cpp", "me": "
 MAX_STOP_STRINGS = 4
 
 FINISH = {"stop": "stop", "eos": "stop", "eos_token": "stop", "stop_sequence": "stop"}
-FINISH.update(length="length", max_tokens="length")
+FINISH.update(length="length", max_tokens="length", repetition="repetitive")
 
 
 @dataclass
@@ -261,6 +262,8 @@ class OpenAIEngine:
                     body["add_special_tokens"] = False
             if params.json_schema is not None:
                 body["structured_outputs"] = {"json": params.json_schema}
+            elif self.kind == "vllm" and params.stop_repetition:
+                body["repetition_detection"] = repetition.vllm_params()  # ends loops there
         elif self.kind in LLAMA_CPP:
             body.update(repeat_penalty=params.repetition_penalty, top_k=0, min_p=0.0)
             if params.json_schema is not None:
@@ -334,6 +337,17 @@ class OpenAIEngine:
 
     # -- responses -----------------------------------------------------------------
 
+    def _looped(self, choice: dict, text: str, params: SamplingParams) -> bool:
+        """Whether a completion that ran to max_tokens had looped (the same rule as the
+        engines that stop such rows: magpie.engines.repetition)."""
+        if params.json_schema is not None or self.kind == "vllm":
+            return False  # constrained text; vLLM servers stop loops themselves
+        ids = choice.get("token_ids")
+        if ids is None:
+            encode = getattr(self.tokenizer, "encode", None)
+            ids = encode(text, add_special_tokens=False) if encode else []
+        return repetition.first_repeat(ids) is not None
+
     def _count(self, text: str) -> int | None:
         encode = getattr(self.tokenizer, "encode", None)
         return len(encode(text, add_special_tokens=False)) if encode else None
@@ -394,6 +408,8 @@ class OpenAIEngine:
                     "it was aborted or failed, so it is not recorded; rerun the same command "
                     "to continue"
                 )
+            if reason == "length" and params.stop_repetition and self._looped(c, text, params):
+                reason = "repetitive"  # a server without the check: flagged afterwards
             exact = tokens if len(choices) == 1 else None
             prompt_ids = c.get("prompt_token_ids")
             flat.append(

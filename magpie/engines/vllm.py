@@ -111,6 +111,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 
+from magpie.engines import repetition
 from magpie.engines.base import (
     Completion,
     Prompt,
@@ -312,6 +313,10 @@ class VLLMEngine:
             from vllm.sampling_params import StructuredOutputsParams
 
             kwargs["structured_outputs"] = StructuredOutputsParams(json=params.json_schema)
+        elif params.stop_repetition:  # vLLM's own check, our rule (magpie.engines.repetition)
+            from vllm.sampling_params import RepetitionDetectionParams
+
+            kwargs["repetition_detection"] = RepetitionDetectionParams(**repetition.vllm_params())
         return vllm.SamplingParams(**kwargs)
 
     # -- generation ----------------------------------------------------------------
@@ -378,7 +383,9 @@ class VLLMEngine:
         reason = sample.finish_reason
         reason = getattr(reason, "value", reason)  # tolerate an enum
         token_ids = list(sample.token_ids or [])
-        if reason == "length":
+        if reason == "repetition":  # vLLM's repetition detection ended it
+            reason, stop_reason = "repetitive", None
+        elif reason == "length":
             stop_reason = None
         elif reason == "stop":
             stop_reason = sample.stop_reason
@@ -387,7 +394,7 @@ class VLLMEngine:
         else:
             raise RuntimeError(
                 f"vLLM finished a request for prompt {index} with finish_reason={reason!r} "
-                "(expected 'stop' or 'length'): the request was aborted or failed, so its "
+                "(expected 'stop', 'length' or 'repetition'): the request was aborted or failed, so its "
                 "text is incomplete and is not recorded"
             )
         return Completion(
