@@ -125,10 +125,9 @@ def main(
         )
     if already_complete("gen_conv", job.journal, output):
         return
-    eng = engine_options.load(
-        model_path, seed=seed, tokenizer=tokenizer, logits_processors=processor is not None
+    summary = engine_options.run(
+        job, model_path, seed=seed, tokenizer=tokenizer, logits_processors=processor is not None
     )
-    summary = job.run(eng)
     print(summary.line())
     print(f"[gen_conv] wrote {output}")
 

@@ -97,8 +97,7 @@ def main(
         )
     if already_complete("gen_mt", job.journal, output):
         return
-    eng = engine_options.load(model_path, tokenizer=tokenizer, seed=seed)
-    summary = job.run(eng)
+    summary = engine_options.run(job, model_path, tokenizer=tokenizer, seed=seed)
     print(summary.line())
     print(f"[gen_mt] wrote {output}")
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from magpie.compat import torch_device  # noqa: E402
-from magpie.preference import RewardJob, reward_file_name  # noqa: E402
+from magpie.engines import EngineOptions  # noqa: E402
+from magpie.preference import RewardJob, load_scorer, reward_file_name  # noqa: E402
 from magpie.records import InputError, overwriting  # noqa: E402
 from magpie.stage import already_complete, run_cli  # noqa: E402
 
@@ -24,6 +26,11 @@ def main(
     output_file: str | None = None,
     checkpoint_every: int = 5000,
     overwrite: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
+    num_replicas: int = 1,
+    gpus_per_replica: float | None = None,
+    cpus_per_replica: float = 1,
 ):
     """Add the scores ([{"score": s}] aligned with `responses`) and `rewards_model` to
     every record of INPUT_FILE (the output of gen_po_multi_res.py). The scores go to
@@ -43,6 +50,14 @@ def main(
       checkpoint_every: kept for compatibility; every record is journaled as it is scored.
       overwrite: replace an output made with other settings or another input (a
         rerun with the same ones finds it complete; a mismatch is refused without this).
+      executor: local (this process) or ray (replicas of the reward model on a Ray
+        cluster; the same scores as local).
+      ray_address: an existing Ray cluster for --executor ray (e.g. auto or
+        ray://head:10001); default a local one started for this run.
+      num_replicas: reward-model replicas with --executor ray.
+      gpus_per_replica: GPUs per replica with --executor ray; default 1 when the cluster
+        has GPUs, else 0.
+      cpus_per_replica: CPUs Ray reserves per replica (its torch threads on CPU).
     """
     del checkpoint_every
     if not input_file:
@@ -54,9 +69,21 @@ def main(
         )
     if already_complete("gen_po_rewards", job.journal, output):
         return
-    from magpie.tagging.reward import RewardScorer
+    from magpie.tagging.reward import check_reward_model
 
-    scorer = RewardScorer(
+    # Refused here, before any replica starts: a loader failing on every replica is no
+    # crash to retry.
+    check_reward_model(reward_model_path, trust_remote_code)
+    runner = EngineOptions(
+        engine="hf",  # the reward model runs in torch, as the hf engine does
+        executor=executor,
+        ray_address=ray_address,
+        num_replicas=num_replicas,
+        gpus_per_replica=gpus_per_replica,
+        cpus_per_replica=cpus_per_replica,
+    ).make_executor()
+    load = functools.partial(
+        load_scorer,
         reward_model_path,
         device=torch_device(device),
         dtype=dtype,
@@ -64,7 +91,10 @@ def main(
         max_length=max_length,
         trust_remote_code=trust_remote_code,
     )
-    summary = job.run(scorer)
+    try:
+        summary = runner.run(job, load)
+    finally:
+        runner.close()
     print(summary.line())
     print(f"[gen_po_rewards] wrote {output}")
 

@@ -7,28 +7,27 @@ so the prompt is exactly what the template would make — for every family (Llam
 ChatML, Gemma, Mistral, Phi-3, ...), never a dangling assistant header and never a
 second BOS (the mistakes of appending a pre-query template after a generation prompt).
 
-Turns are generated step by step across all records (all first user turns, then all
-first replies, ...), so the engine batches them; each finished turn goes to the journal,
-so a killed run resumes at the turn it was on. A turn that comes back empty or
-unfinished ends that conversation: the record keeps the turns it has and
-`conversation_stop_reason` says why; other records are untouched.
+Turns are generated step by step across the dialogues of a chunk (all first user turns,
+then all first replies, ...; with the local executor one chunk holds them all), so the
+engine batches them; each finished turn goes to the journal, so a killed run resumes at
+the turn it was on (`DialogueStep`). A turn that comes back empty or unfinished ends that
+conversation: the record keeps the turns it has and `conversation_stop_reason` says why;
+other records are untouched.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from magpie.engines.base import Engine, SamplingParams, item_seeds
+from magpie.executor import Made, Step
 from magpie.profiles import TEMPLATE_DATE, Profile, fixed_date_template
-from magpie.records import InputError, Journal
+from magpie.records import InputError
 from magpie.responses import THINK_OPEN, read_completion
-from magpie.stage import Summary
 
 # The paper's multi-turn system prompt, with the original's typos ("Al assistant",
 # "thorough,relevant") fixed on purpose.
@@ -179,58 +178,50 @@ class Dialogue:
 
 def run_turns(
     engine: Engine,
-    dialogues: Sequence[Dialogue],
+    dialogues: dict[int, Dialogue],
+    journaled: dict[int, dict[int, dict]],
     roles: Sequence[str],
     prompt_for: Callable[[str, Dialogue], str],
-    params_for: Callable[[str, int], SamplingParams],
-    journal: Journal,
-    summary: Summary,
+    params_for: Callable[[str], SamplingParams],
     stage: str,
-) -> None:
-    """Grow every dialogue by `roles` (e.g. user, assistant, user ...), step by step.
+) -> Iterator[Made]:
+    """Grow the dialogues {index: dialogue} by `roles` (e.g. user, assistant, user ...),
+    step by step, all of them in one engine call per step; yield each new turn's entry
+    under "i/step". A turn in `journaled` ({index: {step: entry}}) is applied, not made.
 
     Dialogue i's turn at `step` draws from the seed of item i of "<stage>/<step>"
-    (`item_seeds`, with the run seed from `params_for(...).seed`): the same text whichever
+    (`item_seeds`, with the run seed from `params_for(role).seed`): the same text whichever
     dialogues share its call, and after a resume."""
-    total = sum(
-        len(roles) if d.limit is None else min(len(roles), d.limit - len(d.turns))
-        for d in dialogues
-        if d.growing
-    )
-    bar = tqdm(total=total, desc="turns", unit="turn")
-    try:
-        for step, role in enumerate(roles):
-            todo = []
-            for i, d in enumerate(dialogues):
-                if not d.growing:
-                    continue
-                entry = journal.done.get(f"{i}/{step}")
-                if entry is not None:
-                    _apply(d, entry)
-                    bar.update(1)
-                else:
-                    todo.append(i)
-            prompts = [prompt_for(role, dialogues[i]) for i in todo]
-            params = params_for(role, step)
-            seeds = item_seeds(params.seed, f"{stage}/{step}", todo)
-            for k, (c,) in engine.stream(prompts, params, seeds):
-                i = todo[k]
-                summary.tokens += c.completion_tokens
-                opened = prompts[k].rstrip().endswith(THINK_OPEN)
-                reasoning, text, failure = read_completion(c, opened, role == "assistant")
-                entry = {
-                    "role": role,
-                    "content": text,
-                    "failure": failure,
-                    "turn": len(dialogues[i].turns) // 2 + 1,
-                }
-                if reasoning is not None:
-                    entry["reasoning"] = reasoning
-                journal.append(f"{i}/{step}", entry)
-                _apply(dialogues[i], entry)
-                bar.update(1)
-    finally:
-        bar.close()
+    for step, role in enumerate(roles):
+        todo = []
+        for i, d in dialogues.items():
+            if not d.growing:
+                continue
+            entry = journaled.get(i, {}).get(step)
+            if entry is not None:
+                _apply(d, entry)
+            else:
+                todo.append(i)
+        if not todo:
+            continue
+        prompts = [prompt_for(role, dialogues[i]) for i in todo]
+        params = params_for(role)
+        seeds = item_seeds(params.seed, f"{stage}/{step}", todo)
+        for k, (c,) in engine.stream(prompts, params, seeds):
+            i = todo[k]
+            opened = prompts[k].rstrip().endswith(THINK_OPEN)
+            reasoning, text, failure = read_completion(c, opened, role == "assistant")
+            entry = {
+                "role": role,
+                "content": text,
+                "failure": failure,
+                "turn": len(dialogues[i].turns) // 2 + 1,
+                "engine": engine.name,  # for the records' configs (finish has no engine)
+            }
+            if reasoning is not None:
+                entry["reasoning"] = reasoning
+            _apply(dialogues[i], entry)
+            yield f"{i}/{step}", entry, c.completion_tokens
 
 
 def _apply(d: Dialogue, entry: dict) -> None:
@@ -242,3 +233,79 @@ def _apply(d: Dialogue, entry: dict) -> None:
         if entry.get("reasoning") is not None:  # a thinking model's thoughts, kept aside
             message["reasoning"] = entry["reasoning"]
         d.messages.append(message)
+
+
+class DialogueStep(Step):
+    """A stage that grows dialogues by `roles`, one journal entry per turn ("i/step").
+
+    Items are (dialogue index, {step: its journaled turn}), so that a chunk sent to a Ray
+    replica (without the journal) continues a resumed dialogue where it stopped.
+    Subclasses set `stage`, `roles`, `tokenizer`, `user_params`, `assistant_params` and
+    define `dialogue(i)` (dialogue i as its input starts it), `prompt(role, d)`,
+    `count()` (how many dialogues) and `finish`."""
+
+    unit = "turn"
+    roles: list[str]
+    user_params: SamplingParams
+    assistant_params: SamplingParams
+
+    def count(self) -> int:
+        """How many dialogues."""
+        raise NotImplementedError
+
+    def dialogue(self, i: int) -> Dialogue:
+        raise NotImplementedError
+
+    def prompt(self, role: str, d: Dialogue) -> str:
+        raise NotImplementedError
+
+    def params(self, role: str) -> SamplingParams:
+        return self.user_params if role == "user" else self.assistant_params
+
+    def journaled(self) -> dict[int, dict[int, dict]]:
+        """The journal's turns as {dialogue index: {step: entry}}."""
+        turns: dict[int, dict[int, dict]] = {}
+        for key, entry in self.journal.done.items():
+            i, step = key.split("/")
+            turns.setdefault(int(i), {})[int(step)] = entry
+        return turns
+
+    def replayed(self, i: int, turns: dict[int, dict]) -> tuple[Dialogue, bool]:
+        """Dialogue i with its journaled `turns` applied, and whether it needs more."""
+        d = self.dialogue(i)
+        for step in range(len(self.roles)):
+            if not d.growing:
+                return d, False
+            if step not in turns:
+                return d, True
+            _apply(d, turns[step])
+        return d, False
+
+    def todo(self) -> list[tuple[int, dict[int, dict]]]:
+        journaled = self.journaled()
+        items = [(i, journaled.get(i, {})) for i in range(self.count())]
+        return [(i, turns) for i, turns in items if self.replayed(i, turns)[1]]
+
+    def progress(self) -> tuple[int, int]:
+        """(turns to make at most, turns journaled): a dialogue that stops early makes
+        fewer, so the bar may end short of its total."""
+        roles, total = len(self.roles), 0
+        for i in range(self.count()):
+            d = self.dialogue(i)
+            if d.growing:
+                total += roles if d.limit is None else min(roles, d.limit - len(d.turns))
+        return total, len(self.journal.done)
+
+    def make(self, engine: Engine, items: list[tuple[int, dict[int, dict]]]) -> Iterator[Made]:
+        dialogues = {i: self.dialogue(i) for i, _ in items}
+        yield from run_turns(
+            engine, dialogues, dict(items), self.roles, self.prompt, self.params, self.stage
+        )
+
+    def grown(self) -> tuple[list[Dialogue], str | None]:
+        """Every dialogue as the journal leaves it, and the engine that made the latest
+        turn (None when no turn was made: every dialogue was done or unusable)."""
+        journaled = self.journaled()
+        dialogues = [self.replayed(i, journaled.get(i, {}))[0] for i in range(self.count())]
+        engines = [e["engine"] for e in self.journal.done.values() if e.get("engine")]
+        return dialogues, engines[-1] if engines else None

@@ -21,14 +21,14 @@ from magpie.conversation import Conversation, message_list, read_all, write_back
 from magpie.conversations import (
     MULTI_TURN_SYSTEM_PROMPT,
     Dialogue,
+    DialogueStep,
     SystemPrompts,
     assistant_turn_prompt,
     first_user_prompt,
-    run_turns,
     supports_system,
     user_turn_prompt,
 )
-from magpie.engines.base import Engine, SamplingParams
+from magpie.engines.base import SamplingParams
 from magpie.profiles import Profile
 from magpie.records import InputError, Journal, read_records
 from magpie.stage import Summary, json_type
@@ -63,8 +63,11 @@ def _sampling(
     )
 
 
-class MultiTurnJob:
-    """Extend records of `input_file` to `num_turns` turns; output <stem>_mt.json."""
+class MultiTurnJob(DialogueStep):
+    """Extend records of `input_file` to `num_turns` turns; output <stem>_mt.json.
+    Items are dialogues (see DialogueStep)."""
+
+    stage = "gen_mt"
 
     def __init__(
         self,
@@ -104,6 +107,12 @@ class MultiTurnJob:
         self.assistant_params = _sampling(
             profile, max_tokens=max_tokens, seed=seed, answer=True, **response_params
         )
+        # Records that have turns already are continued from their last exchange; steps
+        # count from the shortest one (dialogue i's turn at step s has the seed of item i
+        # of "gen_mt/<s>", whichever chunk it is in).
+        growing = (self.dialogue(i) for i in range(len(self.records)))
+        shortest = min((len(d.turns) // 2 for d in growing if d.growing), default=num_turns)
+        self.roles = ["user", "assistant"] * (num_turns - shortest)
         self.journal = Journal(
             output_path,
             {
@@ -129,38 +138,31 @@ class MultiTurnJob:
             "mt_generator": model_name,
         }
 
-    def run(self, engine: Engine) -> Summary:
-        summary = Summary("gen_mt", len(self.records))
-        summary.resumed = len(self.journal.done)
-        dialogues = []
-        for r, conv in zip(self.records, self.conversations, strict=True):
-            done = conv.complete()
-            d = Dialogue(message_list(done), limit=2 * self.num_turns)
-            if not done.has_response or r.get("instruction_flag") or r.get("response_flag"):
-                d.stop_reason = "input has no usable instruction and response"
-            dialogues.append(d)
-        system = [{"role": "system", "content": self.system}] if self.system else []
+    def count(self) -> int:
+        return len(self.records)
 
-        def prompt_for(role: str, d: Dialogue) -> str:
-            if role == "user" and system:
-                return user_turn_prompt(self.tokenizer, system + d.turns)
-            messages = d.messages if self.with_system else d.turns
-            if role == "user":
-                return user_turn_prompt(self.tokenizer, messages)
-            return assistant_turn_prompt(self.tokenizer, messages)
+    def dialogue(self, i: int) -> Dialogue:
+        done = self.conversations[i].complete()
+        d = Dialogue(message_list(done), limit=2 * self.num_turns)
+        r = self.records[i]
+        if not done.has_response or r.get("instruction_flag") or r.get("response_flag"):
+            d.stop_reason = "input has no usable instruction and response"
+        return d
 
-        def params_for(role: str, step: int) -> SamplingParams:
-            return self.user_params if role == "user" else self.assistant_params
+    def prompt(self, role: str, d: Dialogue) -> str:
+        if role == "user" and self.system:
+            system = [{"role": "system", "content": self.system}]
+            return user_turn_prompt(self.tokenizer, system + d.turns)
+        messages = d.messages if self.with_system else d.turns
+        if role == "user":
+            return user_turn_prompt(self.tokenizer, messages)
+        return assistant_turn_prompt(self.tokenizer, messages)
 
-        # Records that have turns already are continued from their last exchange.
-        shortest = min((len(d.turns) // 2 for d in dialogues if d.growing), default=self.num_turns)
-        roles = ["user", "assistant"] * (self.num_turns - shortest)
-        try:
-            run_turns(
-                engine, dialogues, roles, prompt_for, params_for, self.journal, summary, "gen_mt"
-            )
-        finally:
-            self.journal.close()
+    def summary(self) -> Summary:
+        return Summary("gen_mt", len(self.records))
+
+    def finish(self, summary: Summary) -> Summary:
+        dialogues, engine = self.grown()
         out = []
         for r, d in zip(self.records, dialogues, strict=True):
             if d.stop_reason and not Conversation.of_messages(d.messages).has_response:
@@ -169,7 +171,7 @@ class MultiTurnJob:
                 record = write_back(r, Conversation.of_messages(d.messages))
             record.update(
                 conversation_stop_reason=d.stop_reason,
-                gen_mt_configs={**self.configs, "engine": engine.name},
+                gen_mt_configs={**self.configs, "engine": engine},
             )
             if d.stop_reason:
                 summary.flags[d.stop_reason] += 1
@@ -179,8 +181,11 @@ class MultiTurnJob:
         return summary
 
 
-class ConversationJob:
-    """One-pass conversations of `n_turns` turns for `total` records (or one per input row)."""
+class ConversationJob(DialogueStep):
+    """One-pass conversations of `n_turns` turns for `total` records (or one per input row).
+    Items are dialogues (see DialogueStep)."""
+
+    stage = "gen_conv"
 
     def __init__(
         self,
@@ -237,6 +242,7 @@ class ConversationJob:
         if not with_system and (system_prompts or any(r.get("system_prompt") for r in rows)):
             raise InputError(f"model {model_name}: its chat format has no system turn")
         self.seed = seed
+        self.systems = self._systems()  # (key, prompt) per row, drawn before any chunking
         self.user_params = _sampling(
             profile, max_tokens=max_tokens, seed=seed, newline=early_stopping, **instruction_params
         )
@@ -269,6 +275,7 @@ class ConversationJob:
         )
 
     def _systems(self) -> list[tuple[str | None, str | None]]:
+        """(key, system prompt) of every row, drawn in row order from the run seed."""
         rng = random.Random(self.seed)
         chosen = []
         for row in self.rows:
@@ -282,39 +289,29 @@ class ConversationJob:
             chosen.append((key, prompt))
         return chosen
 
-    def run(self, engine: Engine) -> Summary:
-        summary = Summary("gen_conv", len(self.rows) if any(self.rows) else 0)
-        summary.resumed = len(self.journal.done)
-        systems = self._systems()
-        dialogues = [Dialogue([{"role": "system", "content": p}] if p else []) for _, p in systems]
+    def count(self) -> int:
+        return len(self.rows)
 
-        def prompt_for(role: str, d: Dialogue) -> str:
-            if role == "user":
-                if not d.turns:
-                    system = d.messages[0]["content"] if d.messages else None
-                    return first_user_prompt(self.tokenizer, self.profile, system)
-                return user_turn_prompt(self.tokenizer, d.messages)
-            return assistant_turn_prompt(self.tokenizer, d.messages)
+    def dialogue(self, i: int) -> Dialogue:
+        prompt = self.systems[i][1]
+        return Dialogue([{"role": "system", "content": prompt}] if prompt else [])
 
-        def params_for(role: str, step: int) -> SamplingParams:
-            return self.user_params if role == "user" else self.assistant_params
+    def prompt(self, role: str, d: Dialogue) -> str:
+        if role == "user":
+            if not d.turns:
+                system = d.messages[0]["content"] if d.messages else None
+                return first_user_prompt(self.tokenizer, self.profile, system)
+            return user_turn_prompt(self.tokenizer, d.messages)
+        return assistant_turn_prompt(self.tokenizer, d.messages)
 
-        try:
-            run_turns(
-                engine,
-                dialogues,
-                self.roles,
-                prompt_for,
-                params_for,
-                self.journal,
-                summary,
-                "gen_conv",
-            )
-        finally:
-            self.journal.close()
+    def summary(self) -> Summary:
+        return Summary("gen_conv", len(self.rows) if any(self.rows) else 0)
+
+    def finish(self, summary: Summary) -> Summary:
+        dialogues, engine = self.grown()
         out = []
         for i, (row, d, (key, system)) in enumerate(
-            zip(self.rows, dialogues, systems, strict=True)
+            zip(self.rows, dialogues, self.systems, strict=True)
         ):
             record: dict = {"id": i, **row}
             turns = d.turns
@@ -332,7 +329,7 @@ class ConversationJob:
                 record["system_prompt_key"] = key
             record["model_name"] = self.model_name
             record["conversation_stop_reason"] = d.stop_reason
-            record["gen_input_configs"] = {**self.gen_configs, "engine": engine.name}
+            record["gen_input_configs"] = {**self.gen_configs, "engine": engine}
             if d.stop_reason:
                 summary.flags[d.stop_reason] += 1
             out.append(record)

@@ -29,10 +29,10 @@ import random
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
-from tqdm import tqdm
-
+from magpie.executor import Made, Step
 from magpie.records import InputError, Journal, read_records, where, write_records
 from magpie.stage import Summary
 
@@ -86,8 +86,12 @@ def _responses(record: dict, path, index: int) -> list[str] | None:
 # Rewards
 
 
-class RewardJob:
-    """One scoring run: input read and validated, journal opened, before any model loads."""
+class RewardJob(Step):
+    """One scoring run: input read and validated, journal opened, before any model loads.
+    Items are record indices; the model is a `magpie.tagging.reward.RewardScorer`."""
+
+    stage = "gen_po_rewards"
+    chunk_records = 256  # records per length-sorted pass of the scorer
 
     def __init__(
         self,
@@ -113,63 +117,71 @@ class RewardJob:
             },
         )
 
-    def run(self, scorer, chunk_records: int = 256) -> Summary:
-        """Score every response with `scorer` (a RewardScorer), `chunk_records` records at
-        a time: each chunk is one length-sorted pass, then journaled record by record."""
+    def todo(self) -> list[int]:
+        return [i for i in range(len(self.records)) if i not in self.journal.done]
+
+    def make(self, scorer, items: list[int]) -> Iterator[Made]:
+        """Score every response of these records, `chunk_records` records at a time: each
+        chunk is one length-sorted pass. Records without responses are marked skipped."""
         from magpie.tagging.inputs import Conversation
 
-        records, journal = self.records, self.journal
-        summary = Summary("gen_po_rewards", len(records))
-        summary.resumed = len(journal.done)
+        records, size = self.records, max(1, self.chunk_records)
         todo = []
-        for i, responses in enumerate(self.responses):
-            if i in journal.done:
-                continue
-            if responses is None:
+        for i in items:
+            if self.responses[i] is None:
                 skipped = {self.field: None, REWARD_MODEL_FIELD: None, "rewards_flag": "skipped"}
-                journal.append(i, {**records[i], **skipped})
+                yield i, {**records[i], **skipped}, 0
             else:
                 todo.append(i)
-        total = sum(len(self.responses[i]) for i in todo)
-        bar = tqdm(total=total, desc="rewards", unit="res")
-        try:
-            for start in range(0, len(todo), max(1, chunk_records)):
-                chunk = todo[start : start + max(1, chunk_records)]
-                items = [(i, j) for i in chunk for j in range(len(self.responses[i]))]
-                texts = [(records[i]["instruction"], self.responses[i][j]) for i, j in items]
-                fitted = [
-                    scorer.fit(Conversation([("user", q), ("assistant", a)])) for q, a in texts
-                ]
-                encoded = [ids for ids, _ in fitted]
-                cut = {items[k][0] for k, (_, truncated) in enumerate(fitted) if truncated}
-                scores: dict[int, list] = {i: [None] * len(self.responses[i]) for i in chunk}
-                for k, value in scorer.scores(encoded):
-                    i, j = items[k]
-                    if not math.isfinite(value):
-                        summary.flags["non_finite_score"] += 1
-                    scores[i][j] = {"score": value if math.isfinite(value) else None}
-                    bar.update(1)
-                for i in chunk:
-                    journal.append(
-                        i,
-                        {
-                            **records[i],
-                            self.field: scores[i],
-                            REWARD_MODEL_FIELD: scorer.model_path,
-                            "rewards_truncated": i in cut,
-                        },
-                    )
-        finally:
-            bar.close()
-            journal.close()
-        out = [journal.done[i] for i in range(len(records))]
+        for start in range(0, len(todo), size):
+            chunk = todo[start : start + size]
+            pairs = [(i, j) for i in chunk for j in range(len(self.responses[i]))]
+            texts = [(records[i]["instruction"], self.responses[i][j]) for i, j in pairs]
+            fitted = [scorer.fit(Conversation([("user", q), ("assistant", a)])) for q, a in texts]
+            encoded = [ids for ids, _ in fitted]
+            cut = {pairs[k][0] for k, (_, truncated) in enumerate(fitted) if truncated}
+            scores: dict[int, list] = {i: [None] * len(self.responses[i]) for i in chunk}
+            tokens = dict.fromkeys(chunk, 0)
+            for k, value in scorer.scores(encoded):
+                i, j = pairs[k]
+                scores[i][j] = {"score": value if math.isfinite(value) else None}
+                tokens[i] += len(encoded[k])  # what the scorer counts: unpadded tokens
+            for i in chunk:
+                record = {
+                    **records[i],
+                    self.field: scores[i],
+                    REWARD_MODEL_FIELD: scorer.model_path,
+                    "rewards_truncated": i in cut,
+                }
+                yield i, record, tokens[i]
+
+    def summary(self) -> Summary:
+        return Summary(self.stage, len(self.records))
+
+    def finish(self, summary: Summary) -> Summary:
+        """Write the scored records; flags count skipped records, records with a
+        truncated response and scores that were not finite."""
+        out = [self.journal.done[i] for i in range(len(self.records))]
         summary.flags.update(r["rewards_flag"] for r in out if r.get("rewards_flag"))
-        if scorer.truncated:
-            summary.flags["truncated"] += scorer.truncated
-        summary.tokens = scorer.tokens
+        truncated = sum(1 for r in out if r.get("rewards_truncated"))
+        if truncated:
+            summary.flags["truncated"] += truncated
+        non_finite = sum(
+            1 for r in out for s in r.get(self.field) or () if s is not None and s["score"] is None
+        )
+        if non_finite:
+            summary.flags["non_finite_score"] += non_finite
         summary.records_out = len(out)
-        journal.finish(out)
+        self.journal.finish(out)
         return summary
+
+
+def load_scorer(model_path: str, **options):
+    """The reward model's scorer (a picklable loader for executors:
+    functools.partial(load_scorer, path, dtype=..., ...))."""
+    from magpie.tagging.reward import RewardScorer
+
+    return RewardScorer(model_path, **options)
 
 
 # ---------------------------------------------------------------------------------------

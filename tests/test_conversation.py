@@ -442,6 +442,65 @@ def test_gen_mt_leaves_records_without_an_exchange_as_they_are(tmp_path):
     assert out[0]["conversation_stop_reason"] == "input has no usable instruction and response"
 
 
+def test_gen_mt_continues_a_half_journaled_dialogue_from_its_item(tmp_path):
+    """A dialogue whose follow-up question is journaled but not its answer goes out as an
+    item carrying that turn: the step, pickled without its journal as for a Ray replica,
+    asks only for the answer; the other dialogue is grown from its start."""
+    import pickle
+
+    from magpie.multiturn import MultiTurnJob
+
+    src, out = tmp_path / "in.json", tmp_path / "in_mt.json"
+    src.write_text(
+        json.dumps(
+            [
+                {"id": 0, "instruction": "Q1?", "response": "A1."},
+                {"instruction": "Q2?", "response": "A2."},
+            ]
+        )
+    )
+    replies = {"A1.": "Asked again?", "A2.": "Second follow-up?", "Second follow-up?": "B2."}
+    replies["Journaled follow-up?"] = "Its answer."
+
+    def job():
+        return MultiTurnJob(
+            profile(),
+            SMOL,
+            src,
+            out,
+            model_name="scripted",
+            instruction_params=GREEDY,
+            response_params=GREEDY,
+            seed=0,
+        )
+
+    first = job()
+    header = json.dumps({"__journal__": first.journal.fingerprint})
+    first.journal.close()
+    turn = {"role": "user", "content": "Journaled follow-up?", "failure": None, "turn": 2}
+    Path(f"{out}.journal.jsonl").write_text(
+        header + "\n" + json.dumps({"key": "0/0", "record": turn}) + "\n"
+    )
+    resumed = job()
+    assert resumed.todo() == [(0, {0: turn}), (1, {})]
+    assert resumed.progress() == (4, 1)
+    replica = pickle.loads(pickle.dumps(resumed))
+    assert replica.journal is None
+    engine = Scripted(replies)
+    made = list(replica.make(engine, resumed.todo()))
+    assert [key for key, _, _ in made] == ["1/0", "0/1", "1/1"]
+    assert [entry["content"] for _, entry, _ in made] == ["Second follow-up?", "Its answer.", "B2."]
+    assert {entry["engine"] for _, entry, _ in made} == {"scripted"}
+
+    resumed.run(Scripted(replies))
+    records = read_records(out)
+    assert [(r["instruction_2"], r["response_2"]) for r in records] == [
+        ("Journaled follow-up?", "Its answer."),
+        ("Second follow-up?", "B2."),
+    ]
+    assert all(r["gen_mt_configs"]["engine"] == "scripted" for r in records)
+
+
 def test_gen_mt_refuses_a_malformed_record_before_generating(tmp_path):
     from magpie.multiturn import MultiTurnJob
 
