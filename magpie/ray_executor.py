@@ -225,6 +225,8 @@ class RayExecutor:
                     try:
                         result = ray.get(ref)
                     except (RayActorError, ActorUnavailableError) as e:
+                        if getattr(e, "actor_init_failed", False):
+                            _raise_load_error(step.stage, e)
                         # The replica died: Ray restarts it; until it answers a ping it gets
                         # no work, and its chunk goes first to the next free replica.
                         down_since.setdefault(a, time.time())
@@ -278,3 +280,12 @@ def _rates(made: Counter, busy: Counter) -> str:
     return ", ".join(
         f"r{k} {made[k] / busy[k]:.1f}/s" if busy[k] else f"r{k} -" for k in sorted(made)
     )
+
+
+def _raise_load_error(stage: str, error: Exception):
+    """A replica could not load its model (bad path, refused settings): its error, once."""
+    last = str(error).strip().splitlines()[-1]
+    prefix = f"{InputError.__module__}.{InputError.__name__}: "
+    if last.startswith(prefix):
+        raise InputError(last[len(prefix) :]) from None
+    raise RuntimeError(f"{stage}: a replica could not load its model: {last}") from error

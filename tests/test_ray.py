@@ -25,7 +25,7 @@ from magpie.engines import EngineOptions
 from magpie.instructions import InstructionJob
 from magpie.models import DEFAULT_MODEL
 from magpie.profiles import get_profile
-from magpie.records import read_records
+from magpie.records import InputError, read_records
 from magpie.responses import ResponseJob
 
 pytestmark = pytest.mark.slow
@@ -218,3 +218,19 @@ def test_driver_killed_mid_run_resumes_with_exactly_the_expected_records(
     assert again.returncode == 0, again.stderr
     assert f"{committed} resumed from journal" in again.stdout
     assert read_records(out) == local_responses
+
+
+def failing_load():
+    raise InputError("model nowhere/at-all: not found")
+
+
+def test_a_model_that_cannot_load_stops_the_run_with_its_error(
+    ray_cluster, smol_profile, instructions, tmp_path
+):
+    from magpie.ray_executor import RayExecutor
+
+    executor = RayExecutor(num_replicas=2)
+    with pytest.raises(InputError, match=r"^model nowhere/at-all: not found$"):
+        executor.run(response_job(smol_profile, instructions, tmp_path / "r.json"), failing_load)
+    executor.close()
+    assert not (tmp_path / "r.json").exists()

@@ -89,6 +89,12 @@ class FakeStructuredOutputsParams:
         self.kwargs = kwargs
 
 
+class FakeRepetitionDetectionParams:
+    def __init__(self, **kwargs):
+        refuse_unknown("RepetitionDetectionParams", kwargs, SIGNATURES["RepetitionDetectionParams"])
+        self.__dict__.update(kwargs)
+
+
 def FakeTokensPrompt(**kwargs):  # a TypedDict in vLLM
     return dict(kwargs)
 
@@ -218,6 +224,7 @@ def fake_vllm(monkeypatch, tokenizer):
         "vllm.sampling_params",
         SamplingParams=FakeSamplingParams,
         StructuredOutputsParams=FakeStructuredOutputsParams,
+        RepetitionDetectionParams=FakeRepetitionDetectionParams,
     )
     for name in ["vllm.v1", "vllm.v1.sample", "vllm.v1.worker", "vllm.v1.worker.gpu"]:
         _module(monkeypatch, name)
@@ -386,6 +393,9 @@ def test_sampling_params_mapping(fake_vllm):
     ((prompts, sps),) = FakeLLM.instances[-1].calls
     assert len(prompts) == len(sps) == 2  # n samples are ONE request per prompt
     for sp in sps:
+        # vLLM's repetition check with our rule's parameters (magpie.engines.repetition)
+        loop = sp.kwargs.pop("repetition_detection")
+        assert vars(loop) == {"max_pattern_size": 64, "min_pattern_size": 8, "min_count": 4}
         assert sp.kwargs == {
             "n": 3,
             "temperature": 0.7,

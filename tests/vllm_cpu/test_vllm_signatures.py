@@ -10,7 +10,7 @@ from pathlib import Path
 import vllm
 from vllm import LLM, SamplingParams
 from vllm.engine.arg_utils import EngineArgs
-from vllm.sampling_params import StructuredOutputsParams
+from vllm.sampling_params import RepetitionDetectionParams, StructuredOutputsParams
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "vllm_signatures.json"
 
@@ -30,6 +30,9 @@ def test_contract_fixture_matches_installed_vllm():
         "SamplingParams": public(SamplingParams.__struct_fields__),
         "StructuredOutputsParams": public(
             f.name for f in dataclasses.fields(StructuredOutputsParams)
+        ),
+        "RepetitionDetectionParams": public(
+            f.name for f in dataclasses.fields(RepetitionDetectionParams)
         ),
     }
     assert actual == recorded
