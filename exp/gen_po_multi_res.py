@@ -1,92 +1,14 @@
-"""Preference data, step 1: N responses per instruction (the original's gen_po_multi_res.py)."""
+"""Preference data, step 1: N responses per instruction (the original's gen_po_multi_res.py).
 
-from __future__ import annotations
+The original's command line, unchanged; the code is magpie/cli/gen_po_multi_res.py, also installed
+as the `magpie-gen-po-multi-res` command."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from magpie.engines import EngineOptions, with_engine_flags  # noqa: E402
-from magpie.models import canonical_name  # noqa: E402
-from magpie.profiles import get_profile  # noqa: E402
-from magpie.records import InputError, overwriting, read_records  # noqa: E402
-from magpie.responses import ResponseJob, response_file_name  # noqa: E402
-from magpie.stage import already_complete, run_cli  # noqa: E402
-
-
-@with_engine_flags
-def main(
-    input_file: str | None = None,
-    model_path: str = "",
-    num_samples: int = 5,
-    temperature: float = 0.8,
-    top_p: float = 1.0,
-    repetition_penalty: float = 1.0,
-    max_tokens: int = 4096,
-    seed: int | None = None,
-    checkpoint_every: int = 20,
-    response_mode: str | None = None,
-    enable_thinking: bool | None = None,
-    output_file: str | None = None,
-    overwrite: bool = False,
-    *,
-    engine_options: EngineOptions,
-):
-    """Sample NUM_SAMPLES responses for every instruction of INPUT_FILE (.json or .jsonl),
-    one request per prompt with n samples.
-
-    Args:
-      input_file: records with an `instruction` field, e.g. data_po/example_instructions.jsonl.
-      model_path: hub id or local folder; empty = the embedded SmolLM2-135M-Instruct.
-      num_samples: responses per instruction.
-      temperature: sampling temperature (0.8 as in the original; 0 makes the samples equal).
-      top_p: nucleus sampling threshold.
-      repetition_penalty: CTRL-style penalty on tokens already present.
-      max_tokens: most tokens per response; longer ones are flagged "unfinished".
-      seed: random seed for sampling (recorded in gen_response_configs).
-      checkpoint_every: kept for compatibility; every record is journaled as it is made.
-      response_mode: with --engine openai: template (default; raw completion of the chat
-        template rendered here) or chat (the server's chat endpoint applies its template).
-      enable_thinking: passed to the chat template (Qwen3's switch): False renders it
-        without thinking; default the template's own choice. A thinking model's thoughts
-        go to `reasoning`, its answer to `response`.
-      output_file: default <input stem>_<num_samples>res.json next to the input.
-      overwrite: replace an output made with other settings or another input (a
-        rerun with the same ones finds it complete; a mismatch is refused without this).
-    """
-    del checkpoint_every
-    if not input_file:
-        raise InputError("--input_file is required")
-    if int(num_samples) < 1:
-        raise InputError(f"--num_samples must be at least 1, not {num_samples}")
-    suffix = f"_{int(num_samples)}res"
-    output = Path(output_file) if output_file else response_file_name(input_file, suffix)
-    read_records(input_file)  # bad input fails before any model loads
-    name = canonical_name(model_path)
-    tokenizer = engine_options.tokenizer(model_path)
-    with overwriting(overwrite):
-        job = ResponseJob(
-            get_profile(name, tokenizer),
-            input_file,
-            output,
-            model_name=name,
-            temperature=temperature,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            max_tokens=max_tokens,
-            seed=seed,
-            num_samples=int(num_samples),
-            enable_thinking=enable_thinking,
-        )
-    if already_complete("gen_po_multi_res", job.journal, output):
-        return
-    summary = engine_options.run(
-        job, model_path, seed=seed, tokenizer=tokenizer, response_mode=response_mode
-    )
-    print(summary.line())
-    print(f"[gen_po_multi_res] wrote {output}")
-
+from magpie.cli.gen_po_multi_res import cli, main  # noqa: E402,F401
 
 if __name__ == "__main__":
-    run_cli(main)
+    cli()

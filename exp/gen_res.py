@@ -1,87 +1,14 @@
-"""Stage 2: answer each instruction with the same model (the original's gen_res.py)."""
+"""Stage 2: answer each instruction with the same model (the original's gen_res.py).
 
-from __future__ import annotations
+The original's command line, unchanged; the code is magpie/cli/gen_res.py, also installed
+as the `magpie-gen-res` command."""
 
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from magpie.engines import EngineOptions, with_engine_flags  # noqa: E402
-from magpie.models import canonical_name  # noqa: E402
-from magpie.profiles import get_profile  # noqa: E402
-from magpie.records import InputError, overwriting, read_records  # noqa: E402
-from magpie.responses import ResponseJob, response_file_name  # noqa: E402
-from magpie.stage import already_complete, run_cli  # noqa: E402
-
-log = logging.getLogger("magpie")
-
-
-@with_engine_flags
-def main(
-    input_file: str | None = None,
-    model_path: str = "",
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    repetition_penalty: float = 1.0,
-    max_tokens: int = 4096,
-    seed: int | None = None,
-    checkpoint_every: int = 20,
-    response_mode: str | None = None,
-    enable_thinking: bool | None = None,
-    output_file: str | None = None,
-    overwrite: bool = False,
-    *,
-    engine_options: EngineOptions,
-):
-    """Generate a response for every instruction of INPUT_FILE (.json or .jsonl).
-
-    Args:
-      input_file: records with an `instruction` field (the output of gen_ins.py).
-      model_path: hub id or local folder; empty = the embedded SmolLM2-135M-Instruct.
-      temperature: sampling temperature; 0 = greedy.
-      top_p: nucleus sampling threshold.
-      repetition_penalty: CTRL-style penalty on tokens already present.
-      max_tokens: most tokens per response; longer ones are flagged "unfinished".
-      seed: random seed for sampling.
-      checkpoint_every: kept for compatibility; every record is journaled as it is made.
-      response_mode: with --engine openai: template (default; raw completion of the chat
-        template rendered here) or chat (the server's chat endpoint applies its template).
-      enable_thinking: passed to the chat template (Qwen3's switch): False renders it
-        without thinking; default the template's own choice. A thinking model's thoughts
-        go to `reasoning`, its answer to `response`.
-      output_file: default <input stem>_res.json next to the input.
-      overwrite: replace an output made with other settings or another input (a
-        rerun with the same ones finds it complete; a mismatch is refused without this).
-    """
-    if not input_file:
-        raise InputError("--input_file is required")
-    output = Path(output_file) if output_file else response_file_name(input_file)
-    read_records(input_file)  # bad input fails before any model loads
-    name = canonical_name(model_path)
-    tokenizer = engine_options.tokenizer(model_path)
-    with overwriting(overwrite):
-        job = ResponseJob(
-            get_profile(name, tokenizer),
-            input_file,
-            output,
-            model_name=name,
-            temperature=temperature,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            max_tokens=max_tokens,
-            seed=seed,
-            enable_thinking=enable_thinking,
-        )
-    if already_complete("gen_res", job.journal, output):
-        return
-    summary = engine_options.run(
-        job, model_path, seed=seed, tokenizer=tokenizer, response_mode=response_mode
-    )
-    print(summary.line())
-    print(f"[gen_res] wrote {output}")
-
+from magpie.cli.gen_res import cli, main  # noqa: E402,F401
 
 if __name__ == "__main__":
-    run_cli(main)
+    cli()
