@@ -148,3 +148,40 @@ def test_installed_wheel_generates_instructions(venv, tiny_model_dir, tmp_path):
     math = json.loads((CONFIGS / "system_prompts.json").read_text())["math"]
     assert all(math in r["pre_query_template"] for r in records)  # the shipped system text
     assert all(isinstance(r["instruction"], str) for r in records)
+
+
+def test_installed_console_command_runs_gen_ins_from_another_folder(venv, tiny_model_dir):
+    """`magpie-gen-ins` from the wheel's entry points, the original's flags, another cwd."""
+    cwd = venv.parent / "elsewhere"
+    out = run(
+        [
+            venv / "bin" / "magpie-gen-ins",
+            "--model_path",
+            tiny_model_dir,
+            "--total_prompts",
+            "4",
+            "--n",
+            "2",
+            "--max_tokens",
+            "8",
+            "--dtype",
+            "float32",
+            "--control_tasks",
+            "math",
+            "--seed",
+            "1",
+            "--timestamp",
+            "7",
+            "--output_folder",
+            "made",
+            "--job_name",
+            "tiny",
+        ],
+        cwd,
+    )
+    assert "[gen_ins] wrote" in out
+    (made,) = (cwd / "made" / "tiny").glob("Magpie_*_4_7_ins.json")
+    records = json.loads(made.read_text())
+    math = json.loads((CONFIGS / "system_prompts.json").read_text())["math"]
+    assert [r["id"] for r in records] == [0, 1, 2, 3]
+    assert all(math in r["pre_query_template"] for r in records)
