@@ -99,10 +99,12 @@ class LocalExecutor:
         summary.resumed = len(journal.done)
         items = step.todo()
         total, done = step.progress()
+        log_start(step, total, done, "this process")
+        model = self.model(load) if items else None  # loaded before the bar starts
         bar = tqdm(total=total, initial=done, desc=step.stage, unit=step.unit)
         try:
             if items:
-                for key, entry, tokens in step.make(self.model(load), items):
+                for key, entry, tokens in step.make(model, items):
                     summary.tokens += tokens
                     if key not in journal.done:
                         journal.append(key, entry)
@@ -111,3 +113,9 @@ class LocalExecutor:
             bar.close()
             journal.close()
         return step.finish(summary)
+
+
+def log_start(step: Step, total: int, done: int, where: str) -> None:
+    """The one line a stage prints as it starts: its work and where it runs."""
+    resumed = f", {done} already made (resumed)" if done else ""
+    log.info("[%s] start: %d %s to make%s; %s", step.stage, total - done, step.unit, resumed, where)

@@ -31,7 +31,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from magpie.executor import Step
+from magpie.executor import Step, log_start
 from magpie.records import InputError
 from magpie.stage import Summary
 
@@ -61,6 +61,9 @@ def _replica_class():
         """One model, loaded once; makes the entries of the chunks it is given."""
 
         def __init__(self, load: Callable[[], Any], index: int):
+            from magpie.stage import quiet_libraries
+
+            quiet_libraries()
             self.model = load()
             self.index = index
             self.step_id = None
@@ -202,6 +205,7 @@ class RayExecutor:
         total, done = step.progress()
         if not items:
             return step.finish(summary)
+        log_start(step, total, done, f"Ray, {self.num_replicas} replicas")
         actors = self.pool(load)
         size = chunk_size_for(len(items), len(actors), max(1, (total - done) // len(items)))
         chunks = [items[k : k + size] for k in range(0, len(items), size)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -18,8 +19,20 @@ def setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S", force=True
     )
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Libraries log warnings only, and transformers shows no weight-loading bars (the
+    stage's own bar and start/end lines say what happens)."""
     for noisy in ("transformers", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Read by huggingface_hub, and by transformers when it is first imported.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
 
 class Summary:
