@@ -12,15 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magpie.dedup import (
-    NON_FINITE,
-    _exact_torch,
-    annotate,
-    approximate_neighbours,
-    exact_neighbours,
-    natural_key,
-    run_distance,
-)
+from magpie.dedup import run_distance
+from magpie.dedup.records import NON_FINITE, annotate, natural_key
+from magpie.dedup.search import _exact_torch, approximate_neighbours, exact_neighbours
 from magpie.records import InputError
 
 REPO = Path(__file__).resolve().parent.parent
