@@ -416,8 +416,15 @@ def test_nan_record_is_marked_and_the_others_keep_their_duplicates(tmp_path, mon
     )
     import magpie.embeddings
 
-    monkeypatch.setattr(magpie.embeddings, "load_sentence_model", lambda *a, **k: None)
-    monkeypatch.setattr(magpie.embeddings, "embed_texts", lambda m, u, **k: vectors_of(u))
+    unique = list(dict.fromkeys(texts))
+
+    class Model:  # the sentence model, as the embedding step calls it
+        device = "cpu"
+
+        def encode(self, batch, **kwargs):
+            return vectors_of(unique)[[unique.index(t) for t in batch]]
+
+    monkeypatch.setattr(magpie.embeddings, "load_sentence_model", lambda *a, **k: Model())
     run_distance(
         src, tmp_path / "out.jsonl", method="approximate", index_type="flat", progress=False
     )

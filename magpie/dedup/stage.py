@@ -4,6 +4,7 @@ node, write every record with its fields (see magpie.dedup)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -55,6 +56,46 @@ def _texts_digest(texts: list[str]) -> str:
     return h.hexdigest()
 
 
+def embed_unique(
+    texts: list[str],
+    sentence_model: str = "",
+    device: str | int | None = None,
+    dtype: str = "float32",
+    batch_size: int | None = None,
+    executor=None,
+    timings: dict | None = None,
+) -> np.ndarray:
+    """Unit float32 embeddings of `texts` (unique, non-empty) as an EmbedStep on
+    `executor` (default: here); the model is released afterwards (Ray replicas stopped).
+    `dtype` is already resolved (resolve_dtype): replicas use the driver's choice. Fills
+    `timings` with model_load_s (local only: replicas load while they embed) and embed_s.
+    """
+    from magpie import embeddings
+    from magpie.executor import LocalExecutor
+
+    name = sentence_model or None
+    load = functools.partial(embeddings.load_sentence_model, name, device, dtype)
+    step = embeddings.EmbedStep(
+        texts,
+        batch_size or embeddings.default_batch_size(pick_device(device)),
+        embeddings.sentence_max_tokens(name),
+        float32_model=functools.partial(embeddings.load_sentence_model, name, device, "float32"),
+    )
+    timings = {} if timings is None else timings
+    executor = executor or LocalExecutor()
+    try:
+        if isinstance(executor, LocalExecutor):
+            t0 = time.time()
+            executor.model(load)
+            timings["model_load_s"] = time.time() - t0
+        t0 = time.time()
+        executor.run(step, load)
+        timings["embed_s"] = time.time() - t0
+    finally:
+        executor.release(load)
+    return step.vectors
+
+
 def run_distance(
     input_file: str | os.PathLike,
     output_file: str | os.PathLike | None = None,
@@ -73,11 +114,14 @@ def run_distance(
     save_faiss_index: bool = False,
     faiss_index: str | os.PathLike | None = None,
     progress: bool = True,
+    executor=None,
 ) -> dict:
     """Annotate every record of INPUT_FILE with its near-duplicate fields; returns timings.
 
     The input is read twice as a stream (ids and texts first, then each record on its way
-    out), and the output written atomically, replacing any earlier run's.
+    out), and the output written atomically, replacing any earlier run's. The unique
+    texts are embedded on `executor` (magpie.executor.LocalExecutor by default, or a
+    magpie.ray_executor.RayExecutor: the same vectors); the search runs here.
     """
     summary = Summary("gen_dis")
     why = "given"
@@ -113,21 +157,7 @@ def run_distance(
     def vectors_of(unique: list[str]) -> np.ndarray:
         if vectors_cache is not None:
             return vectors_cache
-        from magpie.embeddings import embed_texts, load_sentence_model
-
-        t0 = time.time()
-        model = load_sentence_model(sentence_model or None, device, dtype)
-        timings["model_load_s"] = time.time() - t0
-        t0 = time.time()
-        out = embed_texts(
-            model,
-            unique,
-            batch_size=batch_size,
-            progress=progress,
-            float32_model=lambda: load_sentence_model(sentence_model or None, device, "float32"),
-        )
-        timings["embed_s"] = time.time() - t0
-        return out
+        return embed_unique(unique, sentence_model, device, dtype, batch_size, executor, timings)
 
     if index is not None:
         import faiss
