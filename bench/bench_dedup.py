@@ -575,7 +575,10 @@ def main(
 ):
     import torch  # imported before any timing, so that neither side pays for it
 
-    from magpie.dedup import _texts_digest, annotate, load_index, run_distance, save_index
+    from magpie.dedup import run_distance
+    from magpie.dedup.records import annotate
+    from magpie.dedup.search import load_index, save_index
+    from magpie.dedup.stage import _texts_digest
 
     torch.set_num_threads(os.cpu_count() or 2)
     work = Path(workdir or tempfile.mkdtemp(prefix="bench-dedup-"))
@@ -655,7 +658,7 @@ def main(
 
 def _dtypes(texts: list[str]) -> dict:
     """Embedding rate in float32 and bfloat16, and what bf16 changes in the results."""
-    from magpie.dedup import annotate
+    from magpie.dedup.records import annotate
     from magpie.embeddings import embed_texts, load_sentence_model
 
     out, vectors = {}, {}

@@ -9,7 +9,7 @@ bench/gpu_check.sh). Everything it needs is built here:
    random model ends its rows after ~100 tokens, at different times (as real answers do).
    Continuous batching (`HFEngine.generate`) against static batches through
    `model.generate` (rows wait for the slowest one), same prompts, batch size and stops.
-2. Exact near-duplicate search (`magpie.dedup.exact_neighbours`, torch on the GPU) on
+2. Exact near-duplicate search (`magpie.dedup.search.exact_neighbours`, torch on the GPU) on
    random unit vectors with planted near-duplicate pairs: every planted pair must be
    found, and the time is printed.
 
@@ -140,7 +140,7 @@ def check_dedup(args) -> dict:
     import numpy as np
     import torch
 
-    from magpie.dedup import exact_neighbours
+    from magpie.dedup.search import exact_neighbours
 
     rng = np.random.default_rng(0)
     n, dim, pairs = args.vectors, 384, args.vectors // 10

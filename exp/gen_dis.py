@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from magpie.dedup import run_distance  # noqa: E402
+from magpie.engines import ENGINE_FLAGS_HELP, EXECUTOR_FLAGS, EngineOptions  # noqa: E402
 from magpie.records import InputError  # noqa: E402
 from magpie.stage import run_cli  # noqa: E402
 
@@ -31,9 +32,17 @@ def main(
     dtype: str = "auto",
     save_faiss_index: bool = False,
     faiss_index: str | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    num_replicas: int = 1,
+    gpus_per_replica: float | None = None,
+    cpus_per_replica: float = 1,
 ):
     """Annotate each record of INPUT_FILE with min_neighbor_distance, repeat_count and
     min_similar_conversation_id (min_similar_uuid for records with a uuid).
+
+    The unique texts are embedded here, or with --executor ray on replicas of the
+    sentence model (the same vectors); the search runs on this node.
 
     Args:
       input_file: .json or .jsonl records with an id (uuid, conversation_id or id) and an
@@ -71,24 +80,43 @@ def main(
         raise InputError("--input_file is required")
     if distance_distance_threshold is not None:
         distance_threshold = distance_distance_threshold
-    run_distance(
-        input_file,
-        output_file,
-        sentence_model=sentence_model,
-        threshold=None if distance_threshold is None else float(distance_threshold),
-        text_field=text_field,
-        id_field=id_field,
-        method=search,
-        index_type=index_type,
-        search_space_size=search_space_size,
-        nprobe=nprobe,
-        exact_max_rows=exact_max_rows,
-        batch_size=None if encoding_batch_size is None else min(int(encoding_batch_size), 256),
-        device=device,
-        dtype=dtype,
-        save_faiss_index=save_faiss_index,
-        faiss_index=faiss_index,
-    )
+    runner = EngineOptions(
+        executor=executor,
+        ray_address=ray_address,
+        num_replicas=num_replicas,
+        gpus_per_replica=gpus_per_replica,
+        cpus_per_replica=cpus_per_replica,
+    ).make_executor()
+    try:
+        run_distance(
+            input_file,
+            output_file,
+            sentence_model=sentence_model,
+            threshold=None if distance_threshold is None else float(distance_threshold),
+            text_field=text_field,
+            id_field=id_field,
+            method=search,
+            index_type=index_type,
+            search_space_size=search_space_size,
+            nprobe=nprobe,
+            exact_max_rows=exact_max_rows,
+            batch_size=None if encoding_batch_size is None else min(int(encoding_batch_size), 256),
+            device=device,
+            dtype=dtype,
+            save_faiss_index=save_faiss_index,
+            faiss_index=faiss_index,
+            executor=runner,
+        )
+    finally:
+        runner.close()
+
+
+# The executor flags' help, shared with the engine stages.
+main.__doc__ = (
+    main.__doc__.rstrip()
+    + "\n"
+    + "".join(f"      {k}: {ENGINE_FLAGS_HELP[k]}\n" for k in EXECUTOR_FLAGS)
+)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 from tqdm import tqdm
 
+from magpie.executor import Made, Step
 from magpie.records import InputError
+from magpie.stage import Summary
 
 log = logging.getLogger("magpie")
 
@@ -107,6 +110,94 @@ def load_sentence_model(
     return model
 
 
+def default_batch_size(device: str) -> int:
+    """Sentences per forward pass: 64 on a CPU (activations stay in cache: 25% faster than
+    256 there), 256 on a GPU."""
+    return 64 if str(device).startswith("cpu") else 256
+
+
+def model_max_tokens(model) -> int:
+    """The loaded model's truncation length (512 when it states none)."""
+    return int(getattr(model, "max_seq_length", None) or 512)
+
+
+def sentence_max_tokens(name: str | None) -> int:
+    """The truncation length a sentence model will have, read from its files without
+    loading it (`max_seq_length` of sentence_bert_config.json, in its folder or the hub
+    cache); 512 when they do not say, as `model_max_tokens`."""
+    import json
+    from pathlib import Path
+
+    path = resolve_sentence_model(name)
+    config = Path(path) / "sentence_bert_config.json"
+    if not config.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(path, "sentence_bert_config.json")
+            config = Path(cached) if isinstance(cached, str) else config
+        except (ImportError, ValueError):
+            pass
+    try:
+        return int(json.loads(config.read_text(encoding="utf-8")).get("max_seq_length") or 512)
+    except (OSError, ValueError, AttributeError):
+        return 512
+
+
+def plan_batches(
+    texts: list[str], batch_size: int, max_tokens: int, token_budget: int = 16384
+) -> list[tuple[np.ndarray, int]]:
+    """(rows, encode batch size) per encode call, longest texts first, so that a batch
+    holds texts of similar length (little padding). A call takes 8 batches of
+    `batch_size` sentences, fewer for long texts (`token_budget` tokens per batch: bounded
+    attention memory; ~3 characters per token, at most `max_tokens`)."""
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    plan, start = [], 0
+    while start < len(order):
+        longest = min(max_tokens, len(texts[order[start]]) // 3 + 2)
+        size = max(8, min(batch_size, token_budget // longest)) * 8
+        plan.append((order[start : start + size], size // 8))
+        start += size
+    return plan
+
+
+def encode_unit(model, texts: list[str], batch_size: int) -> np.ndarray:
+    """Unit-length float32 embeddings of `texts` in one encode call."""
+    vectors = model.encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+    return unit_rows(vectors.astype(np.float32, copy=False))
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, in float32, in place (a zero row stays zero)."""
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors
+
+
+def refine_non_finite(model, texts: list[str], vectors: np.ndarray, float32_model=None):
+    """Rows of `vectors` that are NaN/inf embedded again in float32 (see encode_float32),
+    in place; a row still non-finite stays so. Logs how many."""
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    if not len(bad):
+        return vectors
+    again = encode_float32(model, [texts[i] for i in bad], float32_model)
+    if again is not None:
+        vectors[bad] = unit_rows(again)
+    still = int((~np.isfinite(vectors[bad]).all(axis=1)).sum())
+    log.warning(
+        "%d non-finite embeddings (NaN/inf) in %s; recomputed in float32: %d still bad",
+        len(bad),
+        _dtype_of(model),
+        still,
+    )
+    return vectors
+
+
 def embed_texts(
     model,
     texts: list[str],
@@ -120,49 +211,85 @@ def embed_texts(
     A text whose embedding comes out NaN/inf is embedded again in float32: with
     `float32_model()` (a callable giving the model loaded in float32) when given, else
     with this model cast to float32 for the call; a row still non-finite stays so.
-
-    Texts are encoded longest first, so a batch holds texts of similar length (little
-    padding). Batches of 64 are the fastest on a CPU (their activations stay in cache:
-    25% faster than 256 here), 256 on a GPU; `token_budget` shrinks them for long texts
-    so attention memory stays bounded.
+    Batches: see plan_batches (default size per device: default_batch_size).
     """
     if batch_size is None:
-        batch_size = 64 if str(model.device).startswith("cpu") else 256
-    dim = _dimension(model)
-    out = np.zeros((len(texts), dim), dtype=np.float32)
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    max_tokens = int(getattr(model, "max_seq_length", None) or 512)
-    start = 0
+        batch_size = default_batch_size(str(model.device))
+    out = np.zeros((len(texts), _dimension(model)), dtype=np.float32)
+    plan = plan_batches(texts, batch_size, model_max_tokens(model), token_budget)
     with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress) as bar:
-        while start < len(order):
-            longest = min(max_tokens, len(texts[order[start]]) // 3 + 2)  # ~3+ chars/token
-            size = max(8, min(batch_size, token_budget // longest)) * 8
-            rows = order[start : start + size]
-            vectors = model.encode(
-                [texts[i] for i in rows],
-                batch_size=size // 8,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-            out[rows] = vectors.astype(np.float32, copy=False)
+        for rows, size in plan:
+            out[rows] = encode_unit(model, [texts[i] for i in rows], size)
             bar.update(len(rows))
-            start += len(rows)
-    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)  # unit, in float32
-    bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
-    if len(bad):
-        again = encode_float32(model, [texts[i] for i in bad], float32_model)
-        if again is not None:
-            again /= np.maximum(np.linalg.norm(again, axis=1, keepdims=True), 1e-12)
-            out[bad] = again
-        still = int((~np.isfinite(out[bad]).all(axis=1)).sum())
-        log.warning(
-            "%d non-finite embeddings (NaN/inf) in %s; recomputed in float32: %d still bad",
-            len(bad),
-            _dtype_of(model),
-            still,
-        )
-    return out
+    return refine_non_finite(model, texts, out, float32_model)
+
+
+class MemoryJournal:
+    """The executor's journal interface, kept in memory: embeddings are not resumed
+    (they are remade in minutes; --save_faiss_index keeps them for a rerun)."""
+
+    complete = False
+
+    def __init__(self) -> None:
+        self.done: dict = {}
+
+    def append(self, key, entry) -> None:
+        self.done[key] = entry
+
+    def append_many(self, entries, sync: bool = True) -> None:
+        self.done.update(entries)
+
+    def close(self) -> None:
+        pass
+
+
+class EmbedStep(Step):
+    """Unit float32 embeddings of texts, as a Step: items are encode calls planned here
+    (plan_batches), so a call holds the same texts whichever executor runs it and the
+    vectors are the same, here or on Ray replicas. The model is a SentenceTransformer
+    (load_sentence_model); `float32_model` a picklable loader of it in float32 for the
+    rows that come out non-finite. `finish` leaves the vectors in `self.vectors`."""
+
+    stage, unit = "embedding", "batch"
+
+    def __init__(
+        self,
+        texts: list[str],
+        batch_size: int,
+        max_tokens: int,
+        float32_model=None,
+        token_budget: int = 16384,
+    ):
+        self.texts = texts
+        self.plan = plan_batches(texts, batch_size, max_tokens, token_budget)
+        self.float32_model = float32_model
+        self.journal = MemoryJournal()
+        self.vectors: np.ndarray | None = None
+
+    def todo(self) -> list[int]:
+        return [k for k in range(len(self.plan)) if k not in self.journal.done]
+
+    def progress(self) -> tuple[int, int]:
+        return len(self.plan), len(self.journal.done)
+
+    def summary(self) -> Summary:
+        return Summary(self.stage, len(self.texts))
+
+    def make(self, model, items: list[int]) -> Iterator[Made]:
+        for k in items:
+            rows, size = self.plan[k]
+            texts = [self.texts[i] for i in rows]
+            vectors = encode_unit(model, texts, size)
+            yield k, refine_non_finite(model, texts, vectors, self.float32_model), 0
+
+    def finish(self, summary: Summary) -> Summary:
+        done = self.journal.done
+        dim = done[0].shape[1] if done else 1
+        self.vectors = np.zeros((len(self.texts), dim), dtype=np.float32)
+        for k, (rows, _) in enumerate(self.plan):
+            self.vectors[rows] = done[k]
+        summary.records_out = len(self.texts)
+        return summary
 
 
 def _dtype_of(model):

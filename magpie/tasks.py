@@ -10,6 +10,11 @@ Common fields: task_name, created_by, task_description, data_builder. Builders:
   then tag (quality, sample_quality, difficulty), mark near-duplicates and filter
   (input quality good/excellent, sample quality 4-5, duplicates removed by default).
 
+Model fields: model_path, seed, max_tokens, temperature, and any engine or executor flag
+of the stage CLIs (magpie.engines.EngineOptions: engine, dtype, batch_size, device,
+executor, num_replicas...). A flag given on run_task's command line (other than its
+default) overrides the task file's; the batch size defaults to 32 for task files.
+
 Output goes to `<output_root>/<task_name>/`; every rejected item is kept in a file with
 the step and reason that rejected it, and a summary says generated, kept and rejected per
 step. Relative paths in a task file are read from the task file's folder.
@@ -17,11 +22,14 @@ step. Relative paths in a task file are read from the task file's folder.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import yaml
 
+from magpie.engines import EXECUTOR_FLAGS, EngineOptions
 from magpie.records import (
     InputError,
     Journal,
@@ -31,8 +39,12 @@ from magpie.records import (
     write_records,
 )
 
+log = logging.getLogger("magpie")
+
 COMMON = ("task_name", "created_by", "task_description", "data_builder")
-MODEL_FIELDS = ("model_path", "engine", "seed", "max_tokens", "temperature", "batch_size")
+ENGINE_FIELDS = tuple(f.name for f in dataclasses.fields(EngineOptions))
+MODEL_FIELDS = ("model_path", "seed", "max_tokens", "temperature", *ENGINE_FIELDS)
+TASK_ENGINE_DEFAULTS = {"batch_size": 32}  # task files' own default
 BUILDERS = {
     "magpie_tag_transform": {
         "required": ("seed_datastore",),
@@ -153,19 +165,40 @@ def _filter_config(spec):
     raise InputError("field 'filter' must be a mapping of rules or a preset file")
 
 
-def _tag_options(task: dict, missions_model: str | None = None):
+def with_flags(task: dict, given: EngineOptions | None) -> dict:
+    """The task with the command line's engine flags that differ from their defaults
+    set in it (they override the task file's)."""
+    if given is None:
+        return task
+    defaults, task = EngineOptions(), dict(task)
+    for name in ENGINE_FIELDS:
+        value = getattr(given, name)
+        if value != getattr(defaults, name):
+            if name in task and task[name] != value:
+                log.info("note: --%s %s overrides the task's %s: %s", name, value, name, task[name])
+            task[name] = value
+    return task
+
+
+def task_engine_options(task: dict) -> EngineOptions:
+    """The task's engine and executor settings (the batch size defaults to 32 here)."""
+    return EngineOptions(
+        **{**TASK_ENGINE_DEFAULTS, **{k: task[k] for k in ENGINE_FIELDS if k in task}}
+    )
+
+
+def _tag_options(task: dict):
     from magpie.tagging.job import TagOptions
 
     return TagOptions(
         model_path=task.get("model_path", "") or "",
-        engine=task.get("engine"),
         guard_model_path=task.get("guard_model_path"),
         reward_model_path=task.get("reward_model_path"),
         save_as="jsonl",
         seed=task.get("seed", 0),
-        batch_size=task.get("batch_size", 32),
         max_tokens=task.get("max_tokens", 512),
         temperature=float(task.get("temperature", 0.0)),  # the tagger's; greedy by default
+        engine_options=task_engine_options(task),
     )
 
 
@@ -215,25 +248,22 @@ def run_tag_transform(task: dict, out_dir: Path) -> dict:
     return summary
 
 
-POST_PROCESSING = ("created_by", "tag", "dedup", "filter")  # keys that do not change items
+# Keys that do not change the generated items.
+POST_PROCESSING = ("created_by", "tag", "dedup", "filter", *EXECUTOR_FLAGS)
 
 
 def run_skills(task: dict, out_dir: Path) -> dict:
-    from magpie.engines import load_engine, load_tokenizer_for
     from magpie.models import canonical_name
     from magpie.profiles import get_profile
     from magpie.skills import SkillsBuilder, item_record
 
+    options = task_engine_options(task)
+    if options.executor != "local":
+        log.info("note: skills tasks generate and tag in this process (--executor ignored)")
     model_path = task.get("model_path", "") or ""
-    tokenizer = load_tokenizer_for(task.get("engine"), model_path)
+    tokenizer = options.tokenizer(model_path)
     profile = get_profile(canonical_name(model_path), tokenizer)
-    engine = load_engine(
-        task.get("engine"),
-        model_path,
-        tokenizer=tokenizer,
-        seed=task.get("seed", 0),
-        batch_size=task.get("batch_size", 32),
-    )
+    engine = options.load(model_path, tokenizer=tokenizer, seed=task.get("seed", 0))
     generated = out_dir / "generated.jsonl"
     done_file = out_dir / "generation_summary.json"  # written just before generated.jsonl
     made_by = {k: v for k, v in task.items() if k not in POST_PROCESSING}  # what makes items
@@ -285,10 +315,16 @@ def run_skills(task: dict, out_dir: Path) -> dict:
     return summary
 
 
-def run_task(path: str | Path, output_root: str | Path = "data", overwrite: bool = False) -> dict:
+def run_task(
+    path: str | Path,
+    output_root: str | Path = "data",
+    overwrite: bool = False,
+    engine_options: EngineOptions | None = None,
+) -> dict:
     """Run one task file; returns (and writes) its summary. `overwrite` replaces outputs
-    made with other settings (refused otherwise)."""
-    task = load_task(path)
+    made with other settings (refused otherwise); `engine_options` are the command line's
+    engine flags (see `with_flags`)."""
+    task = with_flags(load_task(path), engine_options)
     out_dir = Path(output_root) / task["task_name"]
     out_dir.mkdir(parents=True, exist_ok=True)
     with overwriting(overwrite):

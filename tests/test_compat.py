@@ -342,7 +342,7 @@ def test_faiss_index_never_keeps_another_index_description(tmp_path, monkeypatch
     import faiss
     import numpy as np
 
-    from magpie.dedup import load_index, save_index
+    from magpie.dedup.search import load_index, save_index
 
     path = tmp_path / "x.faiss"
     vectors = np.eye(4, dtype="float32")

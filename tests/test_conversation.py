@@ -354,7 +354,7 @@ THIRD_TURNS = {
 
 
 def test_gen_mt_extends_existing_turns_in_every_format(tmp_path):
-    from magpie.dedup import text_of
+    from magpie.dedup.records import text_of
 
     def talk(name: str, key: str = "role", text: str = "content") -> list[dict]:
         """Two exchanges of `name` as [{role, content}] (or other keys)."""

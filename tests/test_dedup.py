@@ -12,15 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magpie.dedup import (
-    NON_FINITE,
-    _exact_torch,
-    annotate,
-    approximate_neighbours,
-    exact_neighbours,
-    natural_key,
-    run_distance,
-)
+from magpie.dedup import run_distance
+from magpie.dedup.records import NON_FINITE, annotate, natural_key
+from magpie.dedup.search import _exact_torch, approximate_neighbours, exact_neighbours
 from magpie.records import InputError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -422,8 +416,15 @@ def test_nan_record_is_marked_and_the_others_keep_their_duplicates(tmp_path, mon
     )
     import magpie.embeddings
 
-    monkeypatch.setattr(magpie.embeddings, "load_sentence_model", lambda *a, **k: None)
-    monkeypatch.setattr(magpie.embeddings, "embed_texts", lambda m, u, **k: vectors_of(u))
+    unique = list(dict.fromkeys(texts))
+
+    class Model:  # the sentence model, as the embedding step calls it
+        device = "cpu"
+
+        def encode(self, batch, **kwargs):
+            return vectors_of(unique)[[unique.index(t) for t in batch]]
+
+    monkeypatch.setattr(magpie.embeddings, "load_sentence_model", lambda *a, **k: Model())
     run_distance(
         src, tmp_path / "out.jsonl", method="approximate", index_type="flat", progress=False
     )

@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import REPO, tiny_llama
 
+from magpie.engines import EngineOptions
 from magpie.engines.base import Completion
 from magpie.engines.hf import HFEngine
 from magpie.models import DEFAULT_MODEL
@@ -95,6 +96,25 @@ def test_a_random_model_under_constrained_decoding_gives_only_valid_labels(tiny_
         assert reason is None, reason
         assert_labels_valid(fields)
         assert fields[f"{'task_category' if mission == 'classification' else mission}_generator"]
+
+
+def test_the_run_knows_the_tagger_settings_before_loading_and_replicas_must_agree(
+    tiny_engine, tmp_path
+):
+    """The journal fingerprint is made before any model loads (on a Ray driver, far from
+    the replicas): `constrained` from the engine's name. A tagger that disagrees (a worker
+    without xgrammar) makes no entry."""
+    from magpie.tagging.job import TagJob, _settings
+
+    tagger = LLMTagger(tiny_engine, DEFAULT_MODEL)
+    opts = TagOptions(engine_options=EngineOptions(engine="hf"))
+    assert _settings("tagger", opts) == tagger.settings()
+    src = tmp_path / "x.json"
+    write_records(src, RECORDS[:2])
+    other = {**tagger.settings(), "constrained": not tagger.constrained}
+    job = TagJob("difficulty", src, tmp_path / "x_difficulty.json", other, DEFAULT_MODEL)
+    with pytest.raises(InputError, match="the tagger loaded here has settings"):
+        job.run(tagger)
 
 
 class ScriptedEngine:
@@ -188,7 +208,11 @@ def test_guard_model_through_its_own_chat_template(tmp_path, smol_tokenizer):
     guard = save_guard(tmp_path / "guard", smol_tokenizer, "unsafe\nS2")
     src = tmp_path / "x.json"
     write_records(src, RECORDS)
-    (out,) = run("safety", src, TagOptions(guard_model_path=str(guard), engine="hf"))
+    (out,) = run(
+        "safety",
+        src,
+        TagOptions(guard_model_path=str(guard), engine_options=EngineOptions(engine="hf")),
+    )
     assert out.name == "x_safety.json"
     records = read_records(out)
     for r in records[:5]:  # multi-turn and instruction-only records reach the guard too
@@ -201,7 +225,11 @@ def test_random_guard_output_is_never_stored_unless_in_llama_guard_form(tmp_path
     guard = save_guard(tmp_path / "guard", smol_tokenizer, None)
     src = tmp_path / "x.jsonl"
     write_records(src, RECORDS[:3])
-    (out,) = run("safety", src, TagOptions(guard_model_path=str(guard), engine="hf"))
+    (out,) = run(
+        "safety",
+        src,
+        TagOptions(guard_model_path=str(guard), engine_options=EngineOptions(engine="hf")),
+    )
     for r in read_records(out):
         assert_labels_valid(r)
         if r["llama_guard_2"] is None:
@@ -266,6 +294,10 @@ def test_reward_mission_loads_the_model_by_path(tmp_path, smol_tokenizer):
     write_records(src, RECORDS[:2])
     (out,) = run("reward", src, TagOptions(reward_model_path=str(path), save_as="jsonl"))
     assert out.name == "x_reward.jsonl"
+    from magpie.tagging.reward import RewardScorer, reward_settings
+
+    # known before the weights load, as the loaded scorer reports it
+    assert reward_settings(str(path), 4096) == RewardScorer(str(path)).settings()
     assert all(isinstance(r["instruct_reward"], float) for r in read_records(out))
 
 
@@ -442,7 +474,7 @@ def test_embedded_model_tags_real_records_with_only_valid_labels(tmp_path, embed
     ]
     src = tmp_path / "x.json"
     write_records(src, records)
-    opts = TagOptions(model_path="", engine="hf", batch_size=20, seed=0)
+    opts = TagOptions(seed=0, engine_options=EngineOptions(engine="hf", batch_size=20))
     (out,) = run("classification", src, opts)
     final = read_records(out)
     assert len(final) == 20

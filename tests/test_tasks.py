@@ -389,3 +389,27 @@ def test_run_task_help_prints_usage():
     )
     assert r.returncode == 0, r.stderr
     assert "--task-paths" in r.stdout and "output_root" in r.stdout
+
+
+def test_task_engine_fields_are_the_shared_engine_flags_and_the_command_line_wins(tmp_path):
+    from magpie.engines import EngineOptions
+    from magpie.tasks import _tag_options, task_engine_options, with_flags
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "Hi", "response": "Hello"}\n')
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "task_name: t\ncreated_by: me\ntask_description: d\n"
+        "data_builder: magpie_tag_transform\nseed_datastore:\n  data_path: d.jsonl\n"
+        "engine: hf\ndtype: float32\nnum_replicas: 2\n"
+    )
+    task = load_task(path)
+    options = task_engine_options(task)
+    assert (options.engine, options.dtype, options.num_replicas) == ("hf", "float32", 2)
+    assert options.batch_size == 32  # task files' default
+    given = EngineOptions(dtype="float16", executor="ray")  # as from the command line
+    options = _tag_options(with_flags(task, given)).engine_options
+    assert (options.dtype, options.executor, options.num_replicas) == ("float16", "ray", 2)
+    path.write_text(path.read_text() + "gpu_count: 2\n")
+    with pytest.raises(InputError, match="field 'gpu_count' is unknown"):
+        load_task(path)

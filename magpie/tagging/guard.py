@@ -35,6 +35,11 @@ def parse_verdict(text: str) -> str:
     raise ValueError(f"guard_output: not 'safe' or 'unsafe\\nS<n>' ({snippet!r})")
 
 
+def guard_settings(model_name: str) -> dict:
+    """What changes a guard's verdicts: part of the safety mission's journal fingerprint."""
+    return {"guard_model": model_name, "max_tokens": MAX_TOKENS}
+
+
 class GuardTagger:
     """The safety mission on a guard model's engine."""
 
@@ -46,7 +51,7 @@ class GuardTagger:
         self.stop_token_ids = turn_end_ids(engine.tokenizer)
 
     def settings(self) -> dict:
-        return {"guard_model": self.model_name, "max_tokens": MAX_TOKENS}
+        return guard_settings(self.model_name)
 
     def tag(
         self, mission: str, items: Sequence[tuple[int, Conversation]]

@@ -4,23 +4,33 @@ Everything that can be refused (unknown mission, missing file, bad records file,
 model for a mission that needs one, a model without a chat template, a checkpoint that
 is not a reward model) is refused before any weights load. Each mission journals every
 tagged record as it is made (`magpie.records.Journal`), so a killed run resumes where it
-stopped; a mission whose output is complete is skipped on a rerun. The tagger LLM is
-loaded once for all the LLM missions of a group and released before a guard or reward
-model is loaded.
+stopped; a mission whose output is complete is skipped on a rerun.
+
+A mission is a `TagJob` (magpie.executor.Step) run by the executor the engine flags ask
+for: here, or on Ray replicas of its model (`--executor ray`), with the same records.
+Each kind of model (tagger LLM, guard, reward model, language detector) has one loader:
+the tagger is loaded once for all the LLM missions of a group and released before a
+guard or reward model is loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gc
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from magpie.conversation import Conversation, conversation_of
+from magpie.engines import EngineOptions
+from magpie.executor import LocalExecutor, Made, Step
 from magpie.records import InputError, Journal, check_finished_output, overwriting, read_records
 from magpie.stage import Summary
 from magpie.tagging import LLM_MISSIONS, expand, output_file
+from magpie.tagging.guard import guard_settings
+from magpie.tagging.language import SETTINGS as LANGUAGE_SETTINGS
+from magpie.tagging.llm import constrained_for, tagger_settings
 from magpie.tagging.schemas import FIELDS
 
 
@@ -60,83 +70,129 @@ def _view(mission: str, conv: Conversation) -> tuple[Conversation | None, str | 
     return conv, None
 
 
+class TagJob(Step):
+    """One mission over one file: input read and journal opened before any model loads.
+    Items are (record index, the conversation the mission reads or None, why not); the
+    model is a tagger (LLMTagger, GuardTagger, RewardScorer, LanguageTagger).
+
+    `settings` (the tagger's part of the journal fingerprint) and `judge` are given, not
+    asked of a loaded tagger: the run decides them where it starts, and each tagger that
+    makes entries, here or on a Ray replica, must report the same settings."""
+
+    unit = "rec"
+
+    def __init__(
+        self,
+        mission: str,
+        input_file: Path,
+        output: Path,
+        settings: dict,
+        judge: str,
+        records: list[dict] | None = None,
+    ):
+        self.mission, self.stage = mission, f"unitag {mission}"
+        self.records = read_records(input_file) if records is None else records
+        self.output, self.settings, self.judge = Path(output), settings, judge
+        self.journal = Journal(
+            output,
+            {
+                "stage": "unitag",
+                "mission": mission,
+                "input": str(Path(input_file).resolve()),
+                "records": len(self.records),
+                **settings,
+            },
+        )
+
+    def todo(self) -> list[tuple[int, Conversation | None, str | None]]:
+        done, out = self.journal.done, []
+        for i, record in enumerate(self.records):
+            if i in done:
+                continue
+            conv, reason = conversation_of(record)
+            if conv is not None:
+                conv, reason = _view(self.mission, conv)
+            out.append((i, conv, reason))
+        return out
+
+    def progress(self) -> tuple[int, int]:
+        return len(self.records), len(self.journal.done)
+
+    def summary(self) -> TagSummary:
+        return TagSummary(self.mission, len(self.records), self.judge)
+
+    def make(self, tagger, items: list) -> Iterator[Made]:
+        """Records without anything to judge first (their reason, no model call), then
+        the tagger's answers; a record's tokens are those the tagger spent up to it."""
+        mission, records = self.mission, self.records
+        for i, conv, reason in items:
+            if conv is None:
+                yield i, annotate(records[i], mission, {}, reason), 0
+        todo = [(i, conv) for i, conv, _ in items if conv is not None]
+        if not todo:
+            return
+        if tagger.settings() != self.settings:
+            raise InputError(
+                f"unitag {mission}: the tagger loaded here has settings {tagger.settings()}, "
+                f"the run's journal was opened for {self.settings} (a worker with other "
+                "packages than the driver, e.g. xgrammar?)"
+            )
+        before = tagger.tokens
+        for i, fields, reason in tagger.tag(mission, todo):
+            spent, before = tagger.tokens - before, tagger.tokens
+            yield i, annotate(records[i], mission, fields, reason), spent
+
+    def finish(self, summary: TagSummary) -> TagSummary:
+        out = [self.journal.done[i] for i in range(len(self.records))]
+        for record in out:
+            reason = (record.get("tag_errors") or {}).get(self.mission)
+            if reason:
+                summary.flags[reason.split(":")[0]] += 1
+            else:
+                summary.tagged += 1
+        summary.records_out = len(out)
+        self.journal.finish(out)
+        return summary
+
+    def execute(self, executor, load: Callable) -> TagSummary:
+        """Run on `executor` with the tagger `load` makes; a complete output is reported
+        and left as it is."""
+        if self.journal.complete:  # made before with these settings from this input
+            summary = self.summary()
+            summary.records_out = summary.tagged = len(read_records(self.output))
+            print(
+                f"[unitag {self.mission}] {self.output} is already complete (same settings and input)"
+            )
+            return summary
+        return executor.run(self, load)
+
+
 def tag_file(
     mission: str, tagger, input_file: Path, output: Path, records: list[dict] | None = None
 ) -> TagSummary:
     """Tag every record of `input_file` (already read: `records`) for one mission into
-    `output`, resumably."""
-    if records is None:
-        records = read_records(input_file)
-    journal = Journal(
-        output,
-        {
-            "stage": "unitag",
-            "mission": mission,
-            "input": str(Path(input_file).resolve()),
-            "records": len(records),
-            **tagger.settings(),
-        },
-    )
-    summary = TagSummary(mission, len(records), tagger.judge)
-    if journal.complete:  # made before with these settings from this input
-        summary.records_out = summary.tagged = len(read_records(output))
-        print(f"[unitag {mission}] {output} is already complete (same settings and input)")
-        return summary
-    summary.resumed = len(journal.done)
-    tokens_before = tagger.tokens
-    items: list[tuple[int, Conversation]] = []
-    for i, record in enumerate(records):
-        if i in journal.done:
-            continue
-        conv, reason = conversation_of(record)
-        if conv is not None:
-            conv, reason = _view(mission, conv)
-        if conv is None:
-            journal.append(i, annotate(record, mission, {}, reason))
-        else:
-            items.append((i, conv))
-    bar = tqdm(total=len(records), initial=len(records) - len(items), desc=mission, unit="rec")
-    try:
-        for i, fields, reason in tagger.tag(mission, items):
-            journal.append(i, annotate(records[i], mission, fields, reason))
-            bar.update(1)
-    finally:
-        bar.close()
-        journal.close()
-    out = [journal.done[i] for i in range(len(records))]
-    for record in out:
-        reason = (record.get("tag_errors") or {}).get(mission)
-        if reason:
-            summary.flags[reason.split(":")[0]] += 1
-        else:
-            summary.tagged += 1
-    summary.records_out = len(out)
-    summary.tokens = tagger.tokens - tokens_before
-    journal.finish(out)
-    return summary
+    `output`, resumably, with an already loaded tagger, in this process."""
+    job = TagJob(mission, input_file, output, tagger.settings(), tagger.judge, records)
+    return job.execute(LocalExecutor(), lambda: tagger)
 
 
 @dataclass
 class TagOptions:
-    """Everything `run` needs besides the missions and the file (the CLI's options)."""
+    """Everything `run` needs besides the missions and the file (the CLI's options); the
+    engine and executor flags are the shared ones (magpie.engines.EngineOptions): also
+    the reward model's device, dtype, batch size (rows) and context (max_model_len)."""
 
     model_path: str = ""
     guard_model_path: str | None = None
     reward_model_path: str | None = None
     save_as: str = "json"
-    engine: str | None = None
-    batch_size: int = 64
     max_tokens: int = 1024
     temperature: float = 0.0
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     seed: int | None = None
-    dtype: str = "bfloat16"
-    device: str | None = None
-    max_model_len: int = 4096
-    trust_remote_code: bool = False
     overwrite: bool = False  # replace outputs made with other settings or input
-    engine_options: dict = field(default_factory=dict)  # vLLM / server options
+    engine_options: EngineOptions = field(default_factory=EngineOptions)
 
 
 def _sampling(opts: TagOptions) -> dict:
@@ -150,20 +206,6 @@ def _sampling(opts: TagOptions) -> dict:
     }
 
 
-def _known_settings(mission: str, src: Path, opts: TagOptions) -> tuple[dict, list[str]]:
-    """The part of a mission's journal fingerprint known from the options alone, and its
-    keys (for check_finished_output before any model loads)."""
-    from magpie.models import canonical_name
-
-    known = {"stage": "unitag", "mission": mission, "input": str(src.resolve())}
-    kind = _needs(mission, opts)
-    if kind == "tagger":
-        known.update(model=canonical_name(opts.model_path), **_sampling(opts))
-    elif kind == "reward":
-        known["reward_model"] = opts.reward_model_path
-    return known, list(known)
-
-
 def _needs(mission: str, opts: TagOptions) -> str:
     """Which model a mission runs on: tagger, guard, reward or language."""
     if mission in LLM_MISSIONS or (mission == "safety" and not opts.guard_model_path):
@@ -171,37 +213,106 @@ def _needs(mission: str, opts: TagOptions) -> str:
     return {"safety": "guard", "reward": "reward", "language": "language"}[mission]
 
 
-def _chat_tokenizer(model_path: str, what: str, opts: TagOptions):
-    from magpie.engines import load_tokenizer_for
+def _settings(kind: str, opts: TagOptions) -> dict:
+    """A kind's part of the journal fingerprint, known without loading a thing (the
+    reward model's context limit is not: `_judge` reads it from its config)."""
+    from magpie.engines import pick_engine
+    from magpie.models import canonical_name
 
-    tok = load_tokenizer_for(
-        opts.engine, model_path, opts.trust_remote_code, **_server_options(opts)
-    )
-    if not getattr(tok, "chat_template", None):
-        raise InputError(f"{what} {model_path or '(embedded default)'} has no chat template")
-    return tok
+    if kind == "tagger":
+        engine = pick_engine(opts.engine_options.engine)
+        return tagger_settings(
+            canonical_name(opts.model_path), constrained_for(engine), **_sampling(opts)
+        )
+    if kind == "guard":
+        return guard_settings(opts.guard_model_path)
+    if kind == "reward":
+        return {"reward_model": opts.reward_model_path}
+    return dict(LANGUAGE_SETTINGS)
 
 
-def _server_options(opts: TagOptions) -> dict:
-    keys = ("base_url", "api_key_env")
-    return {k: v for k, v in opts.engine_options.items() if k in keys}
+def _known_settings(mission: str, src: Path, opts: TagOptions) -> tuple[dict, list[str]]:
+    """The part of a mission's journal fingerprint known from the options alone, and its
+    keys (for check_finished_output before any model loads)."""
+    known = {"stage": "unitag", "mission": mission, "input": str(src.resolve())}
+    known.update(_settings(_needs(mission, opts), opts))
+    return known, list(known)
 
 
-def _load_engine(model_path: str, tokenizer, opts: TagOptions):
-    from magpie.engines import load_engine
+# Loaders: one per kind of model, module-level functions bound with functools.partial so
+# that they travel to Ray replicas; the executor keeps one model per loader object.
 
-    return load_engine(
-        opts.engine,
+
+def load_llm_tagger(engine_options: EngineOptions, model_path: str, sampling: dict, tokenizer=None):
+    from magpie.models import canonical_name
+    from magpie.tagging.llm import LLMTagger
+
+    engine = engine_options.load(model_path, seed=sampling["seed"], tokenizer=tokenizer)
+    return LLMTagger(engine, canonical_name(model_path), **sampling)
+
+
+def load_guard(engine_options: EngineOptions, model_path: str, seed: int | None, tokenizer=None):
+    from magpie.tagging.guard import GuardTagger
+
+    engine = engine_options.load(model_path, seed=seed, tokenizer=tokenizer)
+    return GuardTagger(engine, model_path)
+
+
+def load_reward(engine_options: EngineOptions, model_path: str):
+    from magpie.tagging.reward import RewardScorer
+
+    return RewardScorer(
         model_path,
-        dtype=opts.dtype,
-        device=opts.device,
-        batch_size=opts.batch_size,
-        seed=opts.seed,
-        trust_remote_code=opts.trust_remote_code,
-        max_model_len=opts.max_model_len,
-        tokenizer=tokenizer,
-        **opts.engine_options,
+        device=engine_options.device,
+        dtype=engine_options.dtype,
+        batch_size=engine_options.batch_size,
+        max_length=engine_options.max_model_len,
+        trust_remote_code=engine_options.trust_remote_code,
     )
+
+
+def load_language():
+    from magpie.tagging.language import LanguageTagger
+
+    return LanguageTagger()
+
+
+@dataclass
+class Judge:
+    """A kind of model as the run sees it before loading it: its journal settings, the
+    judge's name for the summary, and the loader (one object: the executor's key)."""
+
+    settings: dict
+    name: str
+    load: Callable
+
+
+def _judge(kind: str, opts: TagOptions, local: bool) -> Judge:
+    """Checks what can be refused before any weights load (chat templates, a reward
+    model's head) and makes the kind's loader. A local run hands the tokenizer loaded
+    for the check to the engine; Ray replicas load their own."""
+    from magpie.models import canonical_name
+
+    eo = opts.engine_options
+    if kind in ("tagger", "guard"):
+        path = opts.model_path if kind == "tagger" else opts.guard_model_path
+        what = "tagger model" if kind == "tagger" else "guard model"
+        tokenizer = eo.tokenizer(path)
+        if not getattr(tokenizer, "chat_template", None):
+            raise InputError(f"{what} {path or '(embedded default)'} has no chat template")
+        tokenizer = tokenizer if local else None
+        if kind == "tagger":
+            load = functools.partial(load_llm_tagger, eo, path, _sampling(opts), tokenizer)
+            return Judge(_settings(kind, opts), canonical_name(path), load)
+        load = functools.partial(load_guard, eo, path, opts.seed, tokenizer)
+        return Judge(_settings(kind, opts), path, load)
+    if kind == "reward":
+        from magpie.tagging.reward import reward_settings
+
+        path = opts.reward_model_path
+        settings = reward_settings(path, eo.max_model_len, eo.trust_remote_code)
+        return Judge(settings, path, functools.partial(load_reward, eo, path))
+    return Judge(_settings(kind, opts), "lingua", functools.partial(load_language))
 
 
 def _free_memory() -> None:
@@ -217,7 +328,11 @@ def _free_memory() -> None:
 
 
 def run(tag_mission: str, input_file: str | Path, opts: TagOptions) -> list[Path]:
-    """Run a mission or a group over `input_file`; returns the files written, in order."""
+    """Run a mission or a group over `input_file`; returns the files written, in order.
+    Every mission runs on one executor (--executor local or ray); each kind of model is
+    loaded once and released when no later mission needs it."""
+    from magpie.engines import pick_engine
+
     missions = expand(tag_mission)
     first_records = read_records(input_file)  # bad input fails before any model loads
     if "reward" in missions and not opts.reward_model_path:
@@ -228,73 +343,44 @@ def run(tag_mission: str, input_file: str | Path, opts: TagOptions) -> list[Path
             )
         print("[unitag reward] skipped: no --reward_model_path given")
         missions.remove("reward")
+    # The engine is named here, once: the fingerprint's `constrained` follows from it,
+    # and every replica loads that engine (not one it would pick for itself).
+    eo = opts.engine_options
+    opts = dataclasses.replace(
+        opts, engine_options=dataclasses.replace(eo, engine=pick_engine(eo.engine))
+    )
     plan, current, chain_done = [], Path(input_file), True
     for mission in missions:
         out = output_file(current, mission, opts.save_as)
         # Known before any model loads: a later mission's input is only final once the
-        # missions before it are (tag_file's journal checks everything again).
+        # missions before it are (TagJob's journal checks everything again).
         known, keys = _known_settings(mission, current, opts)
         done = chain_done and check_finished_output(out, known, opts.overwrite, keys=keys)
         chain_done = done
         plan.append((mission, current, out, done))
         current = out
-    needed = {_needs(m, opts) for m, _, _, done in plan if not done}
-    tokenizers = {}
-    if "tagger" in needed:
-        tokenizers["tagger"] = _chat_tokenizer(opts.model_path, "tagger model", opts)
-    if "guard" in needed:
-        tokenizers["guard"] = _chat_tokenizer(opts.guard_model_path, "guard model", opts)
-    if "reward" in needed:
-        from magpie.tagging.reward import check_reward_model
-
-        check_reward_model(opts.reward_model_path, opts.trust_remote_code)
-
-    loaded: dict[str, object] = {}
-    for n, (mission, src, out, done) in enumerate(plan):
-        if done:
-            print(f"[unitag {mission}] {out} is already complete; skipped")
-            continue
-        kind = _needs(mission, opts)
-        if kind not in loaded:
-            loaded[kind] = _load_tagger(kind, tokenizers.get(kind), opts)
-        records, first_records = (first_records if src == Path(input_file) else None), None
-        with overwriting(opts.overwrite):
-            summary = tag_file(mission, loaded[kind], src, out, records)
-        print(summary.line())
-        print(f"[unitag {mission}] wrote {out}")
-        later = {_needs(m, opts) for m, _, _, d in plan[n + 1 :] if not d}
-        unused = [k for k in loaded if k not in later]
-        for k in unused:
-            del loaded[k]
-        if unused:
-            _free_memory()
+    executor = opts.engine_options.make_executor()
+    try:
+        judges = {}
+        for kind in dict.fromkeys(_needs(m, opts) for m, _, _, done in plan if not done):
+            judges[kind] = _judge(kind, opts, local=executor.name == "local")
+        for n, (mission, src, out, done) in enumerate(plan):
+            if done:
+                print(f"[unitag {mission}] {out} is already complete; skipped")
+                continue
+            judge = judges[_needs(mission, opts)]
+            records, first_records = (first_records if src == Path(input_file) else None), None
+            with overwriting(opts.overwrite):
+                job = TagJob(mission, src, out, judge.settings, judge.name, records)
+                summary = job.execute(executor, judge.load)
+            print(summary.line())
+            print(f"[unitag {mission}] wrote {out}")
+            later = {_needs(m, opts) for m, _, _, d in plan[n + 1 :] if not d}
+            unused = [k for k in judges if k not in later]
+            for k in unused:
+                executor.release(judges.pop(k).load)
+            if unused:
+                _free_memory()
+    finally:
+        executor.close()
     return [out for _, _, out, _ in plan]
-
-
-def _load_tagger(kind: str, tokenizer, opts: TagOptions):
-    from magpie.models import canonical_name
-
-    if kind == "tagger":
-        from magpie.tagging.llm import LLMTagger
-
-        engine = _load_engine(opts.model_path, tokenizer, opts)
-        return LLMTagger(engine, canonical_name(opts.model_path), **_sampling(opts))
-    if kind == "guard":
-        from magpie.tagging.guard import GuardTagger
-
-        engine = _load_engine(opts.guard_model_path, tokenizer, opts)
-        return GuardTagger(engine, opts.guard_model_path)
-    if kind == "reward":
-        from magpie.tagging.reward import RewardScorer
-
-        return RewardScorer(
-            opts.reward_model_path,
-            device=opts.device,
-            dtype=opts.dtype,
-            batch_size=opts.batch_size,
-            max_length=opts.max_model_len,
-            trust_remote_code=opts.trust_remote_code,
-        )
-    from magpie.tagging.language import LanguageTagger
-
-    return LanguageTagger()

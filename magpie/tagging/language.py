@@ -125,6 +125,9 @@ def detect_languages(texts: Sequence[str]) -> list[str | None]:
     return [code for code, _ in detect_language(texts)]
 
 
+SETTINGS = {"detector": "lingua, all languages"}  # the language mission's fingerprint
+
+
 class LanguageTagger:
     """The language mission (no model to load)."""
 
@@ -132,7 +135,7 @@ class LanguageTagger:
     judge = "lingua"
 
     def settings(self) -> dict:
-        return {"detector": "lingua, all languages"}
+        return dict(SETTINGS)
 
     def tag(
         self, mission: str, items: Sequence[tuple[int, Conversation]]

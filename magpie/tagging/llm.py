@@ -50,6 +50,26 @@ def constrained(engine: Engine) -> bool:
     return bool(getattr(engine, "supports_json_schema", engine.name == "vllm"))
 
 
+def constrained_for(engine: str) -> bool:
+    """`constrained` of an engine known only by name, before it loads: the journal
+    fingerprint is made where the run starts, the engine may load elsewhere (a Ray
+    replica). vLLM always, hf where xgrammar is importable, a server never. Each loaded
+    tagger's own value is checked against it (`magpie.tagging.job.TagJob.make`)."""
+    if engine == "vllm":
+        return True
+    if engine == "hf":
+        from magpie import grammar
+
+        return grammar.available()
+    return False
+
+
+def tagger_settings(model_name: str, constrained: bool, **sampling) -> dict:
+    """What changes an LLM tagger's answers: part of each mission's journal fingerprint.
+    `sampling`: temperature, top_p, repetition_penalty, max_tokens, seed."""
+    return {"model": model_name, **sampling, "constrained": constrained}
+
+
 def _balanced(text: str, start: int) -> str | None:
     """The JSON object starting at text[start] == "{", up to its matching brace."""
     depth, in_string, escape = 0, False, False
@@ -170,15 +190,15 @@ class LLMTagger:
 
     def settings(self) -> dict:
         """What changes the answers: part of each mission's journal fingerprint."""
-        return {
-            "model": self.model_name,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "repetition_penalty": self.repetition_penalty,
-            "max_tokens": self.max_tokens,
-            "seed": self.seed,
-            "constrained": self.constrained,
-        }
+        return tagger_settings(
+            self.model_name,
+            self.constrained,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+        )
 
     def _params(self, mission: str, retry: bool) -> SamplingParams:
         temperature = self.temperature

@@ -23,8 +23,9 @@ from magpie.records import InputError
 MAX_BATCH_TOKENS = 32768
 
 
-def check_reward_model(model_path: str, trust_remote_code: bool = False) -> None:
-    """Refuse, before any weights load, what cannot be a single-logit reward model."""
+def check_reward_model(model_path: str, trust_remote_code: bool = False):
+    """Refuse, before any weights load, what cannot be a single-logit reward model;
+    returns its config."""
     from transformers import AutoConfig
 
     try:
@@ -48,6 +49,35 @@ def check_reward_model(model_path: str, trust_remote_code: bool = False) -> None
             f"reward model {model_path} has {config.num_labels} labels; a reward model has "
             "a single-logit head (models with custom heads need --trust_remote_code)"
         )
+    return config
+
+
+def reward_tokenizer(model_path: str, trust_remote_code: bool = False):
+    """The reward model's tokenizer; refused without a chat template (it renders the
+    conversation judged)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError(f"reward model {model_path}: its tokenizer has no chat template")
+    return tokenizer
+
+
+def context_limit(max_length: int, config, tokenizer) -> int:
+    """Tokens an input may have: `max_length`, the model's positions and the tokenizer's
+    own limit (when it sets a real one), whichever is least."""
+    limits = [max_length, getattr(config, "max_position_embeddings", None)]
+    if (tokenizer.model_max_length or 0) < 1_000_000:
+        limits.append(tokenizer.model_max_length)
+    return min(x for x in limits if x)
+
+
+def reward_settings(model_path: str, max_length: int, trust_remote_code: bool = False) -> dict:
+    """The reward mission's journal fingerprint, known before the weights load (checked
+    as RewardScorer checks them): what a RewardScorer's `settings()` will say."""
+    config = check_reward_model(model_path, trust_remote_code)
+    tokenizer = reward_tokenizer(model_path, trust_remote_code)
+    return {"reward_model": model_path, "max_length": context_limit(max_length, config, tokenizer)}
 
 
 class RewardScorer:
@@ -63,18 +93,14 @@ class RewardScorer:
         max_length: int = 4096,
         trust_remote_code: bool = False,
     ):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
         check_reward_model(model_path, trust_remote_code)
         self.model_path = model_path
         self.judge = model_path
         self.batch_size = max(1, batch_size)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            model_path, trust_remote_code=trust_remote_code
-        )
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise InputError(f"reward model {model_path}: its tokenizer has no chat template")
+        self.tokenizer = reward_tokenizer(model_path, trust_remote_code)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             model_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
         )
@@ -84,10 +110,7 @@ class RewardScorer:
         if self.model.config.pad_token_id is None:
             # Batches need a pad id to find each row's last token.
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        limits = [max_length, getattr(self.model.config, "max_position_embeddings", None)]
-        if (self.tokenizer.model_max_length or 0) < 1_000_000:
-            limits.append(self.tokenizer.model_max_length)
-        self.max_length = min(x for x in limits if x)
+        self.max_length = context_limit(max_length, self.model.config, self.tokenizer)
         self.truncated = 0
         self.tokens = 0
 

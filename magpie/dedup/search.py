@@ -1,144 +1,36 @@
-"""Near-duplicate detection (the original's gen_dis.py), exact and fast.
+"""Numeric near-neighbour search over unit vectors: exact (blocked matrix products, torch
+on the GPU when there is one) and FAISS approximate (IVF or HNSW; on the GPU when
+faiss-gpu sees one), and the FAISS index saved and loaded with its description.
 
-Semantics kept from the original: instructions are embedded with a sentence model,
-L2-normalised, and two records are near-duplicates when the squared L2 distance between
-their embeddings is below `threshold` (for unit vectors d = 2 - 2·cos). The original set
-0.05 (cos > 0.975) for all-mpnet-base-v2; the embedded all-MiniLM-L6-v2 spreads the same
-pairs further apart and defaults to 0.1, calibrated on tests/fixtures/dedup (see
-`default_threshold`).
-Every record gets
-
-- `min_neighbor_distance`: distance to the nearest *other* record (0.0 for an exact copy,
-  null when there is no other record);
-- `repeat_count`: how many other records lie within the threshold (never capped);
-- `min_similar_<id>` (`min_similar_conversation_id`, or `min_similar_uuid` when records
-  carry `uuid`): the representative of its near-duplicate group, i.e. the smallest id among
-  the record itself and its neighbours within the threshold; null when it has none.
-
-Ids are ordered "naturally" (`magpie_2` before `magpie_10`), so on the concatenated ShareGPT
-file the representative is the earliest row, as in the original, but it no longer depends
-on the order of the input. The original's defects are gone: the record itself is excluded
-by identity, not by rank (exact copies), N < 2 works, counts are exact, a rerun overwrites.
-
-Search: identical texts are embedded and searched once (a copy is a neighbour at distance
-0). Up to `exact_max_rows` unique texts, exact search by blocked matrix products (torch, on
-the GPU when there is one); above it, FAISS approximate search (IVF or HNSW; on the GPU when
-faiss-gpu sees one), whose recall against exact search is measured in bench/bench_dedup.py.
+Vectors in, per-vector results out (`Neighbours`); what a record is, and how its text
+maps to a vector, is `magpie.dedup.records`. Two vectors are near-duplicates when the
+squared L2 distance between them is below `threshold` (for unit vectors d = 2 - 2·cos).
+The recall of approximate search against exact search is measured in
+bench/bench_dedup.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
-import re
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from magpie.conversation import ConversationError, read
-from magpie.embeddings import native_bf16, pick_device, resolve_dtype
-from magpie.records import InputError, iter_records, where, write_json, write_records
-from magpie.stage import Summary, json_type
+from magpie.embeddings import native_bf16
+from magpie.records import InputError, write_json
 
 log = logging.getLogger("magpie")
 
-DEFAULT_THRESHOLD = 0.05  # the original's, set for all-mpnet-base-v2
-# all-MiniLM-L6-v2's default, calibrated on 44 same-request and 52 different-request
-# pairs (tests/fixtures/dedup/threshold_pairs.jsonl): it catches 39/44 same-request
-# pairs (0.05 catches 34/44) and merges only the one different-request pair no threshold
-# separates (Fahrenheit/Celsius swapped, 0.017); the next different-request pair lies
-# at 0.109.
-MINILM_THRESHOLD = 0.1
-
-
-def default_threshold(sentence_model: str | None) -> tuple[float, str]:
-    """The distance threshold for a sentence model when none is given, and why."""
-    from magpie.embeddings import _EMBEDDED_NAMES
-
-    if (sentence_model or "") in _EMBEDDED_NAMES:
-        return MINILM_THRESHOLD, "calibrated for all-MiniLM-L6-v2"
-    if str(sentence_model).rstrip("/").endswith("all-mpnet-base-v2"):
-        return DEFAULT_THRESHOLD, "the original's, set for all-mpnet-base-v2"
-    return (
-        DEFAULT_THRESHOLD,
-        "the original's value for all-mpnet-base-v2, not calibrated for this model",
-    )
-
+DEFAULT_THRESHOLD = 0.05  # the original's, set for all-mpnet-base-v2 (magpie.dedup.stage)
 
 EXACT_MAX_ROWS_CPU = 50_000
 EXACT_MAX_ROWS_GPU = 2_000_000
 _NONE = np.iinfo(np.int64).max  # "no neighbour" in rank arrays
-# `dedup_error` of a record whose embedding stayed NaN/inf, in float32 too.
-NON_FINITE = "non-finite embedding (NaN or inf, recomputed in float32 too): not searched"
-
-
-# ---------------------------------------------------------------------------------------
-# Records in, records out
-
-
-def distance_file_name(input_file: str | os.PathLike) -> Path:
-    """<input stem>_distance.jsonl next to the input, as the original names it."""
-    p = Path(input_file)
-    return p.with_name(p.stem + "_distance.jsonl")
-
-
-def id_field_of(record: dict) -> str:
-    """The id the representative is named by: uuid, else conversation_id, else id."""
-    for name in ("uuid", "conversation_id", "id"):
-        if name in record:
-            return name
-    raise InputError(
-        "records need an id (uuid, conversation_id or id); run the concatenation stage "
-        "(exp/concat.py) first, or pass --id_field"
-    )
-
-
-def similar_field(id_field: str) -> str:
-    return f"min_similar_{id_field}"
-
-
-def text_of(record: dict, text_field: str = "instruction") -> str | None:
-    """The text compared: the instruction (the first user turn, read by
-    magpie.conversation from any format); None when it has none.
-
-    Another `text_field` is read as it is. Raises KeyError when the record has neither
-    that field nor a conversation, ValueError (ConversationError) when it is malformed.
-    """
-    if text_field != "instruction":
-        if text_field not in record:
-            raise KeyError(text_field)
-        value = record[text_field]
-    else:
-        conv = read(record)
-        if conv.source is None:
-            raise KeyError(text_field)
-        value = conv.first_user
-    if not isinstance(value, str) or not value.strip():
-        return None
-    return value.strip()
-
-
-def natural_key(value) -> tuple:
-    """Order ids as people do: 'x_2' < 'x_10'; ints by value; ties broken by the text."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        value = json.dumps(value, sort_keys=True)
-    if isinstance(value, int):
-        return (((0, value),), str(value))
-    parts = tuple(
-        (0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", value) if p != ""
-    )
-    return (parts, value)
-
-
-# ---------------------------------------------------------------------------------------
-# Search
 
 
 @dataclass
@@ -472,82 +364,6 @@ def find_neighbours(
     raise InputError(f"unknown search method {method!r}: use auto, exact or approximate")
 
 
-# ---------------------------------------------------------------------------------------
-# Per-record results
-
-
-@dataclass
-class DistanceResult:
-    """Per-record outputs, in input order."""
-
-    min_neighbor_distance: list  # float | None
-    repeat_count: list  # int
-    representative: list  # index of the representative record | None
-    n_unique: int
-    method: str
-    errors: list = field(default_factory=list)  # str | None: why a record was not searched
-
-
-def annotate(
-    ids: list, texts: list[str | None], vectors_of=None, **search
-) -> tuple[DistanceResult, object, np.ndarray]:
-    """Near-duplicate outputs for records given by id and text (None or blank: no text).
-
-    `vectors_of(unique_texts) -> array` embeds; exact copies are embedded once. Returns
-    the result, the FAISS index (if one was built) and the unique vectors.
-    """
-    rank = np.empty(len(ids), dtype=np.int64)
-    rank[sorted(range(len(ids)), key=lambda i: natural_key(ids[i]))] = np.arange(len(ids))
-    unique: dict[str, int] = {}
-    which = np.full(len(texts), -1, dtype=np.int64)
-    for i, t in enumerate(texts):
-        t = t.strip() if isinstance(t, str) else ""
-        if t:  # copies up to surrounding spaces share one embedding
-            which[i] = unique.setdefault(t, len(unique))
-    has_text = which >= 0
-    weights = np.bincount(which[has_text], minlength=len(unique)).astype(np.int64)
-    min_rank = np.full(len(unique), _NONE, dtype=np.int64)
-    np.minimum.at(min_rank, which[has_text], rank[has_text])
-    vectors = vectors_of(list(unique)) if unique else np.zeros((0, 1), dtype=np.float32)
-    found, index = find_neighbours(vectors, weights, min_rank, **search)
-    good = finite_rows(vectors)
-    by_rank = np.empty(len(ids), dtype=np.int64)
-    by_rank[rank] = np.arange(len(ids))
-    dist, counts, reps, errors = [], [], [], []
-    for i in range(len(ids)):
-        u = which[i]
-        if u < 0:
-            dist.append(None)
-            counts.append(0)
-            reps.append(None)
-            errors.append(None)
-            continue
-        copies = int(weights[u]) - 1
-        n_near = copies + int(found.count[u])
-        if good[u]:
-            nearest = 0.0 if copies else found.min_distance[u]
-            dist.append(None if np.isnan(nearest) else float(nearest))
-            errors.append(None)
-        else:  # its neighbours are unknown; exact copies of its text are still copies
-            dist.append(None)
-            errors.append(NON_FINITE)
-        counts.append(n_near)
-        reps.append(int(by_rank[min(min_rank[u], found.rep_rank[u])]) if n_near else None)
-    return DistanceResult(dist, counts, reps, len(unique), found.method, errors), index, vectors
-
-
-# ---------------------------------------------------------------------------------------
-# The stage
-
-
-def _texts_digest(texts: list[str]) -> str:
-    h = hashlib.sha1()
-    for t in texts:
-        h.update(t.encode("utf-8"))
-        h.update(b"\0")
-    return h.hexdigest()
-
-
 def save_index(path: Path, index, vectors: np.ndarray, meta: dict) -> None:
     """Write the FAISS index (a flat one after exact search) and its description."""
     import faiss
@@ -586,186 +402,3 @@ def load_index(path: Path, meta: dict):
     if vectors is not None and info.get("invalid_rows"):
         vectors[info["invalid_rows"]] = np.nan  # stored as zeros; still not searchable
     return index, vectors
-
-
-def run_distance(
-    input_file: str | os.PathLike,
-    output_file: str | os.PathLike | None = None,
-    sentence_model: str = "",
-    threshold: float | None = None,
-    text_field: str = "instruction",
-    id_field: str | None = None,
-    method: str = "auto",
-    index_type: str = "ivf",
-    search_space_size: int = 16,
-    nprobe: int = 16,
-    exact_max_rows: int | None = None,
-    batch_size: int | None = None,
-    device: str | int | None = None,
-    dtype: str = "auto",
-    save_faiss_index: bool = False,
-    faiss_index: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> dict:
-    """Annotate every record of INPUT_FILE with its near-duplicate fields; returns timings.
-
-    The input is read twice as a stream (ids and texts first, then each record on its way
-    out), and the output written atomically, replacing any earlier run's.
-    """
-    summary = Summary("gen_dis")
-    why = "given"
-    if threshold is None:
-        threshold, why = default_threshold(sentence_model)
-    log.info(
-        "sentence model %s, distance threshold %g (%s)",
-        sentence_model or "all-MiniLM-L6-v2",
-        threshold,
-        why,
-    )
-    if not threshold > 0:
-        raise InputError(f"--distance_threshold must be positive, got {threshold}")
-    output = Path(output_file) if output_file else distance_file_name(input_file)
-    ids, texts = [], []
-    seen: dict = {}
-    for i, record in enumerate(iter_records(input_file)):
-        if id_field is None:
-            try:
-                id_field = id_field_of(record)
-            except InputError as e:
-                raise InputError(f"{where(input_file, i)}: {e}") from None
-        if id_field not in record:
-            raise InputError(f"{where(input_file, i)}: field '{id_field}' is missing")
-        if ids and json_type(record[id_field]) != json_type(ids[0]):
-            raise InputError(
-                f"{where(input_file, i)}: {id_field} {record[id_field]!r} is a "
-                f"{json_type(record[id_field])} but earlier ids are {json_type(ids[0])}s; "
-                "one id column holds one type"
-            )
-        key = json.dumps(record[id_field], sort_keys=True)
-        if key in seen:
-            raise InputError(
-                f"{where(input_file, i)}: {id_field} {record[id_field]!r} repeats "
-                f"{where(input_file, seen[key])}; ids must be unique"
-            )
-        seen[key] = i
-        try:
-            texts.append(text_of(record, text_field))
-        except KeyError:
-            raise InputError(
-                f"{where(input_file, i)}: field '{text_field}' is missing "
-                "(and no conversations/conversation/messages to take it from)"
-            ) from None
-        except ConversationError as e:
-            raise InputError(f"{where(input_file, i)}: {e}") from None
-        ids.append(record[id_field])
-    del seen
-    if not ids:
-        raise InputError(f"{input_file}: no records")
-    summary.records_in = len(ids)
-
-    timings: dict = {}
-    dtype = resolve_dtype(dtype, pick_device(device))
-    unique_texts: list[str] = list(dict.fromkeys(t for t in texts if t is not None))
-    meta = {
-        "sentence_model": _model_name(sentence_model),
-        "n_unique": len(unique_texts),
-        "texts_sha1": _texts_digest(unique_texts),
-        "dtype": dtype,
-    }
-    index = None
-    vectors_cache = None
-    if faiss_index:
-        index, vectors_cache = load_index(Path(faiss_index), meta)
-        log.info("reusing %s (%d vectors)", faiss_index, index.ntotal)
-
-    def vectors_of(unique: list[str]) -> np.ndarray:
-        if vectors_cache is not None:
-            return vectors_cache
-        from magpie.embeddings import embed_texts, load_sentence_model
-
-        t0 = time.time()
-        model = load_sentence_model(sentence_model or None, device, dtype)
-        timings["model_load_s"] = time.time() - t0
-        t0 = time.time()
-        out = embed_texts(
-            model,
-            unique,
-            batch_size=batch_size,
-            progress=progress,
-            float32_model=lambda: load_sentence_model(sentence_model or None, device, "float32"),
-        )
-        timings["embed_s"] = time.time() - t0
-        return out
-
-    if index is not None:
-        import faiss
-
-        # a saved flat index holds the vectors of an exact search; others are searched
-        method = "exact" if isinstance(index, faiss.IndexFlat) else "approximate"
-        index = None if method == "exact" else index
-    t_search = time.time()
-    result, built, vectors = annotate(
-        ids,
-        texts,
-        vectors_of,
-        threshold=threshold,
-        method=method,
-        device=None if device is None else pick_device(device),
-        index=index,
-        index_type=index_type,
-        k=search_space_size,
-        nprobe=nprobe,
-        exact_max_rows=exact_max_rows,
-        progress=progress,
-    )
-    timings["search_s"] = (
-        time.time() - t_search - timings.get("embed_s", 0) - timings.get("model_load_s", 0)
-    )
-    if save_faiss_index and not faiss_index:
-        index_path = output.with_suffix(".faiss")
-        invalid = np.flatnonzero(~finite_rows(vectors)).tolist()
-        save_index(
-            index_path, built, vectors, meta | {"index": result.method, "invalid_rows": invalid}
-        )
-        log.info("saved the FAISS index to %s", index_path)
-
-    t0 = time.time()
-    sim_key = similar_field(id_field)
-
-    def annotated() -> Iterator[dict]:
-        for i, record in enumerate(iter_records(input_file)):
-            record["min_neighbor_distance"] = result.min_neighbor_distance[i]
-            record["repeat_count"] = result.repeat_count[i]
-            rep = result.representative[i]
-            record[sim_key] = None if rep is None else ids[rep]
-            record.pop("dedup_error", None)  # an earlier run's
-            if result.errors[i]:
-                record["dedup_error"] = result.errors[i]
-            yield record
-
-    write_records(output, annotated())
-    timings["write_s"] = time.time() - t0
-    summary.records_out = len(ids)
-    summary.flags["no text"] = sum(t is None for t in texts)
-    summary.flags["non-finite embedding"] = sum(e is not None for e in result.errors)
-    summary.flags["with near-duplicates"] = sum(c > 0 for c in result.repeat_count)
-    summary.flags["represented by another"] = sum(
-        rep is not None and rep != i for i, rep in enumerate(result.representative)
-    )
-    summary.flags = +summary.flags
-    timings.update(n_unique=result.n_unique, method=result.method, dtype=dtype, output=str(output))
-    log.info(
-        "%d records, %d unique texts, %s search, threshold %g",
-        len(ids),
-        result.n_unique,
-        result.method,
-        threshold,
-    )
-    print(summary.line())
-    return timings
-
-
-def _model_name(name: str | None) -> str:
-    from magpie.embeddings import _EMBEDDED_NAMES, DEFAULT_SENTENCE_MODEL
-
-    return DEFAULT_SENTENCE_MODEL if (name or "") in _EMBEDDED_NAMES else str(name)
