@@ -38,6 +38,7 @@ class Step:
 
     stage = "step"
     unit = "rec"  # what the progress bar counts: one per journal entry
+    needs_gpu = True  # whether its model wants GPUs on a Ray replica (where there are any)
     journal = None
 
     def todo(self) -> list:

@@ -151,14 +151,15 @@ class RayExecutor:
             return self.tensor_parallel_size if has_gpus else 0
         return 1 if has_gpus else 0
 
-    def pool(self, load: Callable[[], Any]) -> list:
-        """The replicas of `load`'s model, started on first use and kept until release."""
+    def pool(self, load: Callable[[], Any], needs_gpu: bool = True) -> list:
+        """The replicas of `load`'s model, started on first use and kept until release;
+        with GPUs only if the model `needs_gpu`."""
         if load in self._pools:
             return self._pools[load]
         import ray
 
         self._connect()
-        gpus = self._gpus()
+        gpus = self._gpus() if needs_gpu else 0
         available = ray.cluster_resources().get("GPU", 0)
         if gpus * self.num_replicas > available and gpus > 0:
             raise InputError(
@@ -206,7 +207,7 @@ class RayExecutor:
         if not items:
             return step.finish(summary)
         log_start(step, total, done, f"Ray, {self.num_replicas} replicas")
-        actors = self.pool(load)
+        actors = self.pool(load, step.needs_gpu)
         size = chunk_size_for(len(items), len(actors), max(1, (total - done) // len(items)))
         chunks = [items[k : k + size] for k in range(0, len(items), size)]
         step_ref = [ray.put(step)]

@@ -91,6 +91,7 @@ class TagJob(Step):
         records: list[dict] | None = None,
     ):
         self.mission, self.stage = mission, f"unitag {mission}"
+        self.needs_gpu = mission != "language"  # lingua runs on CPU
         self.records = read_records(input_file) if records is None else records
         self.output, self.settings, self.judge = Path(output), settings, judge
         self.journal = Journal(
