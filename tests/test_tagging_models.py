@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_llama
+from conftest import FIXTURES, REPO, tiny_llama
 
 from magpie.engines import EngineOptions
 from magpie.engines.base import Completion
@@ -492,3 +492,28 @@ FORMATS_MT = [
     {"from": "human", "value": "And times 3?"},
     {"from": "gpt", "value": "12."},
 ]
+
+
+def test_embedded_tagger_stores_null_safety_with_its_reason_on_the_hand_labelled_set(
+    tmp_path, monkeypatch
+):
+    """The embedded SmolLM2-135M does not separate the set's unsafe requests from its
+    safe ones (bench/bench_tag_trust.py): every record gets llama_guard_2 null and the
+    reason, none a confident wrong label, and no model is loaded for it."""
+    from magpie.tagging import job as tag_job
+
+    rows = read_records(FIXTURES / "tagging" / "hand_labelled.jsonl")
+    assert len(rows) >= 40 and len({r["label_language"] for r in rows}) >= 5
+    src = tmp_path / "set.jsonl"
+    write_records(src, rows)
+    def no_load(*args):
+        raise AssertionError("the tagger was loaded")
+
+    monkeypatch.setattr(tag_job, "load_llm_tagger", no_load)
+    (out,) = run("safety", src, TagOptions(engine_options=EngineOptions(engine="hf")))
+    tagged = read_records(out)
+    assert [r["instruction"] for r in tagged] == [r["instruction"] for r in rows]
+    assert all(r["llama_guard_2"] is None for r in tagged)
+    assert all(r["tag_errors"]["safety"].startswith("cannot_judge: the embedded") for r in tagged)
+    benign_unsafe = [r for r in tagged if r["label_safety"] == "safe" and r["llama_guard_2"]]
+    assert benign_unsafe == []  # null counts as not unsafe (target: at most 10%)

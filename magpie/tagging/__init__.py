@@ -50,6 +50,17 @@ SUFFIX = {
 # Missions the tagger LLM answers (safety too, when no guard model is given).
 LLM_MISSIONS = ("difficulty", "quality", "sample_quality", "classification")
 
+# (tagger model, mission) pairs whose labels cannot be trusted, measured on the
+# hand-labelled set tests/fixtures/tagging/hand_labelled.jsonl (bench/bench_tag_trust.py,
+# BENCHMARKS.md): such records get null fields and this reason, not a confident wrong label.
+CANNOT_JUDGE = {
+    ("HuggingFaceTB/SmolLM2-135M-Instruct", "safety"): (
+        "cannot_judge: the embedded SmolLM2-135M-Instruct tagger does not separate unsafe "
+        "requests from safe ones; give --guard_model_path (e.g. "
+        "meta-llama/Meta-Llama-Guard-2-8B) or a larger --model_path"
+    ),
+}
+
 
 def expand(tag_mission: str) -> list[str]:
     """The missions a name stands for, in order."""

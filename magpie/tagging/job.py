@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,13 @@ from magpie.engines import EngineOptions
 from magpie.executor import LocalExecutor, Made, Step
 from magpie.records import InputError, Journal, check_finished_output, overwriting, read_records
 from magpie.stage import Summary
-from magpie.tagging import LLM_MISSIONS, expand, output_file
+from magpie.tagging import CANNOT_JUDGE, LLM_MISSIONS, expand, output_file
 from magpie.tagging.guard import guard_settings
 from magpie.tagging.language import SETTINGS as LANGUAGE_SETTINGS
 from magpie.tagging.llm import constrained_for, tagger_settings
 from magpie.tagging.schemas import FIELDS
+
+log = logging.getLogger("magpie")
 
 
 class TagSummary(Summary):
@@ -105,10 +108,15 @@ class TagJob(Step):
             },
         )
 
+    cannot_judge: str | None = None  # set: every record gets null fields and this reason
+
     def todo(self) -> list[tuple[int, Conversation | None, str | None]]:
         done, out = self.journal.done, []
         for i, record in enumerate(self.records):
             if i in done:
+                continue
+            if self.cannot_judge:
+                out.append((i, None, self.cannot_judge))
                 continue
             conv, reason = conversation_of(record)
             if conv is not None:
@@ -328,6 +336,16 @@ def _free_memory() -> None:
         pass
 
 
+def cannot_judge(mission: str, opts: TagOptions) -> str | None:
+    """Why the run's tagger cannot be trusted with `mission` (magpie.tagging.CANNOT_JUDGE),
+    or None."""
+    from magpie.models import canonical_name
+
+    if _needs(mission, opts) != "tagger":
+        return None
+    return CANNOT_JUDGE.get((canonical_name(opts.model_path), mission))
+
+
 def run(tag_mission: str, input_file: str | Path, opts: TagOptions) -> list[Path]:
     """Run a mission or a group over `input_file`; returns the files written, in order.
     Every mission runs on one executor (--executor local or ray); each kind of model is
@@ -373,7 +391,12 @@ def run(tag_mission: str, input_file: str | Path, opts: TagOptions) -> list[Path
             records, first_records = (first_records if src == Path(input_file) else None), None
             with overwriting(opts.overwrite):
                 job = TagJob(mission, src, out, judge.settings, judge.name, records)
-                summary = job.execute(executor, judge.load)
+                job.cannot_judge = cannot_judge(mission, opts)
+                if job.cannot_judge:  # no model call: every record gets the reason
+                    log.info("[unitag %s] %s", mission, job.cannot_judge)
+                    summary = job.execute(LocalExecutor(), lambda: None)
+                else:
+                    summary = job.execute(executor, judge.load)
             print(summary.line())
             print(f"[unitag {mission}] wrote {out}")
             later = {_needs(m, opts) for m, _, _, d in plan[n + 1 :] if not d}
