@@ -27,17 +27,16 @@ from magpie.models import DEFAULT_MODEL  # noqa: E402
 from magpie.profiles import get_profile  # noqa: E402
 from magpie.responses import ResponseJob  # noqa: E402
 
-# (temperature, top_p, repetition_penalty, max_tokens); the first is the original's
-# (scripts/magpie.sh before: greedy, no penalty).
+# (temperature, top_p, repetition_penalty, frequency_penalty, presence_penalty, max_tokens);
+# the first is the original's (scripts/magpie.sh before: greedy, no penalty).
 GRID = [
-    (0.0, 1.0, 1.0, 512),
-    (0.0, 1.0, 1.1, 512),
-    (0.0, 1.0, 1.2, 512),
-    (0.3, 0.9, 1.1, 512),
-    (0.3, 0.9, 1.2, 512),
-    (0.7, 0.9, 1.0, 512),
-    (0.7, 0.9, 1.1, 512),
-    (0.7, 0.9, 1.2, 512),
+    (0.0, 1.0, 1.0, 0.0, 0.0, 512),
+    (0.3, 0.9, 1.1, 0.0, 0.0, 512),
+    (0.3, 0.9, 1.2, 0.0, 0.0, 512),
+    (0.7, 0.9, 1.1, 0.0, 0.0, 512),
+    (0.3, 0.9, 1.0, 0.3, 0.0, 512),
+    (0.5, 0.9, 1.0, 0.2, 0.2, 512),
+    (0.7, 0.9, 1.0, 0.3, 0.0, 512),
 ]
 
 
@@ -83,7 +82,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in args.grid if args.grid else range(len(GRID)):
-        temperature, top_p, penalty, max_tokens = GRID[row]
+        temperature, top_p, penalty, frequency, presence, max_tokens = GRID[row]
         out = tmp / f"res_{row}.json"
         job = ResponseJob(
             profile,
@@ -108,7 +107,7 @@ def main() -> None:
             len(tokenizer.encode(r["response"], add_special_tokens=False)) for r in answered
         ) / max(1, len(answered))
         print(
-            f"| {temperature} | {top_p} | {penalty} | {max_tokens} | "
+            f"| {temperature} | {top_p} | {penalty} | {frequency} | {presence} | {max_tokens} | "
             f"{good}/{len(records)} ({100 * good / len(records):.0f}%) | "
             f"{', '.join(f'{k} {v}' for k, v in sorted(flags.items())) or 'none'} | "
             f"{seconds:.0f} | {summary.tokens / seconds:.0f} | {mean:.0f} |",

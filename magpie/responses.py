@@ -147,6 +147,8 @@ class ResponseJob(Step):
         temperature: float = 0.0,
         top_p: float = 1.0,
         repetition_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
         max_tokens: int = 4096,
         seed: int | None = None,
         num_samples: int | None = None,
@@ -171,6 +173,8 @@ class ResponseJob(Step):
             top_p=top_p,
             max_tokens=max_tokens,
             repetition_penalty=repetition_penalty,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
             stop=list(profile.response_stop_tokens),
             stop_token_ids=list(profile.response_stop_token_ids),
             seed=seed,
@@ -188,6 +192,17 @@ class ResponseJob(Step):
             {} if enable_thinking is None else {"enable_thinking": enable_thinking}
         )
         fingerprint = dict(self.template_kwargs)
+        # Output penalties are recorded when used (outputs made before them stay valid).
+        penalties = {
+            k: v
+            for k, v in (
+                ("frequency_penalty", frequency_penalty),
+                ("presence_penalty", presence_penalty),
+            )
+            if v
+        }
+        self.configs.update(penalties)
+        fingerprint.update(penalties)
         if num_samples is not None:
             self.configs.update(num_samples=num_samples, seed=seed)
             fingerprint["num_samples"] = num_samples

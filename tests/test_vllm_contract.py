@@ -410,6 +410,16 @@ def test_sampling_params_mapping(fake_vllm):
         assert sp.stop is not params.stop  # copies, not the caller's lists
 
 
+def test_output_penalties_reach_vllm_only_when_set(fake_vllm):
+    engine = make_engine()
+    engine.generate(["hello"], SamplingParams(frequency_penalty=0.3, presence_penalty=0.1))
+    engine.generate(["hello"], SamplingParams())
+    (_, (with_penalties,)), (_, (plain,)) = FakeLLM.instances[-1].calls[-2:]
+    assert with_penalties.kwargs["frequency_penalty"] == 0.3
+    assert with_penalties.kwargs["presence_penalty"] == 0.1
+    assert "frequency_penalty" not in plain.kwargs and "presence_penalty" not in plain.kwargs
+
+
 def test_per_prompt_seeds(fake_vllm):
     engine = make_engine(chunk_size=4)  # 4 samples per call: 2 prompts of n=2
     engine.generate(["hello"] * 5, SamplingParams(n=2), seeds=[10, 20, 30, 40, 50])

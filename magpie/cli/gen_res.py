@@ -22,6 +22,8 @@ def main(
     temperature: float = 0.0,
     top_p: float = 1.0,
     repetition_penalty: float = 1.0,
+    frequency_penalty: float = 0.0,
+    presence_penalty: float = 0.0,
     max_tokens: int = 4096,
     seed: int | None = None,
     checkpoint_every: int = 20,
@@ -40,6 +42,9 @@ def main(
       temperature: sampling temperature; 0 = greedy.
       top_p: nucleus sampling threshold.
       repetition_penalty: CTRL-style penalty on tokens already present.
+      frequency_penalty: OpenAI's penalty per occurrence of a token in the response so far
+        (not the prompt), in [-2, 2].
+      presence_penalty: OpenAI's penalty on any token already in the response, in [-2, 2].
       max_tokens: most tokens per response; longer ones are flagged "unfinished".
       seed: random seed for sampling.
       checkpoint_every: kept for compatibility; every record is journaled as it is made.
@@ -67,6 +72,8 @@ def main(
             temperature=temperature,
             top_p=top_p,
             repetition_penalty=repetition_penalty,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
             max_tokens=max_tokens,
             seed=seed,
             enable_thinking=enable_thinking,

@@ -26,6 +26,9 @@ class SamplingParams:
     top_p: float = 1.0
     max_tokens: int = 2048
     repetition_penalty: float = 1.0
+    # OpenAI's penalties on tokens already in the output (not the prompt), in [-2, 2].
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     # Base seed of a call without per-prompt seeds (prompt i, sample j: seed + i * n + j).
@@ -57,6 +60,10 @@ class SamplingParams:
             problems.append(f"top_p must be in (0, 1], not {self.top_p}")
         if self.max_tokens < 1:
             problems.append(f"max_tokens must be at least 1, not {self.max_tokens}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and -2 <= value <= 2):
+                problems.append(f"{name} must be in [-2, 2], not {value}")
         if not self.repetition_penalty > 0:
             problems.append(f"repetition_penalty must be above 0, not {self.repetition_penalty}")
         if problems:

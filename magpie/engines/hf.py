@@ -286,6 +286,8 @@ class HFEngine:
         logits = logits.float()
         if params.repetition_penalty != 1.0:
             logits = _repetition_penalty(logits, rows, params.repetition_penalty, self.device)
+        if params.frequency_penalty or params.presence_penalty:
+            logits = _output_penalties(logits, rows, params, self.device)
         if first_token and banned is not None:
             logits[:, banned] = float("-inf")
         if first_token and params.logits_processor == "flaming_tokens":
@@ -369,6 +371,18 @@ def _repetition_penalty(logits, rows, penalty: float, device) -> torch.Tensor:
         seen = torch.tensor(sorted(set(r.prompt_ids + r.generated)), device=device)
         values = logits[i, seen]
         logits[i, seen] = torch.where(values > 0, values / penalty, values * penalty)
+    return logits
+
+
+def _output_penalties(logits, rows, params: SamplingParams, device) -> torch.Tensor:
+    """OpenAI's frequency and presence penalties (as vLLM applies them): subtracted from
+    the logits of tokens already in each row's OUTPUT (never its prompt, so the
+    end-of-turn token the template put there stays as likely as ever)."""
+    for i, r in enumerate(rows):
+        if not r.generated:
+            continue
+        ids, counts = torch.tensor(r.generated, device=device).unique(return_counts=True)
+        logits[i, ids] -= params.frequency_penalty * counts + params.presence_penalty
     return logits
 
 

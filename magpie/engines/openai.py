@@ -241,6 +241,9 @@ class OpenAIEngine:
             body["model"] = self.model
         if n != 1:
             body["n"] = n
+        for name in ("frequency_penalty", "presence_penalty"):  # standard OpenAI fields
+            if getattr(params, name):
+                body[name] = getattr(params, name)
         stop = self._stop_strings(params)
         if stop:
             body["stop"] = stop

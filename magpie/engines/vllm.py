@@ -303,6 +303,9 @@ class VLLMEngine:
             "skip_special_tokens": True,
             "include_stop_str_in_output": False,
         }
+        for name in ("frequency_penalty", "presence_penalty"):
+            if getattr(params, name):
+                kwargs[name] = getattr(params, name)
         if seed is not None:
             # vLLM seeds the n children of a request seed, seed+1, ..., seed+n-1.
             kwargs["seed"] = int(seed)
