@@ -37,6 +37,12 @@ GRID = [
     (0.3, 0.9, 1.0, 0.3, 0.0, 512),
     (0.5, 0.9, 1.0, 0.2, 0.2, 512),
     (0.7, 0.9, 1.0, 0.3, 0.0, 512),
+    (0.7, 0.9, 1.0, 0.6, 0.0, 512),
+    (1.0, 0.9, 1.0, 0.3, 0.0, 512),
+    (0.8, 0.95, 1.0, 0.4, 0.4, 512),
+    (0.7, 0.9, 1.0, 0.0, 0.0, 512),
+    (1.0, 0.9, 1.0, 0.0, 0.0, 512),
+    (1.0, 0.9, 1.0, 0.6, 0.0, 512),
 ]
 
 
@@ -92,6 +98,8 @@ def main() -> None:
             temperature=temperature,
             top_p=top_p,
             repetition_penalty=penalty,
+            frequency_penalty=frequency,
+            presence_penalty=presence,
             max_tokens=max_tokens,
             seed=args.seed,
         )
