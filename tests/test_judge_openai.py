@@ -16,9 +16,7 @@ from test_openai_engine import (
     SECRET,
     FakeHandler,
     fake,  # noqa: F401 - a fixture
-    free_port,
-    start_server,
-    stop_server,
+    server,  # noqa: F401 - a fixture: llama-cpp-python's server on the embedded GGUF
 )
 from test_preference import load_exp
 
@@ -28,16 +26,6 @@ from magpie.models import DEFAULT_MODEL
 from magpie.records import InputError, read_records
 
 gen_po_rewards = load_exp("gen_po_rewards")
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory):
-    port = free_port()
-    proc = start_server(port, tmp_path_factory.mktemp("llama") / "server.log")
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        stop_server(proc)
 
 
 def server_top_logprobs(url: str, prompt: str) -> dict[str, float]:
@@ -52,7 +40,12 @@ def server_top_logprobs(url: str, prompt: str) -> dict[str, float]:
         return json.loads(r.read())["choices"][0]["logprobs"]["top_logprobs"][0]
 
 
-def test_judge_through_llama_cpp_server(llama_server, smol_tokenizer, tmp_path, monkeypatch):
+def test_judge_through_llama_cpp_server(
+    server,  # noqa: F811
+    smol_tokenizer,
+    tmp_path,
+    monkeypatch,
+):
     """gen_po_rewards --reward_model judge --engine openai on llama.cpp: each score is the
     expected rating of the "1".."5" entries of the server's own top logprobs for the
     judge's prompt (asked here by plain HTTP, prompt built here)."""
@@ -63,7 +56,7 @@ def test_judge_through_llama_cpp_server(llama_server, smol_tokenizer, tmp_path, 
         input_file=str(src),
         reward_model="judge",
         engine="openai",
-        base_url=llama_server,
+        base_url=server,
         api_key_env=KEY_ENV,
         max_concurrency=1,
     )
@@ -74,7 +67,7 @@ def test_judge_through_llama_cpp_server(llama_server, smol_tokenizer, tmp_path, 
         for response, got in zip(record["responses"], record["rewards"], strict=True):
             assert 1 <= got["score"] <= 5
             top = server_top_logprobs(
-                llama_server, judge_text(smol_tokenizer, record["instruction"], response)
+                server, judge_text(smol_tokenizer, record["instruction"], response)
             )
             p = [math.exp(top[str(k)]) for k in range(1, 6)]  # all five among the top 20
             assert sum(p) > 0.5
