@@ -10,7 +10,7 @@ import math
 import urllib.request
 
 import pytest
-from test_judge import VARIED, judge_text, records_of
+from judge_cases import VARIED, judge_text, records_of
 from test_openai_engine import (
     KEY_ENV,
     SECRET,
