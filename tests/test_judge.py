@@ -228,3 +228,29 @@ def test_example_script_without_a_reward_model_ends_with_judged_pairs(tmp_path):
         assert scores[chosen] == pair["chosen_score"]
         assert scores[rejected] == pair["rejected_score"]
     assert "[gen_po_pairs]" in r.stdout
+
+
+@pytest.mark.slow
+def test_judge_on_two_ray_replicas_equals_local(ray_cluster, tmp_path, monkeypatch, capsys):
+    """The judge is RewardJob's model like a reward model: on Ray replicas (several
+    chunks, each its own batches) the records are the local executor's."""
+    records = records_of(VARIED)
+    records.insert(1, {"instruction": "", "responses": None, "response_flag": "skipped"})
+    src = tmp_path / "v_5res.json"
+    src.write_text(json.dumps(records))
+    local_out, ray_out = tmp_path / "local.json", tmp_path / "ray.json"
+    args = dict(input_file=str(src), reward_model="judge", dtype="float32", batch_size=4)
+    gen_po_rewards.main(**args, output_file=str(local_out))
+    monkeypatch.setenv("MAGPIE_RAY_CHUNK_SIZE", "2")  # 5 records: 3 chunks
+    capsys.readouterr()
+    gen_po_rewards.main(**args, output_file=str(ray_out), executor="ray", num_replicas=2)
+    rates = capsys.readouterr().out
+    assert "r0 " in rates and "r1 " in rates and "records in 5, out 5" in rates
+    scored, expected = read_records(ray_out), read_records(local_out)
+    scores = [[s["score"] for s in r["rewards"] or ()] for r in scored]
+    want = [[s["score"] for s in r["rewards"] or ()] for r in expected]
+    # Other batches around a prompt (a chunk is batched on its own): float32 noise, ~1e-5.
+    assert scores == [pytest.approx(s, abs=1e-4) for s in want]
+    assert [{**r, "rewards": None} for r in scored] == [{**r, "rewards": None} for r in expected]
+    assert expected[1]["rewards_flag"] == "skipped"
+    assert all(r["rewards_model"] == f"judge:{DEFAULT_MODEL}" for r in expected if r["rewards"])
