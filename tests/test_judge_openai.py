@@ -120,6 +120,6 @@ def test_vllm_server_is_asked_for_exactly_the_rating_tokens(fake, smol_tokenizer
         2,
     ]
     for b in bodies:
-        assert b["logprob_token_ids"] == [33, 37, 100] and b["logprobs"] == 3
+        assert b["logprob_token_ids"] == [33, 37, 100] and b["logprobs"] == 20
         assert b["return_tokens_as_token_ids"] is True and b["max_tokens"] == 1
         assert b["temperature"] == 0.0 and b["add_special_tokens"] is False

@@ -497,7 +497,8 @@ class OpenAIEngine:
         listed), so a prompt whose every token is missing reads all zeros. A server that
         returns no logprobs is refused with one error (`NO_LOGPROBS`)."""
         wanted = [int(t) for t in token_ids]
-        texts = {self.tokenizer.decode([t]): t for t in wanted}
+        decode = getattr(self.tokenizer, "decode", None)  # a server-reported one has none
+        texts = {decode([t]): t for t in wanted} if decode else {}
         per = self.batch_size if self.kind in BATCHING else 1
         requests = [list(range(a, min(a + per, len(prompts)))) for a in range(0, len(prompts), per)]
         out: list[list[float]] = [[math.nan] * len(wanted) for _ in prompts]
@@ -527,9 +528,8 @@ class OpenAIEngine:
         body: dict = {"max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS}
         if self.model:
             body["model"] = self.model
-        if self.kind == "vllm":
+        if self.kind == "vllm":  # `logprobs` must be set; with these ids it is not read
             body.update(
-                logprobs=len(wanted),
                 logprob_token_ids=wanted,
                 return_tokens_as_token_ids=True,
                 add_special_tokens=False,
