@@ -10,6 +10,10 @@ The original's path is gen_po_multi_res.py (N responses, see magpie.responses wi
   loads only with an explicit trust_remote_code. The scores go to `rewards_armorm` only
   when ArmoRM made them (the original's name for its model's scores); any other model's
   go to `rewards`. `rewards_model` names the scorer either way.
+- No reward model at hand (issue 16): the scorer "judge" is a chat model (by default the
+  embedded SmolLM2-135M-Instruct) whose score is the expected value of its 1-5 rating
+  over the rating tokens' probabilities (`magpie.judge`); `rewards_model` is then
+  "judge:<judge model>" and the scores go to `rewards`.
 - Pairs need a real preference: ties and margins below `min_margin` are dropped and
   counted, as are records with fewer than two usable responses (flagged empty or
   unfinished responses are not candidates unless asked) and records whose candidates all
@@ -88,7 +92,8 @@ def _responses(record: dict, path, index: int) -> list[str] | None:
 
 class RewardJob(Step):
     """One scoring run: input read and validated, journal opened, before any model loads.
-    Items are record indices; the model is a `magpie.tagging.reward.RewardScorer`."""
+    Items are record indices; the model is a `magpie.tagging.reward.RewardScorer` or a
+    `magpie.judge.JudgeScorer` (the same `fit`, `scores` and `model_path`)."""
 
     stage = "gen_po_rewards"
     chunk_records = 256  # records per length-sorted pass of the scorer
@@ -178,7 +183,14 @@ class RewardJob(Step):
 
 def load_scorer(model_path: str, **options):
     """The reward model's scorer (a picklable loader for executors:
-    functools.partial(load_scorer, path, dtype=..., ...))."""
+    functools.partial(load_scorer, path, dtype=..., ...)). "judge" (or "judge:<model>")
+    is a chat model rating each response (`magpie.judge.load_judge`, with its options:
+    judge_model_path, engine_options, max_length)."""
+    from magpie.judge import is_judge, judge_model_of, load_judge
+
+    if is_judge(model_path):
+        path = judge_model_of(model_path, options.pop("judge_model_path", None))
+        return load_judge(path, **options)
     from magpie.tagging.reward import RewardScorer
 
     return RewardScorer(model_path, **options)

@@ -12,9 +12,14 @@
 #                                              ArmoRM scored them), rewards_model
 #   <input stem>_<num_samples>res_armorm_dpo/  train.jsonl, test.jsonl (TRL's DPO form)
 # and the log to <input dir>/<job name>.log.
-# Environment: REWARD_MODEL_PATH, a single-logit sequence-classification reward model.
-# With a model_path it defaults to sfairXC/FsfairX-LLaMA3-RM-v0.1; with the embedded
-# model there is none offline, so the run stops after the responses unless it is set.
+# Environment: REWARD_MODEL_PATH, a single-logit sequence-classification reward model, or
+# `judge`: a chat model rates each response 1-5 and the score is its expected rating
+# (magpie.judge; rewards_model "judge:<model>"). With a model_path it defaults to
+# sfairXC/FsfairX-LLaMA3-RM-v0.1; with the embedded model (no reward model offline) to
+# `judge`, the embedded model judging its own responses, so a run with no arguments ends
+# with DPO pairs and downloads nothing. JUDGE_MODEL_PATH: another judge (default the
+# embedded model). A 135M judge tells a real answer from an empty-ish one, little more:
+# for real data use a reward model or a larger judge.
 # The original's RLHFlow/ArmoRM-Llama3-8B-v0.1 runs its own code: set TRUST_REMOTE_CODE=1.
 # Also DEVICE (CUDA_VISIBLE_DEVICES, default 0), TENSOR_PARALLEL, GPU_MEMORY_UTILIZATION,
 # BATCH_SIZE, SEED (default 42), MIN_MARGIN (default 0: ties only), RES_EXTRA_ARGS,
@@ -31,7 +36,7 @@ res_temp="${5:-0.8}"
 res_rep=1
 if [ -z "$model_path" ]; then
   RES_EXTRA_ARGS="--max_tokens 256 ${RES_EXTRA_ARGS:-}"
-  reward_model_path="${REWARD_MODEL_PATH:-}"
+  reward_model_path="${REWARD_MODEL_PATH:-judge}"
 else
   reward_model_path="${REWARD_MODEL_PATH-sfairXC/FsfairX-LLaMA3-RM-v0.1}"
 fi
@@ -43,6 +48,8 @@ min_margin="${MIN_MARGIN:-0}"
 python="${PYTHON:-python3}"
 trust_args=()
 if [ "${TRUST_REMOTE_CODE:-0}" = "1" ]; then trust_args=(--trust_remote_code); fi
+judge_args=()
+if [ -n "${JUDGE_MODEL_PATH:-}" ]; then judge_args=(--judge_model_path "$JUDGE_MODEL_PATH"); fi
 
 if [ ! -f "$input_file" ]; then
   echo "[magpie_example_po.sh] input file not found: $input_file" >&2
@@ -61,7 +68,11 @@ reward_file="${res_file%.json}_armorm.json"
 
 echo "[magpie_example_po.sh] Model: ${model_path:-embedded SmolLM2-135M-Instruct}"
 echo "[magpie_example_po.sh] Input: $input_file; $num_samples samples, top_p $res_topp, temperature $res_temp"
-echo "[magpie_example_po.sh] Reward model: ${reward_model_path:-none}"
+if [ "$reward_model_path" = "judge" ]; then
+  echo "[magpie_example_po.sh] Reward model: judge (${JUDGE_MODEL_PATH:-embedded SmolLM2-135M-Instruct}, expected 1-5 rating)"
+else
+  echo "[magpie_example_po.sh] Reward model: ${reward_model_path:-none}"
+fi
 
 export CUDA_VISIBLE_DEVICES="$device"
 # shellcheck disable=SC2086
@@ -81,7 +92,7 @@ export CUDA_VISIBLE_DEVICES="$device"
 echo "[magpie_example_po.sh] Responses: $res_file"
 
 if [ -z "$reward_model_path" ]; then
-  echo "[magpie_example_po.sh] No reward model: set REWARD_MODEL_PATH to score and pair the responses."
+  echo "[magpie_example_po.sh] No reward model: set REWARD_MODEL_PATH (a reward model, or judge) to score and pair the responses."
   echo "[magpie_example_po.sh] Finished. Log: $log"
   exit 0
 fi
@@ -92,6 +103,7 @@ fi
   --reward_model_path "$reward_model_path" \
   --output_file "$reward_file" \
   "${trust_args[@]}" \
+  "${judge_args[@]}" \
   ${REWARD_EXTRA_ARGS:-}
 echo "[magpie_example_po.sh] Rewards: $reward_file"
 

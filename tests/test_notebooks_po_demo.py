@@ -40,6 +40,8 @@ def test_demo_notebook_runs_on_the_embedded_model(tmp_path, monkeypatch, embedde
     params = (
         f"WORK = {str(work)!r}\nN_INSTRUCTIONS = 3\nINS_MAX_TOKENS = 32\n"
         "RES_MAX_TOKENS = 24\nTAG_MAX_TOKENS = 64\nSEED = 1\n"
+        # Preference pairs: 2 instructions x 3 responses of 24 tokens (cut: let them pair).
+        "PO_INSTRUCTIONS = 2\nPO_SAMPLES = 3\nPO_MAX_TOKENS = 24\nPO_USE_FLAGGED = True\n"
     )
     nb = execute(REPO / "demo.ipynb", REPO, params, monkeypatch)
     assert outputs(nb, "image/png"), "the plots were not drawn"
@@ -51,6 +53,14 @@ def test_demo_notebook_runs_on_the_embedded_model(tmp_path, monkeypatch, embedde
     assert (work / "magpie_demo_sharegpt_distance_filtered.jsonl").exists()
     text = "".join(o.get("text", "") for o in outputs(nb, "stream"))
     assert "[gen_ins]" in text and "[gen_res]" in text and "[filter]" in text
+    # Preference pairs judged by the embedded model itself (magpie.judge).
+    scored = read_records(work / "po_instructions_3res_armorm.json")
+    assert len(scored) == 2 and all(len(r["rewards"]) == 3 for r in scored)
+    assert all(r["rewards_model"] == "judge:HuggingFaceTB/SmolLM2-135M-Instruct" for r in scored)
+    assert all(1 <= s["score"] <= 5 for r in scored for s in r["rewards"])
+    pairs = read_records(work / "po_instructions_3res_armorm_dpo" / "train.jsonl")
+    assert pairs and all(p["chosen_score"] > p["rejected_score"] for p in pairs)
+    assert "[gen_po_multi_res]" in text and "[gen_po_rewards]" in text and "CHOSEN" in text
 
 
 def test_process_po_notebook_makes_pairs(tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ log = logging.getLogger("magpie")
 # Stop strings are searched in the decoded tail of this many tokens (a stop string longer
 # than this many tokens would be missed; real stop strings are 1-8 tokens).
 STOP_WINDOW_TOKENS = 24
+# Most padded tokens in one batch of `next_token_probs` (one forward pass, no cache kept).
+PROBS_BATCH_TOKENS = 16384
 
 
 @dataclass
@@ -102,6 +105,7 @@ class HFEngine:
         # to `cache` (5.2x warns on the old name); use whichever this version has.
         forward = inspect.signature(self.model.forward).parameters
         self._cache_key = "cache" if "cache" in forward else "past_key_values"
+        self._logits_to_keep = "logits_to_keep" in forward  # last position's logits only
         self.tokenizer = tokenizer
         self.pad_id = (
             tokenizer.pad_token_id
@@ -207,6 +211,44 @@ class HFEngine:
                     cache, mask = self._select_rows(cache, mask, keep)
                 else:
                     cache, mask = None, mask[:0, :0]
+
+    @torch.inference_mode()
+    def next_token_probs(
+        self, prompts: Sequence[Prompt], token_ids: Sequence[int]
+    ) -> list[list[float]]:
+        """The probability of each of `token_ids` as the next token after each prompt
+        (softmax over the whole vocabulary, not renormalised), in prompt order.
+
+        One forward pass per batch, no decoding: prompts are sorted by length and
+        left-padded into batches of at most `batch_size` rows and PROBS_BATCH_TOKENS padded
+        tokens, with each row's positions counted from its first real token (as if it
+        were alone), and only the last position's logits are computed. A prompt that
+        cannot be read (empty, or no room in the context: `prompt_problem`) gets NaNs.
+        """
+        ids = torch.tensor(list(token_ids), dtype=torch.long, device=self.device)
+        encoded = [self.encode(p) for p in prompts]
+        out: list[list[float]] = [[math.nan] * len(ids) for _ in encoded]
+        good = [i for i, e in enumerate(encoded) if prompt_problem(e, self.max_positions) is None]
+        keep_last = {"logits_to_keep": 1} if self._logits_to_keep else {}
+        for batch in _length_batches(good, encoded, self.batch_size, PROBS_BATCH_TOKENS):
+            width = max(len(encoded[i]) for i in batch)
+            rows = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, i in enumerate(batch):
+                rows[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                mask[r, width - len(encoded[i]) :] = 1
+            rows, mask = rows.to(self.device), mask.to(self.device)
+            logits = self.model(
+                input_ids=rows,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+                use_cache=False,
+                **keep_last,
+            ).logits[:, -1, :]
+            probs = logits.float().log_softmax(dim=-1).index_select(1, ids).exp()
+            for r, i in enumerate(batch):
+                out[i] = probs[r].tolist()
+        return out
 
     # ----------------------------------------------------------------- internals
     def _row_generator(self, base, prompt_index: int, sample_index: int, params):
@@ -342,6 +384,22 @@ class HFEngine:
             prompt_tokens=len(r.prompt_ids),
             completion_tokens=len(r.generated) + (1 if stop_id is not None else 0),
         )
+
+
+def _length_batches(
+    indices: list[int], encoded: list[list[int]], rows: int, max_tokens: int
+) -> Iterator[list[int]]:
+    """`indices`, longest prompt first, in batches of at most `rows` rows and `max_tokens`
+    padded tokens (a prompt longer than that is a batch of its own)."""
+    batch: list[int] = []
+    for i in sorted(indices, key=lambda i: -len(encoded[i])):
+        width = len(encoded[batch[0]]) if batch else len(encoded[i])
+        if batch and (len(batch) >= rows or (len(batch) + 1) * width > max_tokens):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
 
 
 def tail_of(generated: list[int], token: int) -> list[int]:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -329,6 +330,10 @@ class OpenAIEngine:
             path = self.client.api + "/completions"
             texts = [self._prompt_text(items[i]) for i in req.prompts]
             body["prompt"] = texts[0] if len(texts) == 1 else texts
+        return self._post(path, body, abort)
+
+    def _post(self, path: str, body: dict, abort) -> dict:
+        """POST `body`; the answer, which must hold a 'choices' list."""
         status, payload = self.client.request("POST", path, body, abort=abort)
         if status >= 400:
             raise self.client.refused(path, status, payload)
@@ -479,3 +484,98 @@ class OpenAIEngine:
         seeds: Sequence[int] | None = None,
     ) -> list[list[Completion]]:
         return collect(self.stream(prompts, params, seeds), len(prompts))
+
+    # -- next-token probabilities ----------------------------------------------------
+
+    def next_token_probs(
+        self, prompts: Sequence[Prompt], token_ids: Sequence[int]
+    ) -> list[list[float]]:
+        """The probability of each of `token_ids` as the next token after each prompt, in
+        prompt order, from the server's logprobs of one greedy token.
+
+        vLLM servers are asked for exactly these ids (`logprob_token_ids`, keys
+        `token_id:N` with `return_tokens_as_token_ids`): exact. Other servers give their
+        `TOP_LOGPROBS` most likely tokens (`logprobs`), keyed by text; a token among
+        `token_ids` that is not among them gets 0 (its probability is below the least
+        listed), so a prompt whose every token is missing reads all zeros. A server that
+        returns no logprobs is refused with one error (`NO_LOGPROBS`)."""
+        wanted = [int(t) for t in token_ids]
+        decode = getattr(self.tokenizer, "decode", None)  # a server-reported one has none
+        texts = {decode([t]): t for t in wanted} if decode else {}
+        per = self.batch_size if self.kind in BATCHING else 1
+        requests = [list(range(a, min(a + per, len(prompts)))) for a in range(0, len(prompts), per)]
+        out: list[list[float]] = [[math.nan] * len(wanted) for _ in prompts]
+        answers = self.client.concurrently(
+            requests,
+            lambda req, abort: self._send_probs(req, prompts, wanted, abort),
+            self.max_concurrency,
+        )
+        try:
+            for req, payload in answers:
+                choices = sorted(payload["choices"], key=lambda c: c.get("index", 0))
+                if len(choices) != len(req):
+                    raise ServerError(
+                        f"the server at {self.client.url} returned {len(choices)} completions "
+                        f"for {len(req)} prompts"
+                    )
+                for i, choice in zip(req, choices, strict=True):
+                    found = _first_token_logprobs(choice.get("logprobs"), texts)
+                    if found is None:
+                        raise InputError(NO_LOGPROBS.format(url=self.client.url, kind=self.kind))
+                    out[i] = [math.exp(found[t]) if t in found else 0.0 for t in wanted]
+        finally:
+            answers.close()
+        return out
+
+    def _send_probs(self, req: list[int], prompts: Sequence, wanted: list[int], abort) -> dict:
+        body: dict = {"max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS}
+        if self.model:
+            body["model"] = self.model
+        if self.kind == "vllm":  # `logprobs` must be set; with these ids it is not read
+            body.update(
+                logprob_token_ids=wanted,
+                return_tokens_as_token_ids=True,
+                add_special_tokens=False,
+            )
+        texts = [self._prompt_text(prompts[i]) for i in req]
+        body["prompt"] = texts[0] if len(texts) == 1 else texts
+        return self._post(self.client.api + "/completions", body, abort)
+
+
+# Top logprobs asked of servers that cannot be asked for given token ids.
+TOP_LOGPROBS = 20
+NO_LOGPROBS = (
+    "the server at {url} ({kind}) returned no logprobs for /v1/completions: the judge reads "
+    "the rating tokens' probabilities from the first token's top logprobs. Serve the model "
+    "where completions return logprobs (vLLM, llama.cpp's llama-server, llama-cpp-python "
+    "with logits_all) or use --engine hf or vllm"
+)
+
+
+def _first_token_logprobs(logprobs, texts: dict[str, int]) -> dict[int, float] | None:
+    """{token id: logprob} of the first generated token's top logprobs, for the tokens
+    in `texts` (text -> id); keys `token_id:N` are read as ids. Both OpenAI forms: the
+    completions one ({"top_logprobs": [{text: logprob}]}) and the chat one that
+    llama-server also uses ({"content": [{"top_logprobs": [{"token", "logprob"}]}]}).
+    None when there are none."""
+    if not isinstance(logprobs, dict):
+        return None
+    pairs: list[tuple[str, float]] = []
+    top = logprobs.get("top_logprobs")
+    content = logprobs.get("content")
+    if isinstance(top, list) and top and isinstance(top[0], dict):
+        pairs = [(str(k), v) for k, v in top[0].items()]
+    elif isinstance(content, list) and content and isinstance(content[0], dict):
+        entries = content[0].get("top_logprobs") or []
+        pairs = [(str(e.get("token")), e.get("logprob")) for e in entries if isinstance(e, dict)]
+    if not pairs:
+        return None
+    found: dict[int, float] = {}
+    for key, value in pairs:
+        if not isinstance(value, (int, float)):
+            continue
+        if key.startswith("token_id:") and key[9:].lstrip("-").isdigit():
+            found[int(key[9:])] = float(value)
+        elif key in texts:
+            found[texts[key]] = float(value)
+    return found

@@ -108,6 +108,7 @@ device when that field is absent).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 
@@ -370,6 +371,60 @@ class VLLMEngine:
     ) -> list[list[Completion]]:
         return collect(self.stream(prompts, params, seeds), len(prompts))
 
+    def next_token_probs(
+        self, prompts: Sequence[Prompt], token_ids: Sequence[int]
+    ) -> list[list[float]]:
+        """The probability of each of `token_ids` as the next token after each prompt
+        (over the whole vocabulary, not renormalised), in prompt order; NaNs for a prompt
+        vLLM would refuse (`prompt_problem`).
+
+        One token per request (`max_tokens=1`, greedy) with `logprob_token_ids`: vLLM
+        returns the logprobs of exactly those ids (plus the sampled token's). In vLLM
+        0.32 they are the raw logprobs, log_softmax of the model's logits before any
+        logits processor, temperature or `allowed_token_ids` mask (`logprobs_mode`
+        "raw_logprobs", the default; `vllm/v1/sample/sampler.py`, `Sampler.forward` and
+        `gather_specific_token_logprobs`), so no restriction of the sampled token is
+        needed and the greedy token does not matter. vLLM's own generative scoring reads
+        label tokens the same way (`vllm/entrypoints/generate/label_reads.py`)."""
+        from vllm.inputs import TokensPrompt
+
+        vllm = _import_vllm()
+        wanted = [int(t) for t in token_ids]
+        try:
+            params = vllm.SamplingParams(
+                max_tokens=1, temperature=0.0, logprob_token_ids=wanted, detokenize=False
+            )
+        except TypeError as exc:
+            raise RuntimeError(
+                f"this vLLM has no SamplingParams.logprob_token_ids ({exc}); the judge reads "
+                "the rating tokens' logprobs with it (vLLM 0.32 and later)"
+            ) from None
+        out: list[list[float]] = [[math.nan] * len(wanted) for _ in prompts]
+        for start in range(0, len(prompts), self.chunk_size):
+            good, ids = [], {}
+            for i in range(start, min(start + self.chunk_size, len(prompts))):
+                ids[i] = self.prompt_token_ids(prompts[i])
+                if prompt_problem(ids[i], self.max_model_len) is None:
+                    good.append(i)
+            if not good:
+                continue
+            requests = [TokensPrompt(prompt_token_ids=ids[i]) for i in good]
+            outputs = self.llm.generate(requests, [params] * len(good), use_tqdm=False)
+            if len(outputs) != len(good):
+                raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(good)} prompts")
+            for i, output in zip(good, outputs, strict=True):
+                logprobs = output.outputs[0].logprobs
+                if not logprobs:
+                    raise RuntimeError(f"vLLM returned no logprobs for prompt {i}")
+                first = logprobs[0]
+                missing = [t for t in wanted if t not in first]
+                if missing:
+                    raise RuntimeError(
+                        f"vLLM returned no logprobs of tokens {missing} for prompt {i}"
+                    )
+                out[i] = [math.exp(_logprob(first[t])) for t in wanted]
+        return out
+
     # -- outputs -------------------------------------------------------------------
 
     def _completions(self, output, sent_ids: list[int], n: int, index: int) -> list[Completion]:
@@ -413,6 +468,11 @@ class VLLMEngine:
         if eos is not None:
             return int(eos)
         return token_ids[-1] if token_ids else None
+
+
+def _logprob(value) -> float:
+    """A vLLM `Logprob` (or a bare float) as a float."""
+    return float(getattr(value, "logprob", value))
 
 
 # -- first-token logits processor (vLLM side) ------------------------------------------
