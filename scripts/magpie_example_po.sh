@@ -5,7 +5,8 @@
 #   bash scripts/magpie_example_po.sh [model_path] [input_file] [num_samples] [res_topp] [res_temp]
 #
 # Defaults: the embedded SmolLM2-135M-Instruct (no download, CPU is fine; responses cut
-# at 256 tokens), data_po/example_instructions.jsonl, 5 samples, top_p 1, temperature 0.8.
+# at 256 tokens, frequency penalty 0.3 as in magpie.sh), data_po/example_instructions.jsonl,
+# 5 samples, top_p 1, temperature 0.8.
 # Outputs go next to the input, named as the original's:
 #   <input stem>_<num_samples>res.json         responses, gen_response_configs
 #   <input stem>_<num_samples>res_armorm.json  + rewards [{score}] (rewards_armorm when
@@ -35,7 +36,7 @@ res_topp="${4:-1}"
 res_temp="${5:-0.8}"
 res_rep=1
 if [ -z "$model_path" ]; then
-  RES_EXTRA_ARGS="--max_tokens 256 ${RES_EXTRA_ARGS:-}"
+  RES_EXTRA_ARGS="--max_tokens 256 --frequency_penalty 0.3 ${RES_EXTRA_ARGS:-}"
   reward_model_path="${REWARD_MODEL_PATH:-judge}"
 else
   reward_model_path="${REWARD_MODEL_PATH-sfairXC/FsfairX-LLaMA3-RM-v0.1}"
