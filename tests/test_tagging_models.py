@@ -506,6 +506,7 @@ def test_embedded_tagger_stores_null_safety_with_its_reason_on_the_hand_labelled
     assert len(rows) >= 40 and len({r["label_language"] for r in rows}) >= 5
     src = tmp_path / "set.jsonl"
     write_records(src, rows)
+
     def no_load(*args):
         raise AssertionError("the tagger was loaded")
 
