@@ -220,14 +220,13 @@ def test_driver_killed_mid_run_resumes_with_exactly_the_expected_records(
     assert read_records(out) == local_responses
 
 
-def failing_load():
-    raise InputError("model nowhere/at-all: not found")
-
-
 def test_a_model_that_cannot_load_stops_the_run_with_its_error(
     ray_cluster, smol_profile, instructions, tmp_path
 ):
     from magpie.ray_executor import RayExecutor
+
+    def failing_load():  # nested: pickled by value, replicas cannot import this module
+        raise InputError("model nowhere/at-all: not found")
 
     executor = RayExecutor(num_replicas=2)
     with pytest.raises(InputError, match=r"^model nowhere/at-all: not found$"):
