@@ -213,7 +213,7 @@ def test_po_multi_res_samples(vllm_engine, smol_profile, instructions, tmp_path,
     assert distinct >= 10  # four samples at t 0.8 rarely coincide
 
 
-TURN_FAILURE = re.compile(r"^(instruction|response) \d (empty|unfinished)$")
+TURN_FAILURE = re.compile(r"^(instruction|response) \d (empty|unfinished|repetitive)$")
 
 
 def test_gen_mt_two_turns(vllm_engine, smol_profile, instructions, tmp_path):
