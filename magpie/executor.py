@@ -51,9 +51,9 @@ class Step:
         raise NotImplementedError
 
     def progress(self) -> tuple[int, int]:
-        """(entries in all, entries already journaled) for the progress bar."""
-        done = len(self.journal.done)
-        return done + sum(1 for _ in self.todo()), done
+        """(entries in all, entries already journaled) for the progress bar: one entry
+        per record unless the step says otherwise."""
+        return len(self.records), len(self.journal.done)
 
     def summary(self) -> Summary:
         return Summary(self.stage, len(getattr(self, "records", ())))

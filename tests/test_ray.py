@@ -43,11 +43,8 @@ def smol_profile(smol_tokenizer):
     return get_profile(DEFAULT_MODEL, smol_tokenizer)
 
 
-@pytest.fixture(scope="module")
-def instructions(tmp_path_factory, smol_profile) -> Path:
-    """16 instructions made by the local executor (the input of the response tests)."""
-    out = tmp_path_factory.mktemp("ins") / "ins.json"
-    job = InstructionJob(
+def instruction_job(smol_profile, out: Path) -> InstructionJob:
+    return InstructionJob(
         smol_profile,
         out,
         model_name=DEFAULT_MODEL,
@@ -57,6 +54,13 @@ def instructions(tmp_path_factory, smol_profile) -> Path:
         top_p=0.9,
         seed=7,
     )
+
+
+@pytest.fixture(scope="module")
+def instructions(tmp_path_factory, smol_profile) -> Path:
+    """16 instructions made by the local executor (the input of the response tests)."""
+    out = tmp_path_factory.mktemp("ins") / "ins.json"
+    job = instruction_job(smol_profile, out)
     EngineOptions(dtype="float32").run(job, "", seed=7)
     return out
 
@@ -85,16 +89,7 @@ def test_gen_ins_on_two_replicas_equals_local(
     ray_cluster, smol_profile, instructions, tmp_path, capsys
 ):
     out = tmp_path / "ray_ins.json"
-    job = InstructionJob(
-        smol_profile,
-        out,
-        model_name=DEFAULT_MODEL,
-        total_prompts=16,
-        n=4,
-        max_tokens=40,
-        top_p=0.9,
-        seed=7,
-    )
+    job = instruction_job(smol_profile, out)
     opts = EngineOptions(dtype="float32", executor="ray", num_replicas=2)
     os.environ["MAGPIE_RAY_CHUNK_SIZE"] = "1"  # 4 rounds: 4 chunks over 2 replicas
     try:

@@ -124,9 +124,6 @@ class TagJob(Step):
             out.append((i, conv, reason))
         return out
 
-    def progress(self) -> tuple[int, int]:
-        return len(self.records), len(self.journal.done)
-
     def summary(self) -> TagSummary:
         return TagSummary(self.mission, len(self.records), self.judge)
 
