@@ -60,22 +60,21 @@ def _replica_class():
     class Replica:
         """One model, loaded once; makes the entries of the chunks it is given."""
 
-        def __init__(self, load: Callable[[], Any], index: int):
+        def __init__(self, load: Callable[[], Any]):
             from magpie.stage import quiet_libraries
 
             quiet_libraries()
             self.model = load()
-            self.index = index
             self.step_id = None
             self.step = None
 
-        def make(self, step_id: str, step_ref: list, items: list) -> tuple[list, float, int]:
+        def make(self, step_id: str, step_ref: list, items: list) -> tuple[list, float]:
             # The step (records and settings) arrives once per replica, not per chunk.
             if step_id != self.step_id:
                 self.step, self.step_id = ray.get(step_ref[0]), step_id
             start = time.time()
             made = list(self.step.make(self.model, items))
-            return made, time.time() - start, self.index
+            return made, time.time() - start
 
         def pid(self) -> int:
             return os.getpid()
@@ -178,7 +177,7 @@ class RayExecutor:
             gpus,
             self.cpus_per_replica,
         )
-        self._pools[load] = [replica.remote(load, k) for k in range(self.num_replicas)]
+        self._pools[load] = [replica.remote(load) for _ in range(self.num_replicas)]
         return self._pools[load]
 
     def release(self, load: Callable[[], Any]) -> None:
@@ -265,12 +264,12 @@ class RayExecutor:
                     down_since.pop(a, None)
                     if c is None:  # a restarted replica answered its ping
                         continue
-                    made, seconds, replica = result
+                    made, seconds = result
                     new = [(key, entry) for key, entry, _ in made if key not in journal.done]
                     journal.append_many(new)  # the chunk's commit: synced before going on
                     summary.tokens += sum(tokens for _, _, tokens in made)
-                    made_by[replica] += len(made)
-                    busy[replica] += seconds
+                    made_by[a] += len(made)
+                    busy[a] += seconds
                     bar.update(len(new))
                     bar.set_postfix_str(_rates(made_by, busy), refresh=False)
         finally:
