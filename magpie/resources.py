@@ -1,5 +1,6 @@
 """The data files shipped inside the package, in magpie/configs/: the model registry,
-the system texts, the filter presets and the skills prompt templates.
+the system texts, the filter presets, the skills prompt templates and the taggers' label
+priors.
 
 They are found next to this module, so a checkout, an editable install and an installed
 wheel read the same files (the repository's top-level `configs` is a link to them).
@@ -12,6 +13,8 @@ from pathlib import Path
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 FILTER_PRESETS_DIR = CONFIGS_DIR / "filters"
 SKILLS_PROMPTS_DIR = CONFIGS_DIR / "prompts" / "skills"
+# Label priors of tagger models (magpie.tagging.scoring), made by bench/bench_tag_trust.py.
+TAG_CALIBRATION = CONFIGS_DIR / "tagging" / "calibration.json"
 
 
 def filter_presets() -> list[str]:

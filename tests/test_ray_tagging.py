@@ -21,7 +21,7 @@ from magpie.engines import EngineOptions
 from magpie.records import read_records, write_records
 from magpie.tagging import GROUPS
 from magpie.tagging.job import TagOptions, run
-from magpie.tagging.schemas import DIFFICULTY, TASK_CATEGORIES
+from magpie.tagging.schemas import QUALITY, SCORES
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +40,11 @@ RECORDS = [
 RECORDS.append({"id": 7, "instruction": "", "response": None})  # nothing to judge
 
 
+def approx_floats(record: dict) -> dict:
+    """The record with its floats compared to 1e-3."""
+    return {k: pytest.approx(v, abs=1e-3) if isinstance(v, float) else v for k, v in record.items()}
+
+
 @contextmanager
 def chunk_size(n: int):
     os.environ["MAGPIE_RAY_CHUNK_SIZE"] = str(n)
@@ -50,37 +55,42 @@ def chunk_size(n: int):
 
 
 def tag(tmp: Path, **executor) -> list[list[dict]]:
-    """difficulty then classification (one run: one executor, the tagger loaded once for
-    both)."""
+    """quality then sample_quality (one run: one executor, the tagger loaded once for
+    both; the missions the embedded tagger is trusted with, labels read from
+    probabilities)."""
     src = tmp / "x.json"
     write_records(src, RECORDS)
     engine = EngineOptions(engine="hf", dtype="float32", **executor)
-    files = run("dc", src, TagOptions(max_tokens=64, seed=0, engine_options=engine))
-    assert [f.name for f in files] == ["x_difficulty.json", "x_difficulty_category.json"]
+    files = run("qs", src, TagOptions(max_tokens=128, seed=0, engine_options=engine))
+    assert [f.name for f in files] == ["x_quality.json", "x_quality_sample_quality.json"]
     return [read_records(f) for f in files]
 
 
 def test_llm_missions_on_two_replicas_equal_local(ray_cluster, tmp_path, monkeypatch, capsys):
     pytest.importorskip("xgrammar")  # constrained decoding on the hf engine
-    monkeypatch.setitem(GROUPS, "dc", ("difficulty", "classification"))
+    monkeypatch.setitem(GROUPS, "qs", ("quality", "sample_quality"))
     local = tag(tmp_path / "local")
     (tmp_path / "ray").mkdir()
     with chunk_size(3):  # 8 records: 3 chunks per mission over 2 replicas
         ray = tag(tmp_path / "ray", executor="ray", num_replicas=2)
     out = capsys.readouterr().out
-    assert "[unitag difficulty] ray replicas: r0" in out and "r1 " in out
-    assert "[unitag classification] ray replicas: r0" in out
-    assert ray == local
+    assert "[unitag quality] ray replicas: r0" in out and "r1 " in out
+    assert "[unitag sample_quality] ray replicas: r0" in out
+    # Labels and texts exactly; the probabilities to 1e-3 (a chunk's batch is padded
+    # otherwise than the local one, which moves float32 sums in the last places).
+    assert [[approx_floats(r) for r in f] for f in ray] == [
+        [approx_floats(r) for r in f] for f in local
+    ]
     _, final = local
-    for field, vocabulary in (("difficulty", DIFFICULTY), ("task_category", TASK_CATEGORIES)):
+    for field, vocabulary in (("input_quality", QUALITY), ("sample_quality", SCORES)):
         labels = [r[field] for r in final[:7]]
         assert all(x in vocabulary for x in labels if x is not None)
         assert sum(x is not None for x in labels) >= 5
-        for r in final[:7]:  # a missing label says why
+        for r in final[:7]:  # a missing label says why; a present one has its confidence
             assert r[field] is not None or r["tag_errors"]
-    assert all(set(r["other_task_category"] or ()) <= set(TASK_CATEGORIES) for r in final)
-    assert final[7]["tag_errors"]["difficulty"].startswith("no_text")
-    assert final[7]["task_category"] is None
+            assert r[field] is None or 0 < r[f"{field}_confidence"] <= 1
+    assert final[7]["tag_errors"]["quality"].startswith("no_text")
+    assert final[7]["sample_quality"] is None
 
 
 def test_gen_dis_embeddings_on_two_replicas_equal_local(ray_cluster, tmp_path, capsys):

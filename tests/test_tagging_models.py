@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FIXTURES, REPO, tiny_llama
+from conftest import REPO, tiny_llama
 
 from magpie.engines import EngineOptions
 from magpie.engines.base import Completion
@@ -153,8 +153,15 @@ def test_without_constrained_decoding_parse_leniently_retry_once_never_store_bad
     tagger = LLMTagger(engine, "scripted")
     got = {k: (fields, reason) for k, fields, reason in tagger.tag("quality", items)}
     assert all(p.endswith("{") for p in engine.prompts)  # the original's prefill
+    # An engine without next-token probabilities: the generated label, no confidence.
     assert got[0] == (
-        {"input_quality": "good", "quality_explanation": "clear", "quality_generator": "scripted"},
+        {
+            "input_quality": "good",
+            "input_quality_confidence": None,
+            "input_quality_score": None,
+            "quality_explanation": "clear",
+            "quality_generator": "scripted",
+        },
         None,
     )
     assert got[1][0]["input_quality"] == "average" and got[1][1] is None
@@ -444,8 +451,9 @@ def test_bad_input_gets_one_line_and_exit_2_before_any_model_loads(tmp_path):
 
 @pytest.mark.slow
 def test_embedded_model_tags_real_records_with_only_valid_labels(tmp_path, embedded_dir):
-    """SmolLM2-135M with constrained decoding: 100% of stored labels valid (classification:
-    the shortest answers; bench/bench_tagging.py runs every mission on 32 records)."""
+    """SmolLM2-135M with constrained decoding and labels read from probabilities: 100% of
+    stored labels valid, every format read (bench/bench_tagging.py runs every mission on
+    32 records)."""
     pytest.importorskip("xgrammar")
     questions = [
         "What is the boiling point of water at sea level?",
@@ -475,15 +483,16 @@ def test_embedded_model_tags_real_records_with_only_valid_labels(tmp_path, embed
     src = tmp_path / "x.json"
     write_records(src, records)
     opts = TagOptions(seed=0, engine_options=EngineOptions(engine="hf", batch_size=20))
-    (out,) = run("classification", src, opts)
+    (out,) = run("quality", src, opts)
     final = read_records(out)
     assert len(final) == 20
     for r in final:
         assert_labels_valid(r)
-    failed = [(r, r.get("tag_errors")) for r in final[:19] if r["task_category"] is None]
+    failed = [(r, r.get("tag_errors")) for r in final[:19] if r["input_quality"] is None]
     assert not failed  # all but the record without text
-    assert {r["task_category_generator"] for r in final[:19]} == {DEFAULT_MODEL}
-    assert final[-1]["tag_errors"]["classification"].startswith("no_text")
+    assert all(r["input_quality_confidence"] > 0 for r in final[:19])
+    assert {r["quality_generator"] for r in final[:19]} == {DEFAULT_MODEL}
+    assert final[-1]["tag_errors"]["quality"].startswith("no_text")
 
 
 FORMATS_MT = [
@@ -492,29 +501,3 @@ FORMATS_MT = [
     {"from": "human", "value": "And times 3?"},
     {"from": "gpt", "value": "12."},
 ]
-
-
-def test_embedded_tagger_stores_null_safety_with_its_reason_on_the_hand_labelled_set(
-    tmp_path, monkeypatch
-):
-    """The embedded SmolLM2-135M does not separate the set's unsafe requests from its
-    safe ones (bench/bench_tag_trust.py): every record gets llama_guard_2 null and the
-    reason, none a confident wrong label, and no model is loaded for it."""
-    from magpie.tagging import job as tag_job
-
-    rows = read_records(FIXTURES / "tagging" / "hand_labelled.jsonl")
-    assert len(rows) >= 40 and len({r["label_language"] for r in rows}) >= 5
-    src = tmp_path / "set.jsonl"
-    write_records(src, rows)
-
-    def no_load(*args):
-        raise AssertionError("the tagger was loaded")
-
-    monkeypatch.setattr(tag_job, "load_llm_tagger", no_load)
-    (out,) = run("safety", src, TagOptions(engine_options=EngineOptions(engine="hf")))
-    tagged = read_records(out)
-    assert [r["instruction"] for r in tagged] == [r["instruction"] for r in rows]
-    assert all(r["llama_guard_2"] is None for r in tagged)
-    assert all(r["tag_errors"]["safety"].startswith("cannot_judge: the embedded") for r in tagged)
-    benign_unsafe = [r for r in tagged if r["label_safety"] == "safe" and r["llama_guard_2"]]
-    assert benign_unsafe == []  # null counts as not unsafe (target: at most 10%)

@@ -53,11 +53,25 @@ LLM_MISSIONS = ("difficulty", "quality", "sample_quality", "classification")
 # (tagger model, mission) pairs whose labels cannot be trusted, measured on the
 # hand-labelled set tests/fixtures/tagging/hand_labelled.jsonl (bench/bench_tag_trust.py,
 # BENCHMARKS.md): such records get null fields and this reason, not a confident wrong label.
+# Trusted: a mission whose scores separate the set's bad examples from the good ones
+# (quality: gibberish, sample_quality: wrong answers), or whose labels agree with the hand
+# labels more often than always giving the set's commonest label would.
+_EMBEDDED = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_LARGER = "give a larger --model_path (e.g. meta-llama/Meta-Llama-3-8B-Instruct)"
 CANNOT_JUDGE = {
-    ("HuggingFaceTB/SmolLM2-135M-Instruct", "safety"): (
+    (_EMBEDDED, "safety"): (
         "cannot_judge: the embedded SmolLM2-135M-Instruct tagger does not separate unsafe "
         "requests from safe ones; give --guard_model_path (e.g. "
         "meta-llama/Meta-Llama-Guard-2-8B) or a larger --model_path"
+    ),
+    (_EMBEDDED, "difficulty"): (
+        "cannot_judge: the embedded SmolLM2-135M-Instruct tagger's difficulty agrees with "
+        f"hand labels no better than chance (6 of 30); {_LARGER}"
+    ),
+    (_EMBEDDED, "classification"): (
+        "cannot_judge: the embedded SmolLM2-135M-Instruct tagger's task category agrees "
+        "with hand labels less often than always answering 'Information seeking' (11 vs 13 "
+        f"of 30); {_LARGER}"
     ),
 }
 

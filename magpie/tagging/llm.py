@@ -7,7 +7,9 @@ not, the prompt is prefilled with "{" as the original did, the answer is parsed
 leniently, and a failed record is asked once more (sampled at temperature
 `RETRY_TEMPERATURE` when the first try was greedy, so that it can come out differently).
 Labels are checked in both cases; a record that still fails keeps null labels and the
-reason.
+reason. The label of difficulty, quality, sample_quality and classification is then read
+from the label tokens' probabilities and stored with its confidence
+(magpie.tagging.scoring); the answer gives the free-text fields.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from magpie.responses import THINK_CLOSE, THINK_OPEN, chat_prompt, split_reasoni
 from magpie.tagging.inputs import Conversation
 from magpie.tagging.prompts import mission_prompt
 from magpie.tagging.schemas import FIELDS, SCHEMAS, LabelError, fields_from_answer
+from magpie.tagging.scoring import LabelScorer, calibration_for, with_scored
 
 RETRY_TEMPERATURE = 0.7
 # End-of-turn tokens of common chat formats, besides the tokenizer's EOS.
@@ -66,8 +69,17 @@ def constrained_for(engine: str) -> bool:
 
 def tagger_settings(model_name: str, constrained: bool, **sampling) -> dict:
     """What changes an LLM tagger's answers: part of each mission's journal fingerprint.
-    `sampling`: temperature, top_p, repetition_penalty, max_tokens, seed."""
-    return {"model": model_name, **sampling, "constrained": constrained}
+    `sampling`: temperature, top_p, repetition_penalty, max_tokens, seed; the labels'
+    priors (magpie.tagging.scoring) follow from the model."""
+    from magpie.tagging.scoring import calibration_for
+
+    return {
+        "model": model_name,
+        **sampling,
+        "constrained": constrained,
+        "labels": "probabilities",
+        "label_priors": calibration_for(model_name),
+    }
 
 
 def _balanced(text: str, start: int) -> str | None:
@@ -187,6 +199,7 @@ class LLMTagger:
         self.seed = seed
         self.tokens = 0
         self.stop_token_ids = turn_end_ids(engine.tokenizer)
+        self.scorer = LabelScorer(engine, model_name, calibration_for(model_name))
 
     def settings(self) -> dict:
         """What changes the answers: part of each mission's journal fingerprint."""
@@ -234,8 +247,11 @@ class LLMTagger:
         self, mission: str, items: Sequence[tuple[int, Conversation]]
     ) -> Iterator[tuple[int, dict, str | None]]:
         """Yield (key, fields, reason) for every item, in any order: the mission's fields
-        (original names) and reason None, or only `<mission>_generator` and the reason."""
+        (original names) and reason None, or only `<mission>_generator` and the reason.
+        The answer gives the free text (intent, explanations); the label is read from the
+        label tokens' probabilities (magpie.tagging.scoring), with its confidence."""
         judged = {FIELDS[mission][-1]: self.model_name}
+        scored = self.scorer.score(mission, [conv for _, conv in items])
         prompts = [self._prompt(mission, conv) for _, conv in items]
         retry: list[int] = []
         keys = [key for key, _ in items]
@@ -245,11 +261,13 @@ class LLMTagger:
             if fields is None:
                 retry.append(k)
             else:
-                yield items[k][0], {**fields, **judged}, None
+                yield items[k][0], {**with_scored(mission, fields, scored[k]), **judged}, None
         if not retry:
             return
         again = [prompts[k] for k in retry]
         seeds = item_seeds(self.seed, f"unitag/{mission}/retry", [keys[k] for k in retry])
         for j, (c,) in self.engine.stream(again, self._params(mission, retry=True), seeds):
             fields, reason = self._read(mission, c)
+            if fields is not None:
+                fields = with_scored(mission, fields, scored[retry[j]])
             yield items[retry[j]][0], {**(fields or {}), **judged}, reason

@@ -159,3 +159,96 @@ def mission_prompt(mission: str, conv: Conversation) -> str:
     if mission == "safety":
         return SAFETY.format(transcript=conv.transcript())
     raise KeyError(mission)
+
+
+# Few-shot completions whose next tokens are the label (magpie.tagging.scoring): a line
+# saying what is judged, labelled examples in several languages (none from the
+# hand-labelled set the calibration is measured on), then the request and "Label:".
+# The examples cover every label once or more, so no label is new to the model.
+_FEW_SHOT_QUALITY = (
+    "Rate how clear, specific and well-formed each request to an AI assistant is "
+    "(very poor, poor, average, good or excellent).",
+    [
+        ("What is the capital of Australia?", "good"),
+        ("qlwkej zxcmn poiu asdf", "very poor"),
+        (
+            "Write a 300-word cover letter for a junior accountant position at a small firm, "
+            "stressing my two years of bookkeeping experience.",
+            "excellent",
+        ),
+        ("tell me about it", "poor"),
+        ("Écris une lettre de motivation pour un poste de serveur.", "good"),
+        ("Can you help me with my project?", "poor"),
+        ("How does a car work", "average"),
+        ("green sky the walking of seven because table", "very poor"),
+        ("¿Cuál es la mejor manera de aprender a nadar?", "good"),
+        ("explain stuff about history", "average"),
+    ],
+)
+_FEW_SHOT_DIFFICULTY = (
+    "Rate how hard it is to answer each request well (very easy, easy, medium, hard or very hard).",
+    [
+        ("What colour is the sky?", "very easy"),
+        ("Translate 'thank you' into Spanish.", "easy"),
+        ("Explain how vaccines train the immune system.", "medium"),
+        (
+            "Write a Python function that finds the longest palindromic substring in linear time.",
+            "hard",
+        ),
+        ("Prove that there are infinitely many primes of the form 4k+3.", "very hard"),
+        ("Nenne drei Farben.", "very easy"),
+        ("Write a haiku about rain.", "easy"),
+        ("Compare the economic policies of Keynes and Hayek.", "hard"),
+    ],
+)
+_FEW_SHOT_CATEGORY = (
+    "Sort each request to an AI assistant into a task category.",
+    [
+        ("What year did the Berlin Wall fall?", "Information seeking"),
+        (
+            "If all cats are animals and some animals are black, must some cats be black?",
+            "Reasoning",
+        ),
+        ("Help me organise a two-week study schedule for my exams.", "Planning"),
+        ("Fix the grammar in this sentence: 'he go to school yesterday'.", "Editing"),
+        ("Why does my Python loop print the same number every time?", "Coding & Debugging"),
+        ("Solve 3x + 7 = 22 for x.", "Math"),
+        ("Pretend you are a pirate captain and greet your crew.", "Role playing"),
+        (
+            "Here are monthly sales figures: 120, 135, 90, 160. What is the trend?",
+            "Data analysis",
+        ),
+        ("Write a short story about a robot who learns to paint.", "Creative writing"),
+        (
+            "Should I accept a job offer that pays more but has a longer commute?",
+            "Advice seeking",
+        ),
+        ("Give me ten name ideas for a bakery.", "Brainstorming"),
+        ("asdf", "Others"),
+    ],
+)
+FEW_SHOT = {
+    "quality": _FEW_SHOT_QUALITY,
+    "difficulty": _FEW_SHOT_DIFFICULTY,
+    "classification": _FEW_SHOT_CATEGORY,
+}
+assert {y for _, y in _FEW_SHOT_CATEGORY[1]} == set(TASK_CATEGORIES)
+# A longer request is cut to this many characters in a few-shot prompt (the label rests
+# on its opening; the whole prompt must fit a small model's context).
+FEW_SHOT_REQUEST_CHARS = 2000
+CUT = " [...]"
+
+
+def few_shot_prompt(mission: str, request: Conversation | str) -> str:
+    """The few-shot completion for `mission`, ending with "Label:" (no space: the label's
+    tokens carry it). `request`: a conversation (quality reads every user message,
+    difficulty and classification the first) or its text."""
+    if isinstance(request, Conversation):
+        users = request.texts("user")
+        request = "\n".join(users) if mission == "quality" else request.first_user
+    text = " ".join(request.split())
+    if len(text) > FEW_SHOT_REQUEST_CHARS:
+        text = text[:FEW_SHOT_REQUEST_CHARS] + CUT
+    head, shots = FEW_SHOT[mission]
+    examples = "".join(f"Request: {x}\nLabel: {y}\n\n" for x, y in shots)
+    return f"{head}\n\n{examples}Request: {text}\nLabel:"

@@ -36,13 +36,38 @@ SAFETY_CATEGORIES = {
 # A Llama Guard verdict as stored: "safe", or "unsafe" and a line of S-codes.
 GUARD_VERDICT = re.compile(r"^(safe|unsafe\nS\d+(,S\d+)*)$")
 
-# Record fields each mission writes (original names); for a model mission the last one
-# names who judged.
+# Record fields each mission writes (original names, and this project's `_confidence` and
+# `_score` beside a label read from probabilities: magpie.tagging.scoring); for a model
+# mission the last one names who judged.
 FIELDS: dict[str, tuple[str, ...]] = {
-    "difficulty": ("intent", "knowledge", "difficulty", "difficulty_generator"),
-    "quality": ("input_quality", "quality_explanation", "quality_generator"),
-    "sample_quality": ("sample_quality", "sample_quality_explanation", "sample_quality_generator"),
-    "classification": ("task_category", "other_task_category", "task_category_generator"),
+    "difficulty": (
+        "intent",
+        "knowledge",
+        "difficulty",
+        "difficulty_confidence",
+        "difficulty_score",
+        "difficulty_generator",
+    ),
+    "quality": (
+        "input_quality",
+        "input_quality_confidence",
+        "input_quality_score",
+        "quality_explanation",
+        "quality_generator",
+    ),
+    "sample_quality": (
+        "sample_quality",
+        "sample_quality_confidence",
+        "sample_quality_score",
+        "sample_quality_explanation",
+        "sample_quality_generator",
+    ),
+    "classification": (
+        "task_category",
+        "task_category_confidence",
+        "other_task_category",
+        "task_category_generator",
+    ),
     "safety": ("llama_guard_2", "safety_generator"),
     "reward": ("instruct_reward", "reward_truncated", "reward_model"),
     "language": ("language",),
