@@ -9,11 +9,20 @@ P(" harmful") against P(" safe"), or P(" gibberish") against P(" meaningful")). 
 the score ranges per class, and the AUC of separating unsafe from safe and gibberish from
 well-formed (1.0 = every unsafe request scored above every safe one; 0.5 = chance).
 
-    python bench/bench_tag_trust.py
+Then each label mission as the tagger now reads it (magpie.tagging.scoring: few-shot
+label probabilities; sample quality with the judge's rubric on tests/judge_cases.py's
+GOOD_BAD answers), uncalibrated and calibrated with the set's mean label distribution as
+the prior, against the hand labels (`label_difficulty` and `label_category` list every
+label accepted for a request). `--write_calibration` stores the priors of the missions
+where calibration agrees with the hand labels more often than the raw labels do, in
+magpie/configs/tagging/calibration.json (what the tagger loads).
+
+    python bench/bench_tag_trust.py [--write_calibration] [--only_labels]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -67,13 +76,115 @@ def auc(positive: list[float], negative: list[float]) -> float:
     return sum(pairs) / len(pairs)
 
 
+def label_scoring(rows: list[dict], write: bool) -> None:
+    """The label missions' agreement with the hand labels, raw and calibrated."""
+    from magpie.conversation import conversation_of
+    from magpie.engines.hf import HFEngine
+    from magpie.resources import TAG_CALIBRATION
+    from magpie.tagging.scoring import LabelScorer, calibrate, read_label
+
+    sys.path.insert(0, str(SET.parent.parent))
+    from judge_cases import GOOD_BAD
+
+    model = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    scorer = LabelScorer(HFEngine(str(embedded_model_dir()), dtype="float32"), model)
+
+    def conv(q: str, a: str = "-"):
+        return conversation_of({"instruction": q, "response": a})[0]
+
+    requests = [conv(r["instruction"]) for r in rows]
+    formed = [r["label_quality"] == "good" for r in rows]
+    answers = [conv(q, a) for q, good, bad in GOOD_BAD for a in (good, bad)]
+    answer_ok = [{4, 5}, {1, 2}] * len(GOOD_BAD)
+    cases = {
+        # mission: (conversations, label accepted per conversation (None: not counted))
+        "quality": (
+            requests,
+            [
+                {"average", "good", "excellent"}
+                if r["label_quality"] == "good"
+                else {"very poor"}
+                if r["label_quality"] == "gibberish"
+                else None
+                for r in rows
+            ],
+        ),
+        "difficulty": (requests, [set(r.get("label_difficulty") or ()) or None for r in rows]),
+        "classification": (requests, [set(r.get("label_category") or ()) or None for r in rows]),
+        "sample_quality": (answers, answer_ok),
+    }
+    priors, table = {}, []
+    for mission, (convs, accepted) in cases.items():
+        raw = scorer.raw(mission, convs)
+        prior = [sum(p[k] for p in raw) / len(raw) for k in range(len(raw[0]))]
+        results = {}
+        for kind, dist in (("raw", [calibrate(p, None) for p in raw]), ("calibrated", None)):
+            dist = dist or [calibrate(p, prior) for p in raw]
+            read = [read_label(mission, d) for d in dist]
+            hits = [r.label in ok for r, ok in zip(read, accepted, strict=True) if ok]
+            results[kind] = (sum(hits), len(hits), read)
+        if results["calibrated"][0] > results["raw"][0]:
+            priors[mission] = [round(q, 6) for q in prior]
+        for kind, (hit, n, read) in results.items():
+            used = "yes" if (kind == "calibrated") == (mission in priors) else ""
+            extra = ""
+            if mission == "quality":
+                low = [
+                    r.score
+                    for r, g in zip(read, rows, strict=True)
+                    if g["label_quality"] == "gibberish"
+                ]
+                high = [r.score for r, ok in zip(read, formed, strict=True) if ok]
+                kept = sum(
+                    r.label in ("good", "excellent")
+                    for r, ok in zip(read, formed, strict=True)
+                    if ok
+                )
+                extra = (
+                    f"gibberish score {min(low):.2f}-{max(low):.2f}, well-formed "
+                    f"{min(high):.2f}-{max(high):.2f} (AUC {auc(high, low):.2f}); "
+                    f"well-formed labelled good/excellent {kept}/{len(high)}"
+                )
+            if mission == "sample_quality":
+                good = [r.score for r in read[0::2]]
+                bad = [r.score for r in read[1::2]]
+                extra = f"AUC good over bad answers {auc(good, bad):.2f}"
+            counts = {}
+            for r in read:
+                counts[r.label] = counts.get(r.label, 0) + 1
+            table.append(f"| {mission} | {kind} | {hit}/{n} | {used} | {counts} | {extra} |")
+    print("| mission | labels | agree with hand labels | used | labels given | notes |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(table))
+    if write:
+        entry = {
+            "source": "bench/bench_tag_trust.py --write_calibration on "
+            "tests/fixtures/tagging/hand_labelled.jsonl (sample_quality: tests/judge_cases.py "
+            "GOOD_BAD); float32, hf engine",
+            "priors": priors,
+        }
+        TAG_CALIBRATION.parent.mkdir(parents=True, exist_ok=True)
+        data = json.loads(TAG_CALIBRATION.read_text()) if TAG_CALIBRATION.exists() else {}
+        data.setdefault("models", {})[model] = entry
+        TAG_CALIBRATION.write_text(json.dumps(data, indent=1) + "\n")
+        print(f"wrote {TAG_CALIBRATION} ({', '.join(priors) or 'no priors'})")
+
+
 def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write_calibration", action="store_true")
+    parser.add_argument("--only_labels", action="store_true", help="skip the safety section")
+    args = parser.parse_args()
+    rows = [json.loads(line) for line in (SET / "hand_labelled.jsonl").read_text().splitlines()]
+    label_scoring(rows, args.write_calibration)
+    if args.only_labels:
+        return
 
     path = embedded_model_dir()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    rows = [json.loads(line) for line in (SET / "hand_labelled.jsonl").read_text().splitlines()]
 
     def probs(text: str, words) -> list[float]:
         ids = [tok.encode(w, add_special_tokens=False)[0] for w in words]
