@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import REPO
 
 from magpie.cli import gen_conv, gen_mt, gen_po_multi_res, gen_res
 from magpie.engines import EngineOptions
@@ -101,3 +102,15 @@ def test_gen_mt_on_the_embedded_model_records_the_embedded_defaults(tmp_path, sm
         assert configs["max_tokens"] == 512
     # At least one conversation grew a second exchange with these settings.
     assert any(r.get("response_2") for r in records)
+
+
+@pytest.mark.parametrize("script", ["magpie.sh", "magpie_example_po.sh"])
+def test_driver_scripts_pass_the_same_embedded_settings(script):
+    """The bash drivers set response top_p/temperature positionally, so they pass the
+    embedded settings themselves: the same numbers."""
+    text = (REPO / "scripts" / script).read_text()
+    embedded = text.split('if [ -z "$model_path" ]; then', 1)[1].split("else", 1)[0]
+    assert f"default_res_topp={EMBEDDED['top_p']}" in embedded
+    assert f"default_res_temp={EMBEDDED['temperature']}" in embedded
+    penalty = EMBEDDED["frequency_penalty"]
+    assert f"--max_tokens {EMBEDDED['max_tokens']} --frequency_penalty {penalty}" in embedded
