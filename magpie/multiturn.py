@@ -46,15 +46,20 @@ def _sampling(
     newline: bool = False,
     logits_processor: str | None = None,
     answer: bool = False,
+    frequency_penalty: float = 0.0,
+    presence_penalty: float = 0.0,
 ) -> SamplingParams:
     """User turns stop at the profile's stops; answers (`answer`) at its response stops
-    (they differ for harmony models, whose answers hold channel markers)."""
+    (they differ for harmony models, whose answers hold channel markers). The penalties
+    are OpenAI's, on the turn's own tokens (magpie.responses.used_penalties)."""
     stops = profile.response_stop_tokens if answer else profile.stop_tokens
     stop_ids = profile.response_stop_token_ids if answer else profile.stop_token_ids
     return SamplingParams(
         temperature=temperature,
         top_p=top_p,
         repetition_penalty=repetition_penalty,
+        frequency_penalty=frequency_penalty,
+        presence_penalty=presence_penalty,
         max_tokens=max_tokens,
         stop=list(stops) + (["\n"] if newline else []),
         stop_token_ids=list(stop_ids),

@@ -31,11 +31,47 @@ from pathlib import Path
 
 from magpie.engines.base import Completion, Engine, SamplingParams, item_seeds
 from magpie.executor import Made, Step
+from magpie.models import is_default_model
 from magpie.profiles import Profile
 from magpie.records import InputError, Journal, read_records, require_text_field
 from magpie.stage import Summary
 
 log = logging.getLogger("magpie")
+
+
+# Response sampling on the embedded SmolLM2-135M-Instruct when the user sets none: greedy
+# answers of a 135M model loop (53% usable on 128 instructions), these give 94%
+# (bench/sweep_responses.py, BENCHMARKS.md). scripts/magpie.sh passes the same values.
+EMBEDDED_RESPONSE_DEFAULTS = {
+    "temperature": 0.7,
+    "top_p": 0.9,
+    "frequency_penalty": 0.3,
+    "max_tokens": 512,
+}
+
+
+def response_settings(model_path: str | None, given: dict, original: dict) -> dict:
+    """The response settings of a stage: each of `given` (the flags; None = not passed) as
+    passed, else the embedded model's measured default (`EMBEDDED_RESPONSE_DEFAULTS`) when
+    `model_path` names the embedded model, else the stage's `original` default (the
+    original's: greedy for gen_res)."""
+    defaults = dict(original)
+    if is_default_model(model_path):
+        defaults.update((k, v) for k, v in EMBEDDED_RESPONSE_DEFAULTS.items() if k in defaults)
+    return {k: defaults[k] if v is None else v for k, v in given.items()}
+
+
+def used_penalties(frequency_penalty: float = 0.0, presence_penalty: float = 0.0) -> dict:
+    """The OpenAI-style output penalties that are set, for records and journal fingerprints:
+    recorded only when used, so outputs made before the flags existed stay valid."""
+    return {
+        k: v
+        for k, v in (
+            ("frequency_penalty", frequency_penalty),
+            ("presence_penalty", presence_penalty),
+        )
+        if v
+    }
 
 
 def response_file_name(input_file: str | Path, suffix: str = "_res") -> Path:
@@ -192,15 +228,7 @@ class ResponseJob(Step):
             {} if enable_thinking is None else {"enable_thinking": enable_thinking}
         )
         fingerprint = dict(self.template_kwargs)
-        # Output penalties are recorded when used (outputs made before them stay valid).
-        penalties = {
-            k: v
-            for k, v in (
-                ("frequency_penalty", frequency_penalty),
-                ("presence_penalty", presence_penalty),
-            )
-            if v
-        }
+        penalties = used_penalties(frequency_penalty, presence_penalty)
         self.configs.update(penalties)
         fingerprint.update(penalties)
         if num_samples is not None:

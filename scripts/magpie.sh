@@ -19,6 +19,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 model_path="${1:-}"
 if [ -z "$model_path" ]; then
+  # Responses: EMBEDDED_RESPONSE_DEFAULTS (magpie/responses.py), what gen_res.py uses
+  # with no --model_path; passed here because the positional arguments set them too.
   default_total=32 default_ins_topp=0.9 default_res_topp=0.9 default_res_temp=0.7
   INS_EXTRA_ARGS="--max_tokens 256 ${INS_EXTRA_ARGS:-}"
   RES_EXTRA_ARGS="--max_tokens 512 --frequency_penalty 0.3 ${RES_EXTRA_ARGS:-}"

@@ -4,9 +4,10 @@
 #
 #   bash scripts/magpie_example_po.sh [model_path] [input_file] [num_samples] [res_topp] [res_temp]
 #
-# Defaults: the embedded SmolLM2-135M-Instruct (no download, CPU is fine; responses cut
-# at 256 tokens, frequency penalty 0.3 as in magpie.sh), data_po/example_instructions.jsonl,
-# 5 samples, top_p 1, temperature 0.8.
+# Defaults: the embedded SmolLM2-135M-Instruct (no download, CPU is fine; responses
+# sampled at temperature 0.7, top_p 0.9, frequency penalty 0.3, at most 512 tokens: the
+# embedded defaults of gen_po_multi_res.py, as in magpie.sh), data_po/example_instructions.jsonl,
+# 5 samples; with a model_path top_p 1, temperature 0.8 (the original's).
 # Outputs go next to the input, named as the original's:
 #   <input stem>_<num_samples>res.json         responses, gen_response_configs
 #   <input stem>_<num_samples>res_armorm.json  + rewards [{score}] (rewards_armorm when
@@ -32,15 +33,18 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 model_path="${1:-}"
 input_file="${2:-$repo/data_po/example_instructions.jsonl}"
 num_samples="${3:-5}"
-res_topp="${4:-1}"
-res_temp="${5:-0.8}"
 res_rep=1
 if [ -z "$model_path" ]; then
-  RES_EXTRA_ARGS="--max_tokens 256 --frequency_penalty 0.3 ${RES_EXTRA_ARGS:-}"
+  # EMBEDDED_RESPONSE_DEFAULTS (magpie/responses.py), the settings measured in BENCHMARKS.md
+  default_res_topp=0.9 default_res_temp=0.7
+  RES_EXTRA_ARGS="--max_tokens 512 --frequency_penalty 0.3 ${RES_EXTRA_ARGS:-}"
   reward_model_path="${REWARD_MODEL_PATH:-judge}"
 else
+  default_res_topp=1 default_res_temp=0.8
   reward_model_path="${REWARD_MODEL_PATH-sfairXC/FsfairX-LLaMA3-RM-v0.1}"
 fi
+res_topp="${4:-$default_res_topp}"
+res_temp="${5:-$default_res_temp}"
 device="${DEVICE:-0}"
 tensor_parallel="${TENSOR_PARALLEL:-1}"
 batch_size="${BATCH_SIZE:-64}"

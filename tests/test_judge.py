@@ -190,7 +190,7 @@ def test_cli_names_the_judge_and_refuses_mixed_flags(tmp_path, tiny_model_dir, c
 
 def test_example_script_without_a_reward_model_ends_with_judged_pairs(tmp_path):
     """scripts/magpie_example_po.sh on the embedded model with no REWARD_MODEL_PATH:
-    responses, judge scores, DPO pairs (shorter responses than its 256 tokens, so that
+    responses, judge scores, DPO pairs (shorter responses than its 512 tokens, so that
     the test is quick)."""
     src = tmp_path / "example_instructions.jsonl"
     lines = (REPO / "data_po" / "example_instructions.jsonl").read_text().splitlines()[:3]

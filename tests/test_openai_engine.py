@@ -184,7 +184,15 @@ def test_instructions_and_responses_through_llama_cpp(server, key, tmp_path, tin
     assert set(hf_ins[0]) == set(records[0])
     src = hf_dir / "one_ins.json"
     src.write_text(json.dumps([answered_input(records)]))
-    gen_res.main(input_file=str(src), model_path=str(tiny_model_dir), max_tokens=3, engine="hf")
+    # With the embedded defaults' frequency penalty, as the server run above got them
+    # (recorded only when set).
+    gen_res.main(
+        input_file=str(src),
+        model_path=str(tiny_model_dir),
+        max_tokens=3,
+        frequency_penalty=0.3,
+        engine="hf",
+    )
     hf_res = read_records(hf_dir / "one_ins_res.json")[0]
     ours = next(r for r in answered if r["response"] is not None)
     assert set(hf_res) == set(ours)

@@ -16,6 +16,7 @@ from magpie.models import canonical_name
 from magpie.multiturn import ConversationJob
 from magpie.profiles import get_profile
 from magpie.records import overwriting
+from magpie.responses import response_settings, used_penalties
 from magpie.stage import already_complete, run_cli
 
 
@@ -34,10 +35,12 @@ def main(
     instruction_repetition_penalty: float = 1.0,
     logits_processor: bool = False,
     flaming_tokens: bool = False,
-    response_temperature: float = 0.0,
-    response_top_p: float = 1.0,
+    response_temperature: float | None = None,
+    response_top_p: float | None = None,
     response_repetition_penalty: float = 1.0,
-    max_tokens: int = 2048,
+    response_frequency_penalty: float | None = None,
+    response_presence_penalty: float = 0.0,
+    max_tokens: int | None = None,
     early_stopping: bool = True,
     seed: int | None = None,
     output_folder: str = "data",
@@ -71,10 +74,18 @@ def main(
       logits_processor: forbid a markdown header as the first token of a user turn.
       flaming_tokens: a hotter first token of a user turn (logits / 1.2); not with
         --logits_processor.
-      response_temperature: sampling temperature for assistant turns (0 = greedy).
-      response_top_p: nucleus threshold for assistant turns.
+      response_temperature: sampling temperature for assistant turns (0 = greedy); default 0
+        (the original's), 0.7 on the embedded model (EMBEDDED_RESPONSE_DEFAULTS in
+        magpie/responses.py: greedy answers of a 135M model loop).
+      response_top_p: nucleus threshold for assistant turns; default 1, 0.9 on the embedded model.
       response_repetition_penalty: repetition penalty for assistant turns.
+      response_frequency_penalty: OpenAI's penalty per occurrence of a token in the turn
+        so far (not the prompt), in [-2, 2], for assistant turns; default 0, 0.3 on the embedded
+        model.
+      response_presence_penalty: OpenAI's penalty on any token already in the turn, in
+        [-2, 2], for assistant turns.
       max_tokens: most tokens per turn; a turn that hits it ends its conversation.
+        Default 2048, 512 on the embedded model.
       early_stopping: cut user turns at the first newline.
       seed: random seed (system prompt choices and sampling); default the timestamp.
       output_folder: where outputs go.
@@ -87,6 +98,16 @@ def main(
     seed = int(seed if seed is not None else timestamp)
     prompts = parse_system_prompts(system_prompt)
     processor = first_token_processor(logits_processor, flaming_tokens)
+    settings = response_settings(
+        model_path,
+        {
+            "temperature": response_temperature,
+            "top_p": response_top_p,
+            "frequency_penalty": response_frequency_penalty,
+            "max_tokens": max_tokens,
+        },
+        {"temperature": 0.0, "top_p": 1.0, "frequency_penalty": 0.0, "max_tokens": 2048},
+    )
     name = canonical_name(model_path)
     folder = Path(output_folder) / job_name if job_name else Path(output_folder)
     count = "input" if input_file else total_prompts
@@ -113,11 +134,12 @@ def main(
                 "logits_processor": processor,
             },
             response_params={
-                "temperature": response_temperature,
-                "top_p": response_top_p,
+                "temperature": settings["temperature"],
+                "top_p": settings["top_p"],
                 "repetition_penalty": response_repetition_penalty,
+                **used_penalties(settings["frequency_penalty"], response_presence_penalty),
             },
-            max_tokens=max_tokens,
+            max_tokens=settings["max_tokens"],
             seed=seed,
         )
     if already_complete("gen_conv", job.journal, output):

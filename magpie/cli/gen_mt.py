@@ -10,7 +10,7 @@ from magpie.models import canonical_name
 from magpie.multiturn import MultiTurnJob
 from magpie.profiles import get_profile
 from magpie.records import InputError, overwriting, read_records
-from magpie.responses import response_file_name
+from magpie.responses import response_file_name, response_settings, used_penalties
 from magpie.stage import already_complete, run_cli
 
 
@@ -19,15 +19,17 @@ def main(
     input_file: str | None = None,
     model_path: str = "",
     num_turns: int = 2,
-    max_tokens: int = 4096,
+    max_tokens: int | None = None,
     early_stopping: bool = True,
     disable_early_stopping: bool = False,
     instruction_temperature: float = 1.0,
     instruction_top_p: float = 1.0,
     instruction_repetition_penalty: float = 1.0,
-    response_temperature: float = 0.0,
-    response_top_p: float = 1.0,
+    response_temperature: float | None = None,
+    response_top_p: float | None = None,
     response_repetition_penalty: float = 1.0,
+    response_frequency_penalty: float | None = None,
+    response_presence_penalty: float = 0.0,
     system_prompt: str = MULTI_TURN_SYSTEM_PROMPT,
     seed: int | None = None,
     checkpoint_every: int = 20,
@@ -46,14 +48,22 @@ def main(
       model_path: hub id or local folder; empty = the embedded SmolLM2-135M-Instruct.
       num_turns: total turns per conversation (at least 2).
       max_tokens: most tokens per turn; a turn that hits it ends its conversation.
+        Default 4096, 512 on the embedded model.
       early_stopping: cut follow-up instructions at the first newline.
       disable_early_stopping: same as --early_stopping=False.
       instruction_temperature: sampling temperature for follow-up instructions.
       instruction_top_p: nucleus threshold for follow-up instructions.
       instruction_repetition_penalty: repetition penalty for follow-up instructions.
-      response_temperature: sampling temperature for responses (0 = greedy).
-      response_top_p: nucleus threshold for responses.
+      response_temperature: sampling temperature for responses (0 = greedy); default 0
+        (the original's), 0.7 on the embedded model (EMBEDDED_RESPONSE_DEFAULTS in
+        magpie/responses.py: greedy answers of a 135M model loop).
+      response_top_p: nucleus threshold for responses; default 1, 0.9 on the embedded model.
       response_repetition_penalty: repetition penalty for responses.
+      response_frequency_penalty: OpenAI's penalty per occurrence of a token in the turn
+        so far (not the prompt), in [-2, 2], for responses; default 0, 0.3 on the embedded
+        model.
+      response_presence_penalty: OpenAI's penalty on any token already in the turn, in
+        [-2, 2], for responses.
       system_prompt: system prompt used when extracting follow-up instructions ('' for
         none); default the paper's multi-turn prompt with its typos fixed. Dropped (and
         logged) for chat templates without a system turn, such as Gemma's.
@@ -67,6 +77,16 @@ def main(
         raise InputError("--input_file is required")
     output = Path(output_file) if output_file else response_file_name(input_file, "_mt")
     read_records(input_file)  # bad input fails before any model loads
+    settings = response_settings(
+        model_path,
+        {
+            "temperature": response_temperature,
+            "top_p": response_top_p,
+            "frequency_penalty": response_frequency_penalty,
+            "max_tokens": max_tokens,
+        },
+        {"temperature": 0.0, "top_p": 1.0, "frequency_penalty": 0.0, "max_tokens": 4096},
+    )
     name = canonical_name(model_path)
     tokenizer = engine_options.tokenizer(model_path)
     with overwriting(overwrite):
@@ -85,11 +105,12 @@ def main(
                 "repetition_penalty": instruction_repetition_penalty,
             },
             response_params={
-                "temperature": response_temperature,
-                "top_p": response_top_p,
+                "temperature": settings["temperature"],
+                "top_p": settings["top_p"],
                 "repetition_penalty": response_repetition_penalty,
+                **used_penalties(settings["frequency_penalty"], response_presence_penalty),
             },
-            max_tokens=max_tokens,
+            max_tokens=settings["max_tokens"],
             seed=seed,
         )
     if already_complete("gen_mt", job.journal, output):

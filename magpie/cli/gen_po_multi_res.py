@@ -8,7 +8,7 @@ from magpie.engines import EngineOptions, with_engine_flags
 from magpie.models import canonical_name
 from magpie.profiles import get_profile
 from magpie.records import InputError, overwriting, read_records
-from magpie.responses import ResponseJob, response_file_name
+from magpie.responses import ResponseJob, response_file_name, response_settings
 from magpie.stage import already_complete, run_cli
 
 
@@ -17,12 +17,12 @@ def main(
     input_file: str | None = None,
     model_path: str = "",
     num_samples: int = 5,
-    temperature: float = 0.8,
-    top_p: float = 1.0,
+    temperature: float | None = None,
+    top_p: float | None = None,
     repetition_penalty: float = 1.0,
-    frequency_penalty: float = 0.0,
+    frequency_penalty: float | None = None,
     presence_penalty: float = 0.0,
-    max_tokens: int = 4096,
+    max_tokens: int | None = None,
     seed: int | None = None,
     checkpoint_every: int = 20,
     response_mode: str | None = None,
@@ -39,13 +39,16 @@ def main(
       input_file: records with an `instruction` field, e.g. data_po/example_instructions.jsonl.
       model_path: hub id or local folder; empty = the embedded SmolLM2-135M-Instruct.
       num_samples: responses per instruction.
-      temperature: sampling temperature (0.8 as in the original; 0 makes the samples equal).
-      top_p: nucleus sampling threshold.
+      temperature: sampling temperature (0.8 as in the original; 0 makes the samples
+        equal); 0.7 on the embedded model (EMBEDDED_RESPONSE_DEFAULTS in
+        magpie/responses.py).
+      top_p: nucleus sampling threshold; default 1, 0.9 on the embedded model.
       repetition_penalty: CTRL-style penalty on tokens already present.
       frequency_penalty: OpenAI's penalty per occurrence of a token in the response so far
-        (not the prompt), in [-2, 2].
+        (not the prompt), in [-2, 2]; default 0, 0.3 on the embedded model.
       presence_penalty: OpenAI's penalty on any token already in the response, in [-2, 2].
-      max_tokens: most tokens per response; longer ones are flagged "unfinished".
+      max_tokens: most tokens per response; longer ones are flagged "unfinished". Default
+        4096, 512 on the embedded model.
       seed: random seed for sampling (recorded in gen_response_configs).
       checkpoint_every: kept for compatibility; every record is journaled as it is made.
       response_mode: with --engine openai: template (default; raw completion of the chat
@@ -65,6 +68,16 @@ def main(
     suffix = f"_{int(num_samples)}res"
     output = Path(output_file) if output_file else response_file_name(input_file, suffix)
     read_records(input_file)  # bad input fails before any model loads
+    settings = response_settings(
+        model_path,
+        {
+            "temperature": temperature,
+            "top_p": top_p,
+            "frequency_penalty": frequency_penalty,
+            "max_tokens": max_tokens,
+        },
+        {"temperature": 0.8, "top_p": 1.0, "frequency_penalty": 0.0, "max_tokens": 4096},
+    )
     name = canonical_name(model_path)
     tokenizer = engine_options.tokenizer(model_path)
     with overwriting(overwrite):
@@ -73,12 +86,9 @@ def main(
             input_file,
             output,
             model_name=name,
-            temperature=temperature,
-            top_p=top_p,
             repetition_penalty=repetition_penalty,
-            frequency_penalty=frequency_penalty,
             presence_penalty=presence_penalty,
-            max_tokens=max_tokens,
+            **settings,
             seed=seed,
             num_samples=int(num_samples),
             enable_thinking=enable_thinking,

@@ -1,0 +1,116 @@
+"""Response sampling defaults (issue 16): with no --model_path (the embedded
+SmolLM2-135M-Instruct) every response stage samples at temperature 0.7, top_p 0.9,
+frequency penalty 0.3, at most 512 tokens, the settings measured in BENCHMARKS.md; with a
+model path the original's defaults hold; a flag the user passes wins either way."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO
+
+from magpie.cli import gen_conv, gen_mt, gen_po_multi_res, gen_res
+from magpie.engines import EngineOptions
+from magpie.records import read_records
+from magpie.stage import Summary
+
+# The issue's numbers (BENCHMARKS.md, "Response settings for the embedded default").
+EMBEDDED = {"temperature": 0.7, "top_p": 0.9, "frequency_penalty": 0.3, "max_tokens": 512}
+# The original's defaults (reference/original-magpie.md): greedy answers, n=5 at 0.8 for
+# preference data; gen_conv (distilabel's options) 2048 tokens a turn.
+ORIGINAL = {
+    "gen_res": {"temperature": 0.0, "top_p": 1.0, "frequency_penalty": 0.0, "max_tokens": 4096},
+    "gen_po_multi_res": {
+        "temperature": 0.8,
+        "top_p": 1.0,
+        "frequency_penalty": 0.0,
+        "max_tokens": 4096,
+    },
+    "gen_mt": {"temperature": 0.0, "top_p": 1.0, "frequency_penalty": 0.0, "max_tokens": 4096},
+    "gen_conv": {"temperature": 0.0, "top_p": 1.0, "frequency_penalty": 0.0, "max_tokens": 2048},
+}
+
+
+def built_params(monkeypatch, stage: str, tmp_path, model_path: str, **flags):
+    """The response SamplingParams the stage builds (the run itself is skipped)."""
+    steps = []
+
+    def run(self, step, model_path, **options):
+        steps.append(step)
+        return Summary(stage)
+
+    monkeypatch.setattr(EngineOptions, "run", run)
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps([{"instruction": "Name a colour.", "response": "Blue."}]))
+    out = str(tmp_path / f"{stage}_{len(list(tmp_path.iterdir()))}.json")
+    if stage == "gen_conv":
+        gen_conv.main(
+            model_path=model_path, total_prompts=1, output_folder=out, timestamp=1, **flags
+        )
+    else:
+        module = {"gen_res": gen_res, "gen_po_multi_res": gen_po_multi_res, "gen_mt": gen_mt}
+        module[stage].main(input_file=str(src), model_path=model_path, output_file=out, **flags)
+    (step,) = steps
+    params = step.assistant_params if stage in ("gen_mt", "gen_conv") else step.params
+    return {k: getattr(params, k) for k in EMBEDDED}
+
+
+@pytest.mark.parametrize("stage", list(ORIGINAL))
+def test_embedded_response_defaults_only_without_a_model_path(
+    stage, monkeypatch, tmp_path, smol_tokenizer, tiny_model_dir
+):
+    assert built_params(monkeypatch, stage, tmp_path, "") == EMBEDDED
+    assert built_params(monkeypatch, stage, tmp_path, str(tiny_model_dir)) == ORIGINAL[stage]
+    # A flag given on the embedded model is kept, the others still default.
+    prefix = "response_" if stage in ("gen_mt", "gen_conv") else ""
+    given = built_params(
+        monkeypatch, stage, tmp_path, "", **{f"{prefix}temperature": 0.2, "max_tokens": 64}
+    )
+    assert given == {**EMBEDDED, "temperature": 0.2, "max_tokens": 64}
+
+
+@pytest.mark.slow
+def test_gen_mt_on_the_embedded_model_records_the_embedded_defaults(tmp_path, smol_tokenizer):
+    """A real run (2 records, 2 turns): the sampling settings are recorded in the records
+    and journal fingerprint, and the user turns keep theirs."""
+    src = tmp_path / "res.json"
+    src.write_text(
+        json.dumps(
+            [
+                {"instruction": "What is the capital of France?", "response": "Paris."},
+                {"instruction": "Name a primary colour.", "response": "Red is one."},
+            ]
+        )
+    )
+    gen_mt.main(input_file=str(src), seed=7, engine="hf")
+    records = read_records(tmp_path / "res_mt.json")
+    assert len(records) == 2
+    for r in records:
+        configs = r["gen_mt_configs"]
+        assert configs["response"] == {
+            "temperature": 0.7,
+            "top_p": 0.9,
+            "repetition_penalty": 1.0,
+            "frequency_penalty": 0.3,
+        }
+        assert configs["instruction"] == {
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "repetition_penalty": 1.0,
+        }
+        assert configs["max_tokens"] == 512
+    # At least one conversation grew a second exchange with these settings.
+    assert any(r.get("response_2") for r in records)
+
+
+@pytest.mark.parametrize("script", ["magpie.sh", "magpie_example_po.sh"])
+def test_driver_scripts_pass_the_same_embedded_settings(script):
+    """The bash drivers set response top_p/temperature positionally, so they pass the
+    embedded settings themselves: the same numbers."""
+    text = (REPO / "scripts" / script).read_text()
+    embedded = text.split('if [ -z "$model_path" ]; then', 1)[1].split("else", 1)[0]
+    assert f"default_res_topp={EMBEDDED['top_p']}" in embedded
+    assert f"default_res_temp={EMBEDDED['temperature']}" in embedded
+    penalty = EMBEDDED["frequency_penalty"]
+    assert f"--max_tokens {EMBEDDED['max_tokens']} --frequency_penalty {penalty}" in embedded
