@@ -20,6 +20,9 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from usable import judge  # noqa: E402  (bench/usable.py: what counts as usable)
 
 from magpie.engines import EngineOptions  # noqa: E402
 from magpie.instructions import InstructionJob  # noqa: E402
@@ -44,18 +47,6 @@ GRID = [
     (1.0, 0.9, 1.0, 0.0, 0.0, 512),
     (1.0, 0.9, 1.0, 0.6, 0.0, 512),
 ]
-
-
-def usable(record: dict, specials: list[str]) -> bool:
-    """An unflagged instruction and an unflagged, non-empty response free of the
-    tokenizer's special tokens (template markers)."""
-    response = record.get("response")
-    return (
-        not record.get("instruction_flag")
-        and not record.get("response_flag")
-        and bool(response and response.strip())
-        and not any(s in response for s in specials)
-    )
 
 
 def main() -> None:
@@ -107,7 +98,7 @@ def main() -> None:
         summary = job.run(engine)
         seconds = time.time() - start
         records = json.loads(out.read_text())
-        good = sum(usable(r, specials) for r in records)
+        good = sum(judge(r, specials, None)[0] for r in records)
         flags = Counter(r["response_flag"] or "-" for r in records if r.get("response_flag"))
         flags.update(f"ins {r['instruction_flag']}" for r in records if r["instruction_flag"])
         answered = [r for r in records if r.get("response") is not None]
