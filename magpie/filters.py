@@ -21,7 +21,9 @@ Rules, each off unless set, checked in this order:
   conversation, its first response), e.g. "^## Step 1" for step-by-step answers.
 
 A missing or null tag fails its rule instead of crashing (the original's `> -10` raised on
-null rewards). The survivors can be capped at `max_per_category` records per
+null rewards). A rule whose field no record has at all (its stage did not run for this
+file: no reward model for `instruct_reward`, no gen_dis for `remove_duplicates`) is not
+applied, and the log says which and why: applied, it would reject every record. The survivors can be capped at `max_per_category` records per
 `task_category` (a seeded random choice within each category: rebalancing, as for the
 original's DPO subsets), cut to the `top_k` longest responses and shuffled with `seed`;
 fewer survivors than a cap is fine. Rejected records keep the rule that
@@ -150,7 +152,7 @@ def preset_path(preset: str | os.PathLike) -> Path:
     name (`magpie` or `magpie.yaml`, from magpie/configs/filters/), so a preset loads from
     any folder and from an installed wheel."""
     path = Path(preset)
-    if path.exists():
+    if path.is_file():  # not a folder: `magpie` is also the package's folder in a checkout
         return path
     if path.name == str(preset) and path.suffix in ("", ".yaml"):
         shipped = FILTER_PRESETS_DIR / f"{path.stem}.yaml"
@@ -274,6 +276,7 @@ class FilterReport:
     rejected: Counter  # first failed rule -> count
     failed: Counter  # rule -> records failing it (a record may fail several)
     seconds: float
+    not_applied: dict = dataclasses.field(default_factory=dict)  # rule -> why
 
     def line(self) -> str:
         rejected = ", ".join(f"{k} {v}" for k, v in self.rejected.most_common()) or "none"
@@ -285,11 +288,52 @@ class FilterReport:
         )
 
 
+# The stage that writes each tag rule's field, for the note on a rule not applied.
+MADE_BY = {
+    "input_quality": "unitag's quality mission",
+    "min_instruct_reward": "unitag's reward mission (it needs --reward_model_path)",
+    "remove_duplicates": "gen_dis",
+    "sample_quality": "unitag's sample_quality mission",
+    "difficulty": "unitag's difficulty mission",
+    "task_category": "unitag's classification mission",
+    "language": "unitag's language mission",
+    "safe_only": "unitag's safety mission",
+}
+
+
+def _fields(rule: str, cfg: FilterConfig) -> tuple[str, ...]:
+    """The record fields a tag rule reads (any one present counts)."""
+    if rule == "remove_duplicates":
+        return ("min_similar_uuid", "min_similar_conversation_id", "min_similar_id")
+    named = {
+        "min_instruct_reward": "instruct_reward",
+        "sample_quality": cfg.sample_quality_field,
+        "safe_only": cfg.safety_field,
+    }
+    return (named.get(rule, rule),)
+
+
+def not_applicable(records: list[dict], cfg: FilterConfig) -> dict[str, str]:
+    """{rule: why} for the active tag rules whose field no record has."""
+    out = {}
+    for rule in cfg.active():
+        if rule not in MADE_BY or not records:
+            continue
+        fields = _fields(rule, cfg)
+        if not any(f in r for r in records for f in fields):
+            out[rule] = f"no record has {' or '.join(fields)}: {MADE_BY[rule]} did not run"
+    return out
+
+
 def apply_filters(
     records: list[dict], cfg: FilterConfig
 ) -> tuple[list[dict], list[dict], FilterReport]:
-    """Kept records (top-K, shuffled as configured) and rejected ones with their reason."""
+    """Kept records (top-K, shuffled as configured) and rejected ones with their reason.
+    Rules whose field no record has are not applied (`FilterReport.not_applied`)."""
     start = time.time()
+    skipped = not_applicable(records, cfg)
+    off = {r: (False if isinstance(getattr(cfg, r), bool) else None) for r in skipped}
+    cfg = dataclasses.replace(cfg, **off) if off else cfg
     kept, rejected = [], []
     first, failed = Counter(), Counter()
     for record in records:
@@ -320,7 +364,7 @@ def apply_filters(
         kept.sort(key=lambda r: -response_length(r))
     if cfg.shuffle:
         random.Random(cfg.seed).shuffle(kept)
-    report = FilterReport(len(records), len(kept), first, failed, time.time() - start)
+    report = FilterReport(len(records), len(kept), first, failed, time.time() - start, skipped)
     return kept, rejected, report
 
 
@@ -360,5 +404,8 @@ def run_filter(
     write_records(output, kept)
     write_records(rejected_path, rejected)
     print(report.line())
-    print(f"[filter] rules: {json.dumps(cfg.active())}; wrote {output} and {rejected_path}")
+    for rule, why in report.not_applied.items():
+        print(f"[filter] {rule} not applied: {why}")
+    applied = [r for r in cfg.active() if r not in report.not_applied]
+    print(f"[filter] rules: {json.dumps(applied)}; wrote {output} and {rejected_path}")
     return report

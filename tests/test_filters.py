@@ -97,6 +97,33 @@ def test_missing_tags_fail_their_rules():
     ]
 
 
+def test_a_rule_whose_stage_did_not_run_is_not_applied_and_said(tmp_path, capsys):
+    """The default job has no reward model and may skip gen_dis: the original's preset
+    would reject every record on `instruct_reward` and the duplicate fields. A rule whose
+    field no record has is not applied (and the log says so); a record lacking a field
+    others have still fails it."""
+
+    def untagged(i: int, quality: str) -> dict:
+        record = good(conversation_id=f"m_{i}", input_quality=quality)
+        del record["instruct_reward"], record["min_similar_conversation_id"]
+        return record
+
+    records = [untagged(0, "good"), untagged(1, "poor"), untagged(2, "excellent")]
+    src = tmp_path / "x.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = run_filter(src, load_filter_config("magpie"))
+    assert report.kept == 2 and dict(report.rejected) == {"input_quality": 1}
+    assert set(report.not_applied) == {"min_instruct_reward", "remove_duplicates"}
+    out = capsys.readouterr().out
+    assert "[filter] min_instruct_reward not applied: no record has instruct_reward" in out
+    assert '"min_instruct_reward"' not in out.split("[filter] rules:")[1]
+    mixed = [good(), untagged(1, "good")]
+    kept, rejected, report = apply_filters(mixed, load_filter_config("magpie"))
+    assert report.not_applied == {}
+    assert [r["conversation_id"] for r in kept] == ["m_1"]
+    assert rejected[0]["filter_failed"] == ["min_instruct_reward", "remove_duplicates"]
+
+
 def test_duplicate_rule_keeps_the_representative_and_reads_uuid():
     assert check(good(min_similar_conversation_id="m_1"), ALL) == []
     rec = good(uuid="u1", min_similar_uuid="u0")

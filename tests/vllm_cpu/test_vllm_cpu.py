@@ -328,6 +328,9 @@ def test_unitag_structured_outputs_store_only_valid_labels(
     assert len(tagged) == 12, [r.get("tag_errors") for r in records]
     assert all(r[field] in allowed for r in tagged)
     assert all(r[schemas.FIELDS[mission][-1]] == DEFAULT_MODEL for r in tagged)
+    # The label is read from vLLM's logprobs of the label tokens: every one has its
+    # probability, at least the uniform share (it is the largest of the vocabulary's).
+    assert all(1 / len(allowed) <= r[f"{field}_confidence"] <= 1 for r in tagged)
 
 
 def test_rejected_prompts_do_not_abort_the_call(vllm_engine):
