@@ -1,5 +1,6 @@
 """The README's first command makes usable data: `bash scripts/magpie.sh` on the embedded
-default, with a fixed seed, gives at least 85% usable records (issue 16)."""
+default, with a fixed seed, gives at least 85% usable records, and the original's filter
+preset on its tags keeps a non-empty share of them (issue 16)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import subprocess
 import pytest
 from conftest import REPO
 
+from magpie.engines import EngineOptions
+from magpie.filters import apply_filters, load_filter_config
 from magpie.records import read_records
+from magpie.tagging.job import TagOptions, run
 
 pytestmark = pytest.mark.slow
 
@@ -47,3 +51,14 @@ def test_magpie_sh_on_the_embedded_default_gives_usable_records(tmp_path, smol_t
     assert len({r["response"] for r in good}) == len(good)  # real, distinct answers
     config = next(r["gen_response_configs"] for r in good)  # the embedded default's
     assert (config["temperature"], config["top_p"], config["frequency_penalty"]) == (0.7, 0.9, 0.3)
+
+    # The next steps of the README on this output: tags (input quality, read from label
+    # probabilities), then the original's filter preset. No reward model and no gen_dis
+    # here: those rules are not applied (said in the report), the others are.
+    (tagged,) = run("quality", res, TagOptions(seed=0, engine_options=EngineOptions(engine="hf")))
+    kept, rejected, report = apply_filters(read_records(tagged), load_filter_config("magpie"))
+    assert set(report.not_applied) == {"min_instruct_reward", "remove_duplicates"}
+    assert 0 < len(kept) < len(records)  # a share: not everything, not nothing
+    assert all(usable(r, specials) for r in kept)
+    assert all(r["input_quality"] in ("good", "excellent") for r in kept)
+    assert {r["filter_reason"] for r in rejected} <= {"generation_flags", "input_quality"}
