@@ -30,7 +30,10 @@ from magpie.responses import ResponseJob
 
 pytestmark = pytest.mark.slow
 
-RES_ARGS = ["--temperature", "0.7", "--top_p", "0.9", "--seed", "3", "--dtype", "float32"]
+# The settings of `response_job` below, in full: without a model path the CLI would use
+# the embedded model's defaults (magpie.responses.EMBEDDED_RESPONSE_DEFAULTS) otherwise.
+RES_ARGS = ["--temperature", "0.7", "--top_p", "0.9", "--frequency_penalty", "0"]
+RES_ARGS += ["--seed", "3", "--dtype", "float32"]
 
 
 def without_time(records: list[dict]) -> list[dict]:
