@@ -21,8 +21,9 @@ Rules, each off unless set, checked in this order:
   conversation, its first response), e.g. "^## Step 1" for step-by-step answers.
 
 A missing or null tag fails its rule instead of crashing (the original's `> -10` raised on
-null rewards). A rule whose field no record has at all (its stage did not run for this
-file: no reward model for `instruct_reward`, no gen_dis for `remove_duplicates`) is not
+null rewards). A rule whose field no record has a value in (its stage did not run for
+this file: no reward model for `instruct_reward`, no gen_dis for `remove_duplicates`; or
+its tagger could not judge any record, such as the embedded tagger's difficulty) is not
 applied, and the log says which and why: applied, it would reject every record. The survivors can be capped at `max_per_category` records per
 `task_category` (a seeded random choice within each category: rebalancing, as for the
 original's DPO subsets), cut to the `top_k` longest responses and shuffled with `seed`;
@@ -314,7 +315,8 @@ def _fields(rule: str, cfg: FilterConfig) -> tuple[str, ...]:
 
 
 def not_applicable(records: list[dict], cfg: FilterConfig) -> dict[str, str]:
-    """{rule: why} for the active tag rules whose field no record has."""
+    """{rule: why} for the active tag rules whose field no record has a value in (the
+    stage did not run, or its tagger could not judge: null with the reason)."""
     out = {}
     for rule in cfg.active():
         if rule not in MADE_BY or not records:
@@ -322,6 +324,11 @@ def not_applicable(records: list[dict], cfg: FilterConfig) -> dict[str, str]:
         fields = _fields(rule, cfg)
         if not any(f in r for r in records for f in fields):
             out[rule] = f"no record has {' or '.join(fields)}: {MADE_BY[rule]} did not run"
+        elif rule != "remove_duplicates" and all(r.get(fields[0]) is None for r in records):
+            out[rule] = (
+                f"every record's {fields[0]} is null: {MADE_BY[rule]} could not tag any "
+                "(see tag_errors)"
+            )
     return out
 
 

@@ -14,8 +14,9 @@
 # Environment: GUARD_MODEL_PATH (a Llama-Guard-family model for safety) and
 # REWARD_MODEL_PATH (a sequence-classification reward model). With a model_path they
 # default to the original's (meta-llama/Meta-Llama-Guard-2-8B,
-# sfairXC/FsfairX-LLaMA3-RM-v0.1); with the embedded model they default to none: the
-# tagger judges safety itself and `all` skips reward. Set one to "" to switch it off.
+# sfairXC/FsfairX-LLaMA3-RM-v0.1); with the embedded model they default to none: a
+# larger tagger judges safety itself, the embedded one cannot (null labels with the
+# reason), and `all` skips reward. Set one to "" to switch it off.
 # Also ENGINE, BATCH_SIZE, TENSOR_PARALLEL, GPU_MEMORY_UTILIZATION, SAVE_AS (json|jsonl),
 # EXTRA_ARGS. A killed run resumes when rerun with the same arguments.
 # Log: <dir of FILE>/tagging.log. Runs from any working directory.
@@ -43,7 +44,8 @@ exec > >(tee -a "$log") 2>&1
 
 echo "[unitag.sh] Input: $input_file"
 echo "[unitag.sh] Mission: $tag_mission; tagger: ${model_path:-embedded SmolLM2-135M-Instruct}"
-echo "[unitag.sh] Guard: ${guard_model_path:-none (the tagger judges safety)}; reward: ${reward_model_path:-none}"
+if [ -n "$model_path" ]; then no_guard="none (the tagger judges safety)"; else no_guard="none (the embedded tagger cannot judge safety: null with the reason)"; fi
+echo "[unitag.sh] Guard: ${guard_model_path:-$no_guard}; reward: ${reward_model_path:-none}"
 
 export CUDA_VISIBLE_DEVICES="$device"
 engine_args=()

@@ -117,6 +117,11 @@ def test_a_rule_whose_stage_did_not_run_is_not_applied_and_said(tmp_path, capsys
     out = capsys.readouterr().out
     assert "[filter] min_instruct_reward not applied: no record has instruct_reward" in out
     assert '"min_instruct_reward"' not in out.split("[filter] rules:")[1]
+    # A tagger that could not judge any record (null labels with the reason): the same.
+    cannot = [good(conversation_id=f"m_{i}", difficulty=None) for i in range(2)]
+    kept, _, report = apply_filters(cannot, load_filter_config("magpie-dpo"))
+    assert list(report.not_applied) == ["difficulty"] and len(kept) == 2
+    assert report.not_applied["difficulty"].startswith("every record's difficulty is null")
     mixed = [good(), untagged(1, "good")]
     kept, rejected, report = apply_filters(mixed, load_filter_config("magpie"))
     assert report.not_applied == {}
