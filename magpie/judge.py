@@ -88,30 +88,22 @@ def rating_tokens(tokenizer, head: str) -> tuple[str, list[int]]:
     end with `head` + ANSWER_PREFIX: the rating must be ONE token right after that text,
     as the tokenizer splits the whole prompt ("Rating: 4" is "Rating", ":", " ", "4" for
     some tokenizers and "Rating", ":", " 4" for others)."""
-    encode = getattr(tokenizer, "encode", None)
-    if encode is None:
+    from magpie.tagging.scoring import token_paths
+
+    if getattr(tokenizer, "encode", None) is None:
         raise InputError(
             "the judge needs its model's tokenizer on this machine (a folder, a .gguf file "
             "or a hub id in the local cache) to find the rating tokens"
         )
-
-    def ids(text: str) -> list[int]:
-        return list(encode(text, add_special_tokens=False))
-
-    for opening in (ANSWER_PREFIX + " ", ANSWER_PREFIX):
-        base = ids(head + opening)
-        found = []
-        for k in RATINGS:
-            full = ids(f"{head}{ANSWER_PREFIX} {k}")
-            if len(full) != len(base) + 1 or full[: len(base)] != base:
-                break
-            found.append(full[-1])
-        if len(found) == len(RATINGS) and len(set(found)) == len(RATINGS):
-            return opening, found
-    raise InputError(
-        f"the judge's tokenizer does not write the ratings {RATINGS[0]}-{RATINGS[-1]} as "
-        f"single tokens after {ANSWER_PREFIX!r}; use another judge model"
-    )
+    words = [str(k) for k in RATINGS]
+    try:
+        opening, paths = token_paths(tokenizer, head + ANSWER_PREFIX, words, single_token=True)
+    except ValueError:
+        raise InputError(
+            f"the judge's tokenizer does not write the ratings {RATINGS[0]}-{RATINGS[-1]} as "
+            f"single tokens after {ANSWER_PREFIX!r}; use another judge model"
+        ) from None
+    return ANSWER_PREFIX + opening, [path[0] for path in paths]
 
 
 class JudgeScorer:

@@ -92,12 +92,15 @@ def read_label(mission: str, dist: Sequence[float]) -> Scored:
     return Scored(vocab[best], dist[best], score)
 
 
-def token_paths(tokenizer, head: str, words: Sequence[str]) -> tuple[str, list[list[int]]]:
+def token_paths(
+    tokenizer, head: str, words: Sequence[str], *, single_token: bool = False
+) -> tuple[str, list[list[int]]]:
     """(opening, token ids of each word) where each word follows `head` + opening as the
     tokenizer splits the whole text: " very" is one token after "Label:" for most
-    tokenizers, " 4" is " " and "4" for some. Raises ValueError when a word's tokens are
-    not a suffix of the joined text or one path is a prefix of another (no label could
-    then be told from the other by its tokens)."""
+    tokenizers, " 4" is " " and "4" for some. `single_token`: every word must be one
+    token after the opening (the judge's ratings). Raises ValueError when a word's tokens
+    are not a suffix of the joined text (or not one token), or one path is a prefix of
+    another (no label could then be told from the other by its tokens)."""
 
     def ids(text: str) -> list[int]:
         return list(tokenizer.encode(text, add_special_tokens=False))
@@ -108,6 +111,8 @@ def token_paths(tokenizer, head: str, words: Sequence[str]) -> tuple[str, list[l
         for w in words:
             full = ids(f"{head} {w}")
             if full[: len(base)] != base or len(full) == len(base):
+                break
+            if single_token and len(full) != len(base) + 1:
                 break
             paths.append(full[len(base) :])
         else:
@@ -173,11 +178,15 @@ class LabelScorer:
         if mission == "sample_quality":
             judge = self._judge_scorer()
             return [judge.fit(conv)[0] for conv in convs]
+        opening = self._label_paths(mission)[0]
+        return [self._encode(few_shot_prompt(mission, conv) + opening) for conv in convs]
+
+    def _label_paths(self, mission: str) -> tuple[str, list[list[int]]]:
+        """(opening, label token paths) after a few-shot prompt, found once per mission."""
         if mission not in self._paths:
             words = [str(w) for w in LABELS[mission][1]]
             self._paths[mission] = token_paths(self.tokenizer, few_shot_prompt(mission, ""), words)
-        opening = self._paths[mission][0]
-        return [self._encode(few_shot_prompt(mission, conv) + opening) for conv in convs]
+        return self._paths[mission]
 
     def _judge_scorer(self):
         if self._judge is None:
@@ -189,7 +198,7 @@ class LabelScorer:
     def paths(self, mission: str) -> list[list[int]]:
         if mission == "sample_quality":
             return [[t] for t in self._judge_scorer().rating_ids]
-        return self._paths[mission][1]
+        return self._label_paths(mission)[1]
 
     def raw(self, mission: str, convs: Sequence[Conversation]) -> list[list[float]]:
         """Uncalibrated label probabilities (vocabulary order) per conversation."""
