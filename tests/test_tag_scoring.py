@@ -168,3 +168,29 @@ def test_embedded_tagger_stores_null_with_its_reason_where_it_cannot_judge(
     assert all(r["tag_errors"][mission].startswith("cannot_judge: the embedded") for r in tagged)
     if mission == "safety":  # target: benign requests tagged unsafe at most 10%
         assert [r for r in tagged if r["label_safety"] == "safe" and r["llama_guard_2"]] == []
+
+
+class DigitsInTwoTokens:
+    """A tokenizer of characters that writes every digit as two tokens (as some
+    tokenizers split numbers), so no rating is one token."""
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        out = []
+        for c in text:
+            out += [ord(c), ord(c)] if c.isdigit() else [ord(c)]
+        return out
+
+
+def test_the_judges_ratings_must_be_single_tokens(smol_tokenizer):
+    from magpie.judge import ANSWER_PREFIX, rating_tokens
+    from magpie.records import InputError
+
+    opening, ids = rating_tokens(smol_tokenizer, "Rate it.\n")
+    # SmolLM2 writes " 4" as " " and "4": the answer opens with the space.
+    assert opening == ANSWER_PREFIX + " "
+    assert ids == [smol_tokenizer.convert_tokens_to_ids(str(k)) for k in range(1, 6)]
+    with pytest.raises(InputError, match="single tokens after 'Rating:'"):
+        rating_tokens(DigitsInTwoTokens(), "Rate it.\n")
+    # The same words as labels of any length are fine: two tokens each, told apart.
+    _, paths = token_paths(DigitsInTwoTokens(), "x:", ["1", "2"])
+    assert paths == [[ord("1")] * 2, [ord("2")] * 2]
