@@ -24,8 +24,8 @@ A missing or null tag fails its rule instead of crashing (the original's `> -10`
 null rewards). A rule whose field no record has a value in (its stage did not run for
 this file: no reward model for `instruct_reward`, no gen_dis for `remove_duplicates`; or
 its tagger could not judge any record, such as the embedded tagger's difficulty) is not
-applied, and the log says which and why: applied, it would reject every record. The survivors can be capped at `max_per_category` records per
-`task_category` (a seeded random choice within each category: rebalancing, as for the
+applied, and the log says which and why: applied, it would reject every record. The
+survivors can be capped at `max_per_category` records per `task_category` (a seeded random choice within each category: rebalancing, as for the
 original's DPO subsets), cut to the `top_k` longest responses and shuffled with `seed`;
 fewer survivors than a cap is fine. Rejected records keep the rule that
 rejected them (`filter_reason`, the first failed in the order above) and every rule they
@@ -192,8 +192,12 @@ def load_filter_config(path: str | os.PathLike | None = None, **overrides) -> Fi
 # Rules: each returns True when the record passes
 
 
+# A record's id field, first found; gen_dis writes `min_similar_<that name>`.
+ID_FIELDS = ("uuid", "conversation_id", "id")
+
+
 def _id_of(record: dict) -> tuple[str, object] | None:
-    for name in ("uuid", "conversation_id", "id"):
+    for name in ID_FIELDS:
         if name in record:
             return name, record[name]
     return None
@@ -305,7 +309,7 @@ MADE_BY = {
 def _fields(rule: str, cfg: FilterConfig) -> tuple[str, ...]:
     """The record fields a tag rule reads (any one present counts)."""
     if rule == "remove_duplicates":
-        return ("min_similar_uuid", "min_similar_conversation_id", "min_similar_id")
+        return tuple(f"min_similar_{name}" for name in ID_FIELDS)
     named = {
         "min_instruct_reward": "instruct_reward",
         "sample_quality": cfg.sample_quality_field,
@@ -336,7 +340,8 @@ def apply_filters(
     records: list[dict], cfg: FilterConfig
 ) -> tuple[list[dict], list[dict], FilterReport]:
     """Kept records (top-K, shuffled as configured) and rejected ones with their reason.
-    Rules whose field no record has are not applied (`FilterReport.not_applied`)."""
+    Rules whose field no record has a value in are not applied
+    (`FilterReport.not_applied`)."""
     start = time.time()
     skipped = not_applicable(records, cfg)
     off = {r: (False if isinstance(getattr(cfg, r), bool) else None) for r in skipped}

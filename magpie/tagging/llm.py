@@ -71,8 +71,6 @@ def tagger_settings(model_name: str, constrained: bool, **sampling) -> dict:
     """What changes an LLM tagger's answers: part of each mission's journal fingerprint.
     `sampling`: temperature, top_p, repetition_penalty, max_tokens, seed; the labels'
     priors (magpie.tagging.scoring) follow from the model."""
-    from magpie.tagging.scoring import calibration_for
-
     return {
         "model": model_name,
         **sampling,
