@@ -16,16 +16,21 @@ holder (pid, host, start time) and stops.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import contextvars
 import hashlib
 import json
+import logging
 import os
+import re
 import socket
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+log = logging.getLogger("magpie")
 
 # Whether journals opened now may replace an output made otherwise (see `overwriting`).
 _OVERWRITE: contextvars.ContextVar[bool] = contextvars.ContextVar("overwrite", default=False)
@@ -46,55 +51,215 @@ class InputError(Exception):
     """Bad input: a message for the user, ending the run with a non-zero exit."""
 
 
+# JSON text may escape a UTF-16 surrogate without its pair ("\ud83d"): legal JSON, common in
+# scraped text, but no character: Python reads it as a lone surrogate that cannot be written
+# as UTF-8 or tokenised. The one reader replaces each with U+FFFD and marks the record.
+REPAIRED_FIELD = "text_repaired"
+REPAIRED_SURROGATE = "unpaired surrogate replaced with U+FFFD"
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # where one can be: a quick test of raw text
+# JSON whitespace: what may surround a record on its line (str.strip would also take
+# U+2028, U+0085 ... which are text).
+_JSON_SPACE = " \t\r\n"
+# Files already reported on in this process (a stage may read its input twice).
+_REPORTED: set[tuple] = set()
+
+
 def read_records(path: str | os.PathLike) -> list[dict]:
-    """Records of a .json array or a .jsonl file; errors name the file, line and problem."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    if path.suffix not in (".json", ".jsonl"):
-        raise InputError(f"{path}: expected a .json or .jsonl file")
-    text = path.read_text(encoding="utf-8")
-    if not text.strip():
-        raise InputError(f"{path}: file is empty")
+    """Records of a .json array or a .jsonl file; errors name the file, line and problem.
+
+    A .jsonl file holds one record per line, lines split on "\\n" only ("\\r\\n" too): any
+    other character (U+2028, U+2029, U+0085, form feed ...) is text. A .json file holds an
+    array of records, one record, or one object wrapping the array under a single key
+    (`{"data": [...]}`, `{"train": [...]}`: read, and logged). Unpaired surrogates are
+    repaired (see `REPAIRED_FIELD`) with one warning naming the file and the count."""
+    path = _checked(path)
     if path.suffix == ".jsonl":
-        return list(_jsonl_records(path, text.splitlines()))
+        records = list(iter_records(path))
+        if not records:
+            raise InputError(f"{path}: file is empty")
+        return records
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not UTF-8 text ({e.reason})") from None
+    if not text.strip(_JSON_SPACE):
+        raise InputError(f"{path}: file is empty")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
     if isinstance(data, dict):
-        data = [data]
+        data = _unwrapped(path, data)
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON array of records")
     for i, record in enumerate(data):
         if not isinstance(record, dict):
             raise InputError(f"{path}: record {i}: expected a JSON object")
+    if _SURROGATE_ESCAPE.search(text):
+        repaired = [i for i, record in enumerate(data) if _repair_record(record)]
+        _report_repairs(path, [where(path, i) for i in repaired])
     return data
 
 
 def iter_records(path: str | os.PathLike) -> Iterator[dict]:
-    """Records one at a time: a .jsonl file is streamed, a .json array read whole."""
+    """Records one at a time: a .jsonl file is streamed, a .json file read whole (as
+    read_records reads it)."""
     path = Path(path)
     if path.suffix != ".jsonl":
         yield from read_records(path)
         return
+    path = _checked(path)
+    repaired: list[str] = []
+    try:
+        with open(path, "rb") as f:  # bytes: lines end at b"\n" and nowhere else
+            for lineno, raw in enumerate(f, start=1):
+                record = _jsonl_record(path, lineno, raw)
+                if record is None:
+                    continue
+                if _SURROGATE_ESCAPE.search(raw.decode("utf-8")) and _repair_record(record):
+                    repaired.append(f"{path}:{lineno}")
+                yield record
+    finally:
+        _report_repairs(path, repaired)
+
+
+def _checked(path: str | os.PathLike) -> Path:
+    path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        yield from _jsonl_records(path, f)
+    if path.suffix not in (".json", ".jsonl"):
+        raise InputError(f"{path}: expected a .json or .jsonl file")
+    return path
 
 
-def _jsonl_records(path: Path, lines: Iterable[str]) -> Iterator[dict]:
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{path}:{lineno}: expected a JSON object")
-        yield record
+def _jsonl_record(path: Path, lineno: int, raw: bytes) -> dict | None:
+    """The record on one line of a .jsonl file (None for a blank line)."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}:{lineno}: not UTF-8 text ({e.reason})") from None
+    if not line.strip(_JSON_SPACE):
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{path}:{lineno}: expected a JSON object")
+    return record
+
+
+def is_record(value: dict) -> bool:
+    """Whether a JSON object is a record: it holds a conversation in one of the input
+    formats magpie.conversation reads (instruction/response, conversations, messages,
+    conversation, input/output)."""
+    from magpie.conversation import FLAT_KEY, LIST_FIELDS
+
+    return any(k in LIST_FIELDS or k in ("input", "output") or FLAT_KEY.match(k) for k in value)
+
+
+def _unwrapped(path: Path, data: dict) -> list | dict:
+    """The records of a top-level object: itself when it is a record, else the list of
+    objects under its one list-valued key (`{"data": [...]}`, logged); InputError when
+    it has several list-valued keys or none."""
+    if is_record(data):
+        return [data]
+    lists = [k for k, v in data.items() if isinstance(v, list)]
+    if len(lists) > 1:
+        raise InputError(
+            f"{path}: a JSON object that is not a record and holds several lists "
+            f"({', '.join(repr(k) for k in lists)}); expected an array of records, or an "
+            "object with one key holding them: keep the one to read"
+        )
+    if not lists:
+        keys = ", ".join(repr(k) for k in data) or "none"
+        raise InputError(
+            f"{path}: a JSON object that is neither a record (no instruction, response, "
+            "conversations, messages, conversation or input field) nor a wrapper of "
+            f"records (no key holds a list; keys: {keys}); expected an array of records"
+        )
+    key = lists[0]
+    for i, item in enumerate(data[key]):
+        if not isinstance(item, dict):
+            raise InputError(
+                f"{path}: key {key!r} item {i}: expected a JSON object (a record), got "
+                f"{_json_type(item)}"
+            )
+    if _first_report(path, f"wrapper {key}"):
+        log.info(
+            "%s: a JSON object wrapping the records: read %d record(s) from its key %r",
+            path,
+            len(data[key]),
+            key,
+        )
+    return data[key]
+
+
+def _json_type(value) -> str:
+    names = {str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    if value is None:
+        return "null"
+    return "an array" if isinstance(value, list) else names.get(type(value), "a value")
+
+
+def _repair_record(record: dict) -> bool:
+    """Replace unpaired surrogates in the record's keys and strings with U+FFFD and mark
+    it (`REPAIRED_FIELD`); whether there were any. A paired escape ("\\ud83d\\ude00")
+    was read as its character and is left alone."""
+    repaired, changed = _repaired(record)
+    if not changed:
+        return False
+    record.clear()
+    record.update(repaired)
+    record[REPAIRED_FIELD] = REPAIRED_SURROGATE
+    return True
+
+
+def _repaired(value) -> tuple[object, bool]:
+    if isinstance(value, str):
+        fixed = _SURROGATE.sub("\N{REPLACEMENT CHARACTER}", value)
+        return fixed, fixed != value
+    if isinstance(value, list):
+        items = [_repaired(v) for v in value]
+        return [v for v, _ in items], any(c for _, c in items)
+    if isinstance(value, dict):
+        out, changed = {}, False
+        for k, v in value.items():
+            key, c1 = _repaired(k)
+            out[key], c2 = _repaired(v)
+            changed = changed or c1 or c2
+        return out, changed
+    return value, False
+
+
+def _first_report(path: Path, what: str) -> bool:
+    """True the first time this process reports `what` about this version of the file."""
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, what)
+    except OSError:
+        return True
+    if key in _REPORTED:
+        return False
+    _REPORTED.add(key)
+    return True
+
+
+def _report_repairs(path: Path, where_repaired: list[str]) -> None:
+    if where_repaired and _first_report(path, "surrogates"):
+        log.warning(
+            "%s: %d record(s) held unpaired UTF-16 surrogates (a \\ud800-\\udfff escape "
+            "without its pair, first at %s): each replaced with U+FFFD, the record marked "
+            '"%s": "%s"',
+            path,
+            len(where_repaired),
+            where_repaired[0],
+            REPAIRED_FIELD,
+            REPAIRED_SURROGATE,
+        )
 
 
 def where(path: str | os.PathLike, index: int) -> str:
@@ -111,8 +276,24 @@ def require_text_field(records: list[dict], field: str, path: str | os.PathLike)
             raise InputError(f"{where(path, i)}: field '{field}' is {problem}")
 
 
+def _escape_surrogates(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler of JSON writers: a lone surrogate in a record's text (made in
+    memory; the reader repairs those it reads) is written as its JSON escape ("\\udXXX"),
+    so the file stays valid UTF-8 and valid JSON and the write never fails."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    bad = error.object[error.start : error.end]
+    return "".join(f"\\u{ord(c):04x}" for c in bad), error.end
+
+
+JSON_ERRORS = "magpie.json_escape"  # `errors=` for files of JSON text (a codec error handler)
+codecs.register_error(JSON_ERRORS, _escape_surrogates)
+
+
 def write_records(path: str | os.PathLike, records: Iterable[dict]) -> None:
-    """Write atomically: a reader sees the old file or the whole new one, never half."""
+    """Write atomically: a reader sees the old file or the whole new one, never half.
+    Text is written as is (UTF-8, one record per line in a .jsonl file: any line separator
+    inside a string is escaped or stays text); a lone surrogate is written as its escape."""
 
     def write(f) -> None:
         if Path(path).suffix == ".jsonl":
@@ -122,12 +303,13 @@ def write_records(path: str | os.PathLike, records: Iterable[dict]) -> None:
             json.dump(list(records), f, ensure_ascii=False, indent=2)
             f.write("\n")
 
-    _write_atomically(path, write)
+    _write_atomically(path, write, errors=JSON_ERRORS)
 
 
 def write_json(path: str | os.PathLike, value) -> None:
     """Write one JSON value atomically (temporary file + rename)."""
-    write_text(path, json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+    text = json.dumps(value, ensure_ascii=False, indent=2) + "\n"
+    _write_atomically(path, lambda f: f.write(text), errors=JSON_ERRORS)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -135,7 +317,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     _write_atomically(path, lambda f: f.write(text))
 
 
-def _write_atomically(path: str | os.PathLike, write) -> None:
+def _write_atomically(path: str | os.PathLike, write, errors: str = "strict") -> None:
     """`write(f)` into a temporary file beside `path`, synced, then renamed over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +326,7 @@ def _write_atomically(path: str | os.PathLike, write) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; outputs are ordinary
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", errors=errors) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -307,7 +489,8 @@ class Journal:
             return
         raw = self.path.read_bytes()
         good = raw[: raw.rfind(b"\n") + 1]  # drop a last line cut short by a kill
-        lines = good.decode("utf-8").splitlines()
+        # Lines end at "\n" only: U+2028, U+0085 ... in a record are text.
+        lines = [x for x in good.decode("utf-8").split("\n") if x.strip(_JSON_SPACE)]
         if not lines:
             return
         first = json.loads(lines[0])
@@ -344,7 +527,7 @@ class Journal:
         if self._file is None:
             new = not self.path.exists() or self.path.stat().st_size == 0
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")
+            self._file = open(self.path, "a", encoding="utf-8", errors=JSON_ERRORS)
             if new:
                 header = {
                     "__journal__": self.fingerprint,
