@@ -21,10 +21,14 @@ Rules, each off unless set, checked in this order:
   conversation, its first response), e.g. "^## Step 1" for step-by-step answers.
 
 A missing or null tag fails its rule instead of crashing (the original's `> -10` raised on
-null rewards). A rule whose field no record has a value in (its stage did not run for
-this file: no reward model for `instruct_reward`, no gen_dis for `remove_duplicates`; or
-its tagger could not judge any record, such as the embedded tagger's difficulty) is not
-applied, and the log says which and why: applied, it would reject every record. The
+null rewards). A rule the settings name always applies, with one exception: a rule whose
+field no record has at all (its stage did not run for this file: no reward model for
+`instruct_reward`, no gen_dis for `remove_duplicates`) is not applied, and the log says
+which and why. A field that is present but null (the stage ran and could not judge: the
+embedded tagger stores null difficulty, task_category and llama_guard_2 with the reason
+"cannot_judge: ..." in `tag_errors`) fails the rule like any other value outside it, in
+every record, whatever else the file holds; the log says how many records each rule
+fails on a null and the reasons in `tag_errors` (`FilterReport.null_failed`). The
 survivors can be capped at `max_per_category` records per `task_category` (a seeded random choice within each category: rebalancing, as for the
 original's DPO subsets), cut to the `top_k` longest responses and shuffled with `seed`;
 fewer survivors than a cap is fine. Rejected records keep the rule that
@@ -282,6 +286,7 @@ class FilterReport:
     failed: Counter  # rule -> records failing it (a record may fail several)
     seconds: float
     not_applied: dict = dataclasses.field(default_factory=dict)  # rule -> why
+    null_failed: dict = dataclasses.field(default_factory=dict)  # rule -> note on nulls
 
     def line(self) -> str:
         rejected = ", ".join(f"{k} {v}" for k, v in self.rejected.most_common()) or "none"
@@ -318,9 +323,22 @@ def _fields(rule: str, cfg: FilterConfig) -> tuple[str, ...]:
     return (named.get(rule, rule),)
 
 
+# The unitag mission whose reason for a null field is in `tag_errors[<mission>]`.
+MISSION_OF = {
+    "input_quality": "quality",
+    "min_instruct_reward": "reward",
+    "sample_quality": "sample_quality",
+    "difficulty": "difficulty",
+    "task_category": "classification",
+    "language": "language",
+    "safe_only": "safety",
+}
+
+
 def not_applicable(records: list[dict], cfg: FilterConfig) -> dict[str, str]:
-    """{rule: why} for the active tag rules whose field no record has a value in (the
-    stage did not run, or its tagger could not judge: null with the reason)."""
+    """{rule: why} for the active tag rules whose field no record has at all: the stage
+    that writes it did not run for this file. A field present but null (the stage ran
+    and could not judge) does not make a rule inapplicable: see `null_failures`."""
     out = {}
     for rule in cfg.active():
         if rule not in MADE_BY or not records:
@@ -328,11 +346,37 @@ def not_applicable(records: list[dict], cfg: FilterConfig) -> dict[str, str]:
         fields = _fields(rule, cfg)
         if not any(f in r for r in records for f in fields):
             out[rule] = f"no record has {' or '.join(fields)}: {MADE_BY[rule]} did not run"
-        elif rule != "remove_duplicates" and all(r.get(fields[0]) is None for r in records):
-            out[rule] = (
-                f"every record's {fields[0]} is null: {MADE_BY[rule]} could not tag any "
-                "(see tag_errors)"
-            )
+    return out
+
+
+def null_failures(records: list[dict], failed: list[list[str]], cfg: FilterConfig) -> dict:
+    """{rule: note} for the applied tag rules that records fail because their field is
+    null or missing, with the reasons their tagger gave (`tag_errors`), e.g. "difficulty
+    fails 32 of 32 records because their difficulty is null: its tagger could not judge
+    them (tag_errors.difficulty: cannot_judge 32)"."""
+    out = {}
+    for rule, mission in MISSION_OF.items():
+        if rule not in cfg.active():
+            continue
+        field = _fields(rule, cfg)[0]
+        reasons: Counter = Counter()
+        for record, fails in zip(records, failed, strict=True):
+            if rule in fails and record.get(field) is None:
+                why = (record.get("tag_errors") or {}).get(mission)
+                if field not in record:
+                    why = "field missing"
+                reasons[str(why).split(":")[0].strip() if why else "no reason recorded"] += 1
+        if not reasons:
+            continue
+        n = sum(reasons.values())
+        judged = "could not judge" if "cannot_judge" in reasons else "did not tag"
+        listed = ", ".join(f"{why} {count}" for why, count in reasons.most_common())
+        null = "null or missing" if "field missing" in reasons else "null"
+        out[rule] = (
+            f"{rule} fails {n} of {len(records)} records because their {field} is {null}: "
+            f"its tagger ({MADE_BY[rule]}) {judged} them (tag_errors.{mission}: {listed}); "
+            f"drop the {rule} rule to keep them"
+        )
     return out
 
 
@@ -340,16 +384,17 @@ def apply_filters(
     records: list[dict], cfg: FilterConfig
 ) -> tuple[list[dict], list[dict], FilterReport]:
     """Kept records (top-K, shuffled as configured) and rejected ones with their reason.
-    Rules whose field no record has a value in are not applied
-    (`FilterReport.not_applied`)."""
+    Rules whose field no record has are not applied (`FilterReport.not_applied`); records
+    failing a rule on a null field are counted with their reasons
+    (`FilterReport.null_failed`)."""
     start = time.time()
     skipped = not_applicable(records, cfg)
     off = {r: (False if isinstance(getattr(cfg, r), bool) else None) for r in skipped}
     cfg = dataclasses.replace(cfg, **off) if off else cfg
     kept, rejected = [], []
     first, failed = Counter(), Counter()
-    for record in records:
-        fails = check(record, cfg)
+    all_fails = [check(record, cfg) for record in records]
+    for record, fails in zip(records, all_fails, strict=True):
         if fails:
             first[fails[0]] += 1
             failed.update(fails)
@@ -362,8 +407,9 @@ def apply_filters(
             r | {"filter_reason": "max_per_category", "filter_failed": ["max_per_category"]}
             for r in over
         )
-        first["max_per_category"] += len(over)
-        failed["max_per_category"] += len(over)
+        if over:  # a rule that rejected none is not listed with 0
+            first["max_per_category"] += len(over)
+            failed["max_per_category"] += len(over)
     if cfg.top_k is not None and len(kept) > cfg.top_k:
         order = sorted(range(len(kept)), key=lambda i: -response_length(kept[i]))  # stable
         chosen = set(order[: cfg.top_k])
@@ -376,7 +422,10 @@ def apply_filters(
         kept.sort(key=lambda r: -response_length(r))
     if cfg.shuffle:
         random.Random(cfg.seed).shuffle(kept)
-    report = FilterReport(len(records), len(kept), first, failed, time.time() - start, skipped)
+    nulls = null_failures(records, all_fails, cfg)
+    report = FilterReport(
+        len(records), len(kept), first, failed, time.time() - start, skipped, nulls
+    )
     return kept, rejected, report
 
 
@@ -418,6 +467,8 @@ def run_filter(
     print(report.line())
     for rule, why in report.not_applied.items():
         print(f"[filter] {rule} not applied: {why}")
+    for note in report.null_failed.values():
+        print(f"[filter] {note}")
     applied = [r for r in cfg.active() if r not in report.not_applied]
     print(f"[filter] rules: {json.dumps(applied)}; wrote {output} and {rejected_path}")
     return report

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from magpie.filters import RULES, apply_filters, check, load_filter_config, run_filter
-from magpie.records import InputError
+from magpie.records import InputError, read_records
 
 REPO = Path(__file__).resolve().parent.parent
 PRESETS_DIR = REPO / "magpie" / "configs" / "filters"
@@ -100,8 +100,8 @@ def test_missing_tags_fail_their_rules():
 def test_a_rule_whose_stage_did_not_run_is_not_applied_and_said(tmp_path, capsys):
     """The default job has no reward model and may skip gen_dis: the original's preset
     would reject every record on `instruct_reward` and the duplicate fields. A rule whose
-    field no record has is not applied (and the log says so); a record lacking a field
-    others have still fails it."""
+    field no record has at all is not applied (and the log says so); a record lacking a
+    field others have still fails it."""
 
     def untagged(i: int, quality: str) -> dict:
         record = good(conversation_id=f"m_{i}", input_quality=quality)
@@ -117,16 +117,82 @@ def test_a_rule_whose_stage_did_not_run_is_not_applied_and_said(tmp_path, capsys
     out = capsys.readouterr().out
     assert "[filter] min_instruct_reward not applied: no record has instruct_reward" in out
     assert '"min_instruct_reward"' not in out.split("[filter] rules:")[1]
-    # A tagger that could not judge any record (null labels with the reason): the same.
-    cannot = [good(conversation_id=f"m_{i}", difficulty=None) for i in range(2)]
-    kept, _, report = apply_filters(cannot, load_filter_config("magpie-dpo"))
-    assert list(report.not_applied) == ["difficulty"] and len(kept) == 2
-    assert report.not_applied["difficulty"].startswith("every record's difficulty is null")
     mixed = [good(), untagged(1, "good")]
     kept, rejected, report = apply_filters(mixed, load_filter_config("magpie"))
     assert report.not_applied == {}
     assert [r["conversation_id"] for r in kept] == ["m_1"]
     assert rejected[0]["filter_failed"] == ["min_instruct_reward", "remove_duplicates"]
+
+
+CODE_ONLY = "too little natural language"  # unitag's language reason for code-only text
+
+
+def _no_language(i: int) -> dict:
+    """A record unitag's language mission ran on and could not place (null, with why)."""
+    return good(conversation_id=f"m_{i}", language=None, tag_errors={"language": CODE_ONLY})
+
+
+@pytest.mark.parametrize("others", [[], [good(conversation_id="m_9", language="EN")]])
+def test_a_named_rule_applies_whatever_else_the_file_holds(others):
+    """strict-en's `language: [EN]` on records whose language is null: they are dropped
+    both when every record's language is null and when another record has one (issue 21:
+    they were kept 2 of 2 alone and dropped beside a tagged record)."""
+    records = [_no_language(0), _no_language(1), *others]
+    kept, rejected, report = apply_filters(records, load_filter_config("strict-en"))
+    assert report.not_applied == {}
+    assert [r["conversation_id"] for r in rejected] == ["m_0", "m_1"]
+    assert [r["filter_reason"] for r in rejected] == ["language", "language"]
+    assert [r["conversation_id"] for r in kept] == [r["conversation_id"] for r in others]
+    assert report.null_failed == {
+        "language": (
+            f"language fails 2 of {len(records)} records because their language is null: "
+            "its tagger (unitag's language mission) did not tag them "
+            "(tag_errors.language: too little natural language 2); drop the language rule "
+            "to keep them"
+        )
+    }
+
+
+def test_a_rule_whose_tagger_could_not_judge_rejects_and_says_so(tmp_path):
+    """The embedded tagger stores null difficulty with "cannot_judge: ..." in tag_errors:
+    magpie-dpo's difficulty rule applies and rejects every such record, and the log line
+    of that rule says so (through the real CLI)."""
+    reason = "cannot_judge: the embedded SmolLM2-135M-Instruct tagger's difficulty ..."
+    records = [
+        good(conversation_id=f"m_{i}", difficulty=None, tag_errors={"difficulty": reason})
+        for i in range(3)
+    ]
+    src = tmp_path / "x.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "exp" / "filter.py"), "--input_file", str(src)]
+        + ["--config", "magpie-dpo"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "records in 3, kept 0, rejected 3 (by rule: difficulty 3;" in proc.stdout
+    assert (
+        "[filter] difficulty fails 3 of 3 records because their difficulty is null: its "
+        "tagger (unitag's difficulty mission) could not judge them (tag_errors.difficulty: "
+        "cannot_judge 3); drop the difficulty rule to keep them"
+    ) in proc.stdout
+    assert "not applied" not in proc.stdout
+    assert (tmp_path / "x_filtered.jsonl").read_text() == ""
+    rejected = read_records(tmp_path / "x_rejected.jsonl")
+    assert [r["filter_reason"] for r in rejected] == ["difficulty"] * 3
+
+
+def test_a_field_missing_beside_nulls_is_said_as_such():
+    records = [good(conversation_id="m_0", difficulty=None), good(conversation_id="m_1")]
+    del records[1]["difficulty"]
+    _, _, report = apply_filters(records, load_filter_config(None, difficulty=["medium"]))
+    assert report.null_failed["difficulty"].startswith(
+        "difficulty fails 2 of 2 records because their difficulty is null or missing: its "
+        "tagger (unitag's difficulty mission) did not tag them (tag_errors.difficulty: "
+    )
+    assert "no reason recorded 1" in report.null_failed["difficulty"]
+    assert "field missing 1" in report.null_failed["difficulty"]
 
 
 def test_duplicate_rule_keeps_the_representative_and_reads_uuid():
@@ -265,12 +331,8 @@ def test_run_filter_writes_kept_and_rejected_with_reasons(tmp_path, capsys):
     src = tmp_path / "x_distance.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
     report = run_filter(src, load_filter_config(PRESETS_DIR / "magpie.yaml"))
-    kept = [
-        json.loads(x) for x in (tmp_path / "x_distance_filtered.jsonl").read_text().splitlines()
-    ]
-    rejected = [
-        json.loads(x) for x in (tmp_path / "x_distance_rejected.jsonl").read_text().splitlines()
-    ]
+    kept = read_records(tmp_path / "x_distance_filtered.jsonl")
+    rejected = read_records(tmp_path / "x_distance_rejected.jsonl")
     assert [r["conversation_id"] for r in kept] == ["m_0"]
     reasons = {r["conversation_id"]: (r["filter_reason"], r["filter_failed"]) for r in rejected}
     assert reasons == {
@@ -302,7 +364,7 @@ def test_cli_flags_override_preset(tmp_path):
         shuffle=False,
         output_file=str(out),
     )
-    assert [json.loads(x)["language"] for x in out.read_text().splitlines()] == ["EN"]
+    assert [r["language"] for r in read_records(out)] == ["EN"]
 
 
 def test_cli_bad_preset_exits_nonzero(tmp_path):
