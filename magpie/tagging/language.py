@@ -1,11 +1,26 @@
 """Language mission: lingua on the first user turn, ISO 639-1 upper case ("EN", "ZH").
 
-Lingua reads only the natural-language words of the text (whitespace-separated tokens
-made of letters, punctuation around them aside): code such as `print(sum(range(10)))`
-is no language, and lingua would otherwise name one at random (Xhosa for that one). A
-text with too little natural language left (fewer than MIN_WORDS words or MIN_LETTERS
-letters; a CJK character counts as a word of CJK_LETTERS letters) gets `language: null`
-and the reason TOO_LITTLE in `tag_errors`.
+Lingua reads only the natural-language words of the text: code such as
+`print(sum(range(10)))` is no language, and lingua would otherwise name one at random
+(Xhosa for that one). Two kinds of words count:
+
+- in scripts written with spaces between words (Latin, Cyrillic, Greek, Arabic,
+  Devanagari ...), a whitespace-separated token of letters and combining marks (inner
+  ' and - allowed, and the zero-width joiners Persian writes), punctuation around it
+  aside: a token with other punctuation, digits or symbols inside is code, a URL, a
+  number or markup, and is left out whole;
+- in scripts written without spaces (Han, Japanese kana, Hangul, Thai, Lao, Khmer,
+  Myanmar), every run of letters, wherever it stands: a Chinese or Japanese sentence is
+  one whitespace token, its punctuation (，。？「」 ...) separates its runs.
+
+Letters are counted per script: a Han character is a word of CJK_LETTERS letters (it
+writes a morpheme); a Hangul run is one word (Korean puts spaces between words) of as
+many letters as its syllables have jamo; kana and Thai, Lao, Khmer and Myanmar letters
+and marks (no spaces between words, and no dictionary here to find them) count one
+letter each and a word per CJK_LETTERS of them, so a lone word such as こんにちは or
+สวัสดี is too little, as "Hello" is. A text with
+too little natural language left (fewer than MIN_WORDS words or MIN_LETTERS letters) gets
+`language: null` and the reason TOO_LITTLE in `tag_errors`.
 
 Why batches: lingua detects a list in parallel (Rust threads); the original looped over
 records one by one. The detector (all languages, high accuracy, as the original) is built
@@ -17,6 +32,8 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
+
+import regex
 
 from magpie.tagging.inputs import Conversation
 
@@ -31,7 +48,18 @@ COMMON = frozenset(
     "EN ZH ES FR DE PT RU JA KO IT NL PL TR AR VI ID HI UK CS SV FA HE TH EL".split()
 )
 UNDETECTABLE = "undetectable"
-_INNER = "'’-"
+# Inside a word: apostrophes, hyphens, the Catalan middle dot, Hebrew geresh and gershayim,
+# and the zero-width (non-)joiner of Persian and Indic words.
+_INNER = frozenset("'’-\u2010\u2011·\u05f3\u05f4\u200c\u200d")
+# Scripts written without spaces between words, by Unicode script extension (the regex
+# module knows the script property; unicodedata does not). A run of their letters and
+# marks is natural language wherever it stands.
+_UNSPACED_SCRIPTS = "".join(
+    rf"\p{{scx={name}}}" for name in "Han Hiragana Katakana Hangul Thai Lao Khmer Myanmar".split()
+)
+_UNSPACED = regex.compile(rf"[[\p{{L}}\p{{M}}]&&[{_UNSPACED_SCRIPTS}]]+", regex.V1)
+_HAN = regex.compile(r"\p{scx=Han}")
+_HANGUL = regex.compile(r"\p{scx=Hangul}+")
 
 
 @lru_cache(maxsize=1)
@@ -41,15 +69,9 @@ def _detector():
     return LanguageDetectorBuilder.from_all_languages().build()
 
 
-def _is_cjk(c: str) -> bool:
-    o = ord(c)
-    return (
-        0x3040 <= o <= 0x30FF  # kana
-        or 0x3400 <= o <= 0x9FFF  # CJK ideographs
-        or 0xAC00 <= o <= 0xD7AF  # Hangul
-        or 0x0E00 <= o <= 0x0E7F  # Thai (no spaces between words either)
-        or 0xF900 <= o <= 0xFAFF
-    )
+def _is_letter(c: str) -> bool:
+    """A letter or a combining mark (the vowel signs of Devanagari, Thai, Arabic ...)."""
+    return unicodedata.category(c)[0] in "LM"
 
 
 def _strip_punctuation(token: str) -> str:
@@ -61,22 +83,51 @@ def _strip_punctuation(token: str) -> str:
     return token[start:end]
 
 
+def _spaced_word(token: str) -> str:
+    """`token` without the punctuation around it when that is a word (letters and marks,
+    _INNER characters inside, starting with a letter), else ""."""
+    core = _strip_punctuation(token)
+    if not core or not unicodedata.category(core[0]).startswith("L"):
+        return ""
+    if not _is_letter(core[-1]) or not all(_is_letter(c) or c in _INNER for c in core):
+        return ""
+    return core
+
+
+def _run_counts(run: str) -> tuple[int, int]:
+    """(words, letters) of a run of letters of scripts written without spaces."""
+    han = len(_HAN.findall(run))
+    hangul = _HANGUL.findall(run)
+    jamo = sum(len(unicodedata.normalize("NFD", h)) for h in hangul)
+    other = len(run) - han - sum(len(h) for h in hangul)
+    words = han + len(hangul) + -(-other // CJK_LETTERS)
+    return words, han * CJK_LETTERS + jamo + other
+
+
 def natural_text(text: str) -> tuple[str, int, int]:
     """(the natural-language words of `text` joined by spaces, how many words, how many
-    letters): a word is a whitespace-separated token of letters (inner ' and - allowed)
-    once the punctuation around it is stripped; a CJK or Thai character counts as one word
-    of CJK_LETTERS letters."""
+    letters), as the module docstring says: runs of letters of scripts written without
+    spaces, and whitespace-separated words (the parts of a token between such runs) of the
+    others. Letters are counted after NFC normalisation, combining marks included."""
     words, n_words, n_letters = [], 0, 0
-    for token in text.split():
-        core = _strip_punctuation(token)
-        if not core or not core[0].isalpha() or not core[-1].isalpha():
-            continue
-        if not all(c.isalpha() or c in _INNER for c in core):
-            continue
-        words.append(core)
-        cjk = sum(1 for c in core if _is_cjk(c))
-        n_words += cjk + (1 if cjk < len(core) else 0)
-        n_letters += cjk * CJK_LETTERS + sum(1 for c in core if c.isalpha() and not _is_cjk(c))
+
+    def spaced(part: str) -> None:
+        nonlocal n_words, n_letters
+        word = _spaced_word(part)
+        if word:
+            words.append(word)
+            n_words += 1
+            n_letters += sum(1 for c in word if _is_letter(c))
+
+    for token in unicodedata.normalize("NFC", text).split():
+        pos = 0
+        for run in _UNSPACED.finditer(token):
+            spaced(token[pos : run.start()])
+            pos = run.end()
+            words.append(run.group())
+            w, n = _run_counts(run.group())
+            n_words, n_letters = n_words + w, n_letters + n
+        spaced(token[pos:])
     return " ".join(words), n_words, n_letters
 
 
@@ -85,17 +136,19 @@ def detect_language(texts: Sequence[str]) -> list[tuple[str | None, str | None]]
     text with too little natural language (code, numbers, a lone word), UNDETECTABLE when
     lingua names no language."""
     out: list[tuple[str | None, str | None]] = [(None, TOO_LITTLE)] * len(texts)
-    todo, natural = [], []
+    todo, natural, counts = [], [], []
     for i, t in enumerate(texts):
         words, n_words, n_letters = natural_text(t or "")
         if n_words >= MIN_WORDS and n_letters >= MIN_LETTERS:
             todo.append(i)
             natural.append(words)
+            counts.append(n_words)
     if todo:
         found = _detector().detect_languages_in_parallel_of(natural)
         for i, lang in zip(todo, found, strict=True):
             out[i] = (lang.iso_code_639_1.name, None) if lang is not None else (None, UNDETECTABLE)
-        short = [k for k, words in enumerate(natural) if len(words.split()) <= SHORT_WORDS]
+        # words as natural_text counts them: a Chinese sentence is one run between spaces
+        short = [k for k, n in enumerate(counts) if n <= SHORT_WORDS]
         if short:
             values = _detector().compute_language_confidence_values_in_parallel(
                 [natural[k] for k in short]
@@ -109,12 +162,14 @@ def detect_language(texts: Sequence[str]) -> list[tuple[str | None, str | None]]
 
 def _unsure_short(ranked) -> str | None:
     """For a short text lingua is unsure of (best confidence below UNSURE), the most
-    likely of the COMMON languages, else None (lingua's own answer stands)."""
+    likely of the COMMON languages, else None (lingua's own answer stands). A language of
+    confidence 0 is never likely: lingua gives every language 0 for a script none of its
+    languages use (Khmer, Lao, Myanmar), and names none."""
     if not ranked or ranked[0].value >= UNSURE:
         return None
     for c in ranked:
         code = c.language.iso_code_639_1.name
-        if code in COMMON:
+        if c.value > 0 and code in COMMON:
             return code
     return None
 
