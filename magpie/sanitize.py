@@ -11,8 +11,12 @@ for Llama-3/3.1/3.2/3.3 and ``"generic"`` for everything else (same rules and nu
 ``"llama-3"``; the rules are model-agnostic text clean-ups).
 
 Rules, applied in this order (first match wins); "Q-cut" keeps the text up to and
-including the first "?", "line 1" keeps the first line, "unbold" removes every "**" when
-the text starts with "**". The input is stripped and passed through :func:`remove_prefix`
+including the first question mark, "line 1" keeps the first line, "unbold" removes every
+"**" when the text starts with "**". A question mark ("?" below) is one of
+:data:`QUESTION_MARKS` (? ？ ؟ ﹖ ...: not the opening ¿), a colon (":" below) one of
+:data:`COLONS` (: ： ﹕ ︓ ...), and "ends ':'" means :func:`ends_with_colon` (closing quotes,
+brackets, "*" and whitespace after the colon aside): Chinese and Japanese instructions
+write the full-width forms. The input is stripped and passed through :func:`remove_prefix`
 first; the result of every rule except 1 is passed through :func:`remove_prefix` again.
 The output is always stripped.
 
@@ -59,6 +63,10 @@ Bugs fixed relative to the original ``exp/str_utils.py``:
   offsets then applied to the shortened text; they are searched in the current text now.
 * the colon rule cut at *any* "#" ("Write a C# function that ...:" became "Write a C"); it
   now cuts only at a markdown heading, i.e. a line after the first one starting with "#".
+* (issue 21) the rules knew only the ASCII "?" and ":", so a Chinese or Japanese instruction
+  ("北京在哪里？答案：……") was never cut at its question or its colon line, and "Question："
+  or "Answer：" were not labels or markers; every rule now reads the question marks and
+  colons of :data:`QUESTION_MARKS` and :data:`COLONS`.
 * :func:`remove_prefix` is applied until nothing more changes, so "1. Task: ..." and
   "Question: Context: ..." lose both labels and a second pass does not change the result.
 
@@ -69,8 +77,73 @@ ends with ":", sanitising that output again keeps only that line (rule 5.3/6.3).
 from __future__ import annotations
 
 import re
+import unicodedata
 
-__all__ = ["instruction_post_process", "remove_prefix", "sanitize_style"]
+__all__ = [
+    "COLONS",
+    "QUESTION_MARKS",
+    "ends_with_colon",
+    "instruction_post_process",
+    "remove_prefix",
+    "sanitize_style",
+]
+
+# --- punctuation of every script ------------------------------------------------------------
+
+# Colons: an instruction ending with one is unfinished ("List three colours：").
+COLONS = frozenset(
+    unicodedata.lookup(name)
+    for name in (
+        "COLON",
+        "FULLWIDTH COLON",  # Chinese, Japanese
+        "SMALL COLON",
+        "PRESENTATION FORM FOR VERTICAL COLON",
+        "ETHIOPIC COLON",
+        "ETHIOPIC PREFACE COLON",  # before a list or a quotation
+        "MONGOLIAN COLON",
+    )
+)
+# Marks ending a question; not the opening "¿" of Spanish, nor the Armenian one (written
+# over a vowel inside the word).
+QUESTION_MARKS = frozenset(
+    unicodedata.lookup(name)
+    for name in (
+        "QUESTION MARK",
+        "FULLWIDTH QUESTION MARK",  # Chinese, Japanese
+        "SMALL QUESTION MARK",
+        "PRESENTATION FORM FOR VERTICAL QUESTION MARK",
+        "ARABIC QUESTION MARK",  # Arabic, Persian, Urdu
+        "GREEK QUESTION MARK",  # NFC makes it ";", which is not one
+        "ETHIOPIC QUESTION MARK",
+        "DOUBLE QUESTION MARK",
+        "QUESTION EXCLAMATION MARK",
+        "EXCLAMATION QUESTION MARK",
+        "INTERROBANG",
+    )
+)
+_COLON = "[" + re.escape("".join(sorted(COLONS))) + "]"
+_QUESTION_RE = re.compile("[" + re.escape("".join(sorted(QUESTION_MARKS))) + "]")
+# After a final colon: closing quotes and brackets of any script, markdown bold.
+_CLOSERS = frozenset("\"'*`")
+
+
+def ends_with_colon(text: str) -> bool:
+    """Whether `text` ends with a colon of any script (:data:`COLONS`), whitespace,
+    closing brackets and quotes (Unicode categories Pe and Pf, and " ' * `) after it
+    aside: "Translate this：", 'Complete "the list:"', "(as follows:)"."""
+    end = len(text)
+    while end and (
+        text[end - 1].isspace()
+        or text[end - 1] in _CLOSERS
+        or unicodedata.category(text[end - 1]) in ("Pe", "Pf")
+    ):
+        end -= 1
+    return end > 0 and text[end - 1] in COLONS
+
+
+def _has_question(text: str) -> bool:
+    return _QUESTION_RE.search(text) is not None
+
 
 # --- remove_prefix -------------------------------------------------------------------------
 
@@ -119,10 +192,10 @@ def _build_prefix_re() -> re.Pattern[str]:
     forms: list[str] = []
     for word in _PREFIX_WORDS:
         label = r"[ \t]+".join(re.escape(part) for part in word.split())
-        forms += _label_forms(label, ":")
+        forms += _label_forms(label, _COLON)
     # Numbered labels: "Question 3:", "Question 3.", "Part 1:", "Q2.", "Q2:".
     for label in (r"Question[ \t]*\d+", r"Part[ \t]*\d+", r"Q\d+"):
-        forms += _label_forms(label, "[:.]")
+        forms += _label_forms(label, f"(?:{_COLON}|\\.)")
     return re.compile(rf"^(?:{'|'.join(forms)})\s*", re.IGNORECASE)
 
 
@@ -159,8 +232,8 @@ _MARKERS_WITHOUT_COLON = (
 # Case-sensitive on purpose: "answer:" inside a sentence is more often part of the request.
 _ANSWER_RE = re.compile(
     "|".join(
-        [re.escape(m) for m in _MARKERS_WITH_COLON]
-        + [re.escape(m) + "s?:" for m in _MARKERS_WITHOUT_COLON]
+        [re.escape(m[:-1]) + _COLON for m in _MARKERS_WITH_COLON]
+        + [re.escape(m) + "s?" + _COLON for m in _MARKERS_WITHOUT_COLON]
     )
 )
 # "# Step 1", "## Step 1", "### Step 1" (optionally followed by ":"): a worked solution.
@@ -212,8 +285,10 @@ def _first_line(text: str) -> str:
 
 
 def _q_cut(text: str) -> str:
-    """Text up to and including the first "?": the question the model asked."""
-    return text.split("?", 1)[0].strip() + "?"
+    """Text up to and including the first question mark (of any script): the question
+    the model asked."""
+    mark = _QUESTION_RE.search(text)
+    return text[: mark.start()].strip() + mark.group() if mark else text.strip()
 
 
 def _unbold(text: str) -> str:
@@ -240,13 +315,13 @@ def instruction_post_process(instruction: str, model_path: str) -> tuple[str, fl
     text = remove_prefix(text)
 
     # Rule 1: a bolded / bulleted question.
-    if text.startswith("*") and "?" in text:
+    if text.startswith("*") and _has_question(text):
         return remove_prefix(_q_cut(text.replace("*", ""))), 1
 
     class_num: float
     first = _first_line(text)
     if text.startswith('"'):
-        if "?" in text:
+        if _has_question(text):
             text, class_num = _q_cut(text.replace('"', "")), 2.1
         else:
             text, class_num = first.replace('"', "").replace("*", ""), 2.2
@@ -257,16 +332,16 @@ def instruction_post_process(instruction: str, model_path: str) -> tuple[str, fl
         text, class_num = _unbold(text[: answer.start()]), 4
     elif not is_gemma and (step := _STEP_RE.search(text)):
         text, class_num = _unbold(text[: step.start()]), classes["step"]
-    elif first.endswith(":"):
+    elif ends_with_colon(first):
         line_end = text.find("\n")
         heading = _HEADING_RE.search(text, line_end + 1) if line_end >= 0 else None
         if heading:
             text, class_num = _unbold(text[: heading.start()]), classes["colon_heading"]
-        elif "?" in text:
+        elif _has_question(text):
             text, class_num = _unbold(_q_cut(text)), classes["colon_question"]
         else:
             text, class_num = first.replace("*", ""), classes["colon_line"]
-    elif "?" in text:
+    elif _has_question(text):
         text, class_num = _unbold(_q_cut(text)), classes["question"]
     else:
         text, class_num = first.replace("*", ""), classes["line"]

@@ -137,3 +137,71 @@ def test_a_script_lingua_does_not_know_is_undetectable_not_a_guess():
 
     found = detect_language(["ខ្ញុំចង់រៀនភាសាខ្មែរ", "ສະບາຍດີ ຂ້ອຍຢາກຮຽນພາສາລາວ"])
     assert found == [(None, UNDETECTABLE)] * 2
+
+
+# ------------------------------------------------------- colons and question marks
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "List three colours:",
+        "请列出三种颜色：",  # FULLWIDTH COLON
+        "以下の文を翻訳してください：\n",
+        "Complete this﹕",  # SMALL COLON
+        "Complete this︓",  # PRESENTATION FORM FOR VERTICAL COLON
+        "ዝርዝሩን ጻፍ፦",  # ETHIOPIC PREFACE COLON
+        'Translate "the following:"',
+        "请回答下面的问题：」",
+        "（如下：）  ",
+        "**Write a poem about:**",
+        "Complete this: \n",
+    ],
+)
+def test_trailing_colon_of_any_script_counts(text):
+    from magpie.sanitize import ends_with_colon
+
+    assert ends_with_colon(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Ratio 3:2 is common.",
+        "时间是10：30，请提醒我。",
+        "注意：请用中文回答。",
+        "What is 2:1 in percent?",
+        "日本の首都はどこですか？",
+        "꞉",  # MODIFIER LETTER COLON is a letter (a length mark), not punctuation
+        "",
+        "   ",
+    ],
+)
+def test_a_colon_in_the_middle_or_none_does_not_count(text):
+    from magpie.sanitize import ends_with_colon
+
+    assert not ends_with_colon(text)
+
+
+QWEN = "Qwen/Qwen2-7B-Instruct"
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        # Q-cut at a full-width or Arabic question mark, as at "?"
+        ("北京在哪里？答案：北京在中国。", "北京在哪里？"),
+        ("ما هي عاصمة فرنسا؟ الجواب: باريس", "ما هي عاصمة فرنسا؟"),
+        # a first line ending with "：" introduces what follows: cut at the heading
+        ("请翻译以下句子：\n## 句子\nHello", "请翻译以下句子："),
+        # labels and answer markers with the full-width colon
+        ("Question：北京在哪里", "北京在哪里"),
+        ("请介绍北京。\nAnswer：北京是中国的首都。", "请介绍北京。"),
+        # "¿" opens a question: the cut is at the closing "?"
+        ("¿Cuál es la capital de Francia? Respuesta: París", "¿Cuál es la capital de Francia?"),
+    ],
+)
+def test_sanitize_knows_full_width_and_other_scripts_marks(raw, expected):
+    from magpie.sanitize import instruction_post_process
+
+    assert instruction_post_process(raw, QWEN)[0] == expected
