@@ -11,16 +11,20 @@ Lingua reads only the natural-language words of the text: code such as
   number or markup, and is left out whole;
 - in scripts written without spaces (Han, Japanese kana, Hangul, Thai, Lao, Khmer,
   Myanmar), every run of letters, wherever it stands: a Chinese or Japanese sentence is
-  one whitespace token, its punctuation (，。？「」 ...) separates its runs.
+  one whitespace token, its punctuation (，。？「」 ...) separates its runs, and the parts
+  of the token between runs are judged as words of the first kind ("東京(Tokyo)について"
+  is 東京 Tokyo について; in "北京有2000多万人口" the number is left out). Code is not
+  written in these scripts, so a run in a string of code counts too (`print("你好世界")`
+  is Chinese).
 
 Letters are counted per script: a Han character is a word of CJK_LETTERS letters (it
 writes a morpheme); a Hangul run is one word (Korean puts spaces between words) of as
 many letters as its syllables have jamo; kana and Thai, Lao, Khmer and Myanmar letters
 and marks (no spaces between words, and no dictionary here to find them) count one
 letter each and a word per CJK_LETTERS of them, so a lone word such as こんにちは or
-สวัสดี is too little, as "Hello" is. A text with
-too little natural language left (fewer than MIN_WORDS words or MIN_LETTERS letters) gets
-`language: null` and the reason TOO_LITTLE in `tag_errors`.
+สวัสดี is too little, as "Hello" is. A text with too little natural language left (fewer
+than MIN_WORDS words or MIN_LETTERS letters) gets `language: null` and the reason
+TOO_LITTLE in `tag_errors`.
 
 Why batches: lingua detects a list in parallel (Rust threads); the original looped over
 records one by one. The detector (all languages, high accuracy, as the original) is built
