@@ -57,7 +57,9 @@ class InputError(Exception):
 REPAIRED_FIELD = "text_repaired"
 REPAIRED_SURROGATE = "unpaired surrogate replaced with U+FFFD"
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # where one can be: a quick test of raw text
+# Where one can be: a quick test of the raw text before looking through a record.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 # JSON whitespace: what may surround a record on its line (str.strip would also take
 # U+2028, U+0085 ... which are text).
 _JSON_SPACE = " \t\r\n"
@@ -119,7 +121,7 @@ def iter_records(path: str | os.PathLike) -> Iterator[dict]:
                 record = _jsonl_record(path, lineno, raw)
                 if record is None:
                     continue
-                if _SURROGATE_ESCAPE.search(raw.decode("utf-8")) and _repair_record(record):
+                if _SURROGATE_ESCAPE_BYTES.search(raw) and _repair_record(record):
                     repaired.append(f"{path}:{lineno}")
                 yield record
     finally:
