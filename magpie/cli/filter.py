@@ -34,7 +34,9 @@ def main(
     with the rule that rejected them. Flags override the --config preset.
 
     Args:
-      input_file: .json or .jsonl records (usually the output of gen_dis.py).
+      input_file: .json or .jsonl records (usually the output of gen_dis.py); a .json
+        object holding them under one key ({"data": [...]}) is read too (README "Input
+        files").
       config: a YAML preset: a file, or the name of a shipped one (magpie: the
         original's rules; magpie-300k, magpie-dpo, fms-dgt, strict-en; files in
         magpie/configs/filters/, also reached as configs/filters/*.yaml).
