@@ -23,7 +23,8 @@ def main(
 
     Args:
       input_files: shard files (.json or .jsonl), e.g. 'data/*/Magpie_*_language.json';
-        a .json object holding the records under one key ({"data": [...]}) is read too.
+        a .json object holding the records under its one list-valued key (data, train,
+        rows ...) is read too.
       id_prefix: conversation ids are <id_prefix>_<n>.
       output_file: default <id_prefix>_sharegpt.jsonl next to the first shard.
       start_id: the first n.

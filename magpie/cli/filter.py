@@ -35,16 +35,16 @@ def main(
 
     Args:
       input_file: .json or .jsonl records (usually the output of gen_dis.py); a .json
-        object holding them under one key ({"data": [...]}) is read too (README "Input
-        files").
+        object holding them under its one list-valued key (data, train, rows ...) is read
+        too (README "Input files").
       config: a YAML preset: a file, or the name of a shipped one (magpie: the
         original's rules; magpie-300k, magpie-dpo, fms-dgt, strict-en; files in
         magpie/configs/filters/, also reached as configs/filters/*.yaml).
       output_file: default <input stem>_filtered.jsonl.
       rejected_file: default <input stem>_rejected.jsonl.
       generation_flags: drop records with a non-null *_flag, and records whose
-        conversation is not whole: no complete exchange, or turns after the last one,
-        such as an unanswered follow-up (default on).
+        conversation is not whole (no complete exchange, or turns after the last one,
+        such as an unanswered follow-up); default on.
       input_quality: allowed labels, comma-separated, e.g. good,excellent.
       min_instruct_reward: keep instruct_reward above this (the original: -10).
       no_trailing_colon: drop instructions ending with ":".
