@@ -240,18 +240,28 @@ def test_gen_res_skips_flagged_and_resumes(tiny_model_dir, tmp_path):
         ("", "file is empty"),
         ('{"instruction": "a"}\n{"instruction": "b"\n', ":2: malformed JSON"),
         ('{"instruction": 3}\n', ":1: field 'instruction' is not a string"),
-        ('{"question": "a"}\n', ":1: field 'instruction' is missing"),
+        ('{"question": "a"}\n', ":1: no user turn to answer"),
     ],
 )
-def test_gen_res_bad_input_names_file_and_line(tmp_path, content, message):
+def test_gen_res_bad_input_names_file_and_line(tmp_path, tiny_model_dir, content, message):
+    """Through the gen_res command: the message names the file (and line), and neither a
+    new output nor a journal is written, an earlier output is left as it was."""
     src = tmp_path / "in.jsonl"
     if content is not None:
         src.write_text(content)
+    with pytest.raises(InputError, match=message) as e:
+        gen_res.main(input_file=str(src), model_path=str(tiny_model_dir), max_tokens=4)
+    assert str(src) in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == (
+        ["in.jsonl"] if content is not None else []
+    )
+    # An output of an earlier run is not overwritten or half-written.
+    out = tmp_path / "in_res.json"
+    out.write_text("EARLIER")
     with pytest.raises(InputError, match=message):
-        from magpie.records import require_text_field
-
-        require_text_field(read_records(src), "instruction", src)
-    assert not (tmp_path / "in_res.json").exists()
+        gen_res.main(input_file=str(src), model_path=str(tiny_model_dir), max_tokens=4)
+    assert out.read_text() == "EARLIER"
+    assert not Path(f"{out}.journal.jsonl").exists()
 
 
 def run_cli(args):
