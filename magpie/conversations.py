@@ -26,6 +26,7 @@ from pathlib import Path
 from magpie.engines.base import Engine, SamplingParams, item_seeds
 from magpie.executor import Made, Step
 from magpie.profiles import TEMPLATE_DATE, Profile, fixed_date_template
+from magpie.prompt_text import render_with_data
 from magpie.records import InputError
 from magpie.responses import THINK_OPEN, read_completion
 
@@ -42,7 +43,17 @@ _SENTINEL = "MAGPIENEXTUSERTURN7Q"
 
 def render(tokenizer, messages: list[dict], add_generation_prompt: bool, **template_kwargs) -> str:
     """The tokenizer's chat template applied to messages (fixed date for dated templates;
-    `template_kwargs` such as enable_thinking go to the template)."""
+    `template_kwargs` such as enable_thinking go to the template). Contents holding a
+    special-token string come back as `ChatText` with their spans marked as data, so
+    engines tokenise them as text (magpie.prompt_text)."""
+    return render_with_data(
+        tokenizer,
+        lambda ms: _render(tokenizer, ms, add_generation_prompt, **template_kwargs),
+        messages,
+    )
+
+
+def _render(tokenizer, messages: list[dict], add_generation_prompt: bool, **template_kwargs) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise InputError("the model's tokenizer has no chat template to render conversations")
     template, dates = fixed_date_template(tokenizer.chat_template)

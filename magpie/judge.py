@@ -22,6 +22,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 
+from magpie.prompt_text import as_data, encode
 from magpie.records import InputError
 
 log = logging.getLogger("magpie")
@@ -139,7 +140,7 @@ class JudgeScorer:
         return self._head(instruction, response) + self.opening
 
     def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        return encode(self.tokenizer, text)
 
     def fit(self, conv) -> tuple[list[int], bool]:
         """(prompt token ids, truncated) for a conversation's last user and assistant
@@ -152,7 +153,7 @@ class JudgeScorer:
         if len(ids) <= self.max_length:
             return ids, False
         self.truncated += 1
-        q, a = self._ids(instruction), self._ids(response)
+        q, a = self._ids(as_data(instruction)), self._ids(as_data(response))
         room = self.max_length - (len(ids) - len(q) - len(a)) - 2 * len(self._ids(CUT))
         for _ in range(8):  # re-tokenising at the cuts can add a token or two
             keep_a = min(len(a), max(room - len(q), room // 2))

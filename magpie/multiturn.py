@@ -30,6 +30,7 @@ from magpie.conversations import (
 )
 from magpie.engines.base import SamplingParams
 from magpie.profiles import Profile
+from magpie.prompt_text import count_special_text, flag_special_text
 from magpie.records import InputError, Journal, read_records
 from magpie.stage import Summary, json_type
 
@@ -180,7 +181,8 @@ class MultiTurnJob(DialogueStep):
             )
             if d.stop_reason:
                 summary.flags[d.stop_reason] += 1
-            out.append(record)
+            out.append(flag_special_text(record, self.tokenizer))
+        count_special_text(summary.flags, out)
         summary.records_out = len(out)
         self.journal.finish(out)
         return summary
@@ -337,7 +339,8 @@ class ConversationJob(DialogueStep):
             record["gen_input_configs"] = {**self.gen_configs, "engine": engine}
             if d.stop_reason:
                 summary.flags[d.stop_reason] += 1
-            out.append(record)
+            out.append(flag_special_text(record, self.tokenizer))
+        count_special_text(summary.flags, out)
         summary.records_out = len(out)
         self.journal.finish(out)
         return summary

@@ -43,6 +43,7 @@ from magpie.engines.base import (
 )
 from magpie.engines.repetition import WINDOW, repeats
 from magpie.logits import FLAMING_TOKENS_FACTOR, markdown_header_token_ids
+from magpie.prompt_text import encode
 
 log = logging.getLogger("magpie")
 
@@ -129,7 +130,7 @@ class HFEngine:
     def encode(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt. Text is already templated: no special tokens are added."""
         if isinstance(prompt, str):
-            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            return encode(self.tokenizer, prompt)  # record text is text (prompt_text)
         return list(prompt)
 
     @torch.inference_mode()

@@ -57,6 +57,7 @@ from magpie.engines import repetition
 from magpie.engines.base import Completion, Prompt, SamplingParams, collect, resolve_seeds
 from magpie.engines.http_client import ServerClient, ServerError, error_message
 from magpie.engines.server_tokenizer import server_tokenizer
+from magpie.prompt_text import can_encode, encode
 from magpie.records import InputError
 
 log = logging.getLogger("magpie")
@@ -301,6 +302,9 @@ class OpenAIEngine:
         return stop
 
     def _prompt_text(self, prompt: Prompt):
+        if getattr(prompt, "data", ()) and self.kind != "llama-cpp-python":
+            if can_encode(self.tokenizer):  # record text holds special-token strings:
+                prompt = encode(self.tokenizer, prompt)  # sent as ids, tokenised as text
         if isinstance(prompt, str):
             bos = self.tokenizer.bos_token
             return prompt[len(bos) :] if self.strip_bos and prompt.startswith(bos) else prompt

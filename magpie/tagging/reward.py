@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from magpie.conversation import Conversation
+from magpie.prompt_text import as_data, encode, render_with_data
 from magpie.records import InputError
 
 MAX_BATCH_TOKENS = 32768
@@ -123,10 +124,12 @@ class RewardScorer:
         return self.fit(conv)[0]
 
     def _render(self, messages: list[dict]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=False
-        )
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        def render(ms: list[dict]) -> str:
+            return self.tokenizer.apply_chat_template(
+                ms, tokenize=False, add_generation_prompt=False
+            )
+
+        return encode(self.tokenizer, render_with_data(self.tokenizer, render, messages))
 
     def fit(self, conv: Conversation) -> tuple[list[int], bool]:
         """(token ids, truncated). Too long an input loses the start of its user turns,
@@ -141,7 +144,7 @@ class RewardScorer:
             if m["role"] != "user":
                 continue
             while len(ids) > self.max_length and m["content"]:
-                content = self.tokenizer(m["content"], add_special_tokens=False)["input_ids"]
+                content = encode(self.tokenizer, as_data(m["content"]))
                 cut = min(len(content), len(ids) - self.max_length + 1)
                 m["content"] = self.tokenizer.decode(content[cut:]).lstrip()
                 ids = self._render(messages)

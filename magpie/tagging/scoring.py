@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from magpie.conversation import Conversation
+from magpie.prompt_text import as_data, encode
 from magpie.records import InputError
 from magpie.resources import TAG_CALIBRATION
 from magpie.tagging.prompts import few_shot_prompt
@@ -171,7 +172,7 @@ class LabelScorer:
         self._warned: set[str] = set()
 
     def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False))
+        return encode(self.tokenizer, text)
 
     def prompts(self, mission: str, convs: Sequence[Conversation]) -> list[list[int]]:
         """Token ids of each conversation's scoring prompt, opened for the label."""
@@ -179,7 +180,8 @@ class LabelScorer:
             judge = self._judge_scorer()
             return [judge.fit(conv)[0] for conv in convs]
         opening = self._label_paths(mission)[0]
-        return [self._encode(few_shot_prompt(mission, conv) + opening) for conv in convs]
+        # The few-shot prompt quotes the record: all of it is text (prompt_text).
+        return [self._encode(as_data(few_shot_prompt(mission, conv)) + opening) for conv in convs]
 
     def _label_paths(self, mission: str) -> tuple[str, list[list[int]]]:
         """(opening, label token paths) after a few-shot prompt, found once per mission."""
