@@ -1,5 +1,12 @@
 """Response generation: answer each instruction with the model's own chat template.
 
+Magpie records are answered on their `instruction`. A record in another format the
+conversation model reads (`conversations`, `messages`, `conversation`, `input`) whose
+conversation ends on a user turn is answered too: the whole conversation is the prompt
+and the answer becomes its next assistant turn (written back in every shape the record
+carries). A conversation that already ends on an answer is left as it is (counted in the
+summary); a record with no user turn at all is an input error naming it.
+
 Records whose instruction is flagged (empty, unfinished) or missing text are not sent to
 the model: they keep `response: null` with `response_flag: "skipped"`, so nothing is
 silently treated as answered. A response that hits max_tokens is kept and flagged
@@ -29,11 +36,20 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from magpie.conversation import (
+    Conversation,
+    ConversationError,
+    Turn,
+    message_list,
+    read,
+    write_back,
+)
 from magpie.engines.base import Completion, Engine, SamplingParams, item_seeds
 from magpie.executor import Made, Step
 from magpie.models import is_default_model
 from magpie.profiles import Profile
-from magpie.records import InputError, Journal, read_records, require_text_field
+from magpie.prompt_text import count_special_text, flag_special_text
+from magpie.records import InputError, Journal, read_records, require_text_field, where
 from magpie.stage import Summary
 
 log = logging.getLogger("magpie")
@@ -167,6 +183,42 @@ def read_completion(
     return reasoning, text, None if text else "empty"
 
 
+LOOKED_FOR = (
+    "'instruction', or a conversation in 'conversations', 'messages', 'conversation' or 'input'"
+)
+
+
+def open_conversations(
+    records: list[dict], path: str | Path, multi: bool = False
+) -> tuple[dict[int, Conversation], set[int]]:
+    """({index: conversation ending on a user turn}, {indices of conversations already
+    ending on an answer}) of the records that have no `instruction` field. InputError
+    naming the file, record and the fields looked for when a record has no user turn to
+    answer (or, for `multi`, gen_po_multi_res, no `instruction`)."""
+    open_turns, answered = {}, set()
+    for i, record in enumerate(records):
+        if "instruction" in record:
+            continue
+        if multi:
+            raise InputError(f"{where(path, i)}: gen_po_multi_res answers 'instruction' fields")
+        try:
+            conv = read(record)
+        except ConversationError as e:
+            raise InputError(f"{where(path, i)}: {e}") from None
+        chat = [t for t in conv.turns if t.role != "system"]
+        if not chat or not any(t.role == "user" and t.text.strip() for t in chat):
+            fields = ", ".join(sorted(record)[:8]) or "none"
+            raise InputError(
+                f"{where(path, i)}: no user turn to answer (looked for {LOOKED_FOR}; "
+                f"the record has {fields})"
+            )
+        if chat[-1].role == "user":
+            open_turns[i] = conv
+        else:
+            answered.add(i)
+    return open_turns, answered
+
+
 class ResponseJob(Step):
     """One response run: input read and validated, journal opened, before any model loads.
     Items are record indices."""
@@ -202,6 +254,9 @@ class ResponseJob(Step):
             [r for r in self.records if r.get("instruction") is not None],
             "instruction",
             input_file,
+        )
+        self.open_turns, self.answered = open_conversations(
+            self.records, input_file, multi=num_samples is not None
         )
         self.params = SamplingParams(
             n=num_samples or 1,
@@ -271,6 +326,17 @@ class ResponseJob(Step):
             "response_flags": list(flags),
         }
 
+    @staticmethod
+    def _continued(record: dict, conv: Conversation, answer: dict) -> dict:
+        """A conversation record's fields with the answer added as its next assistant
+        turn (every shape the record carries, via `write_back`); a failed answer adds no
+        turn and leaves the flag."""
+        text, reasoning = answer.pop("response"), answer.pop("reasoning")
+        if answer["response_flag"] is None:
+            turns = [*conv.turns, Turn("assistant", text, reasoning)]
+            answer.update(write_back(record, Conversation(turns, conv.source)))
+        return answer
+
     def todo(self) -> list[int]:
         return [i for i in range(len(self.records)) if i not in self.journal.done]
 
@@ -296,12 +362,18 @@ class ResponseJob(Step):
         }
         todo, prompts = [], []
         for i in items:
-            text = records[i].get("instruction")
-            if not text or records[i].get("instruction_flag"):
-                yield i, {**records[i], **skipped}, 0
+            if i in self.answered:  # a conversation already ending on an answer: as it is
+                yield i, records[i], 0
                 continue
+            if i in self.open_turns:  # a conversation ending on a user turn
+                messages = message_list(self.open_turns[i])
+            else:
+                text = records[i].get("instruction")
+                if not text or records[i].get("instruction_flag"):
+                    yield i, {**records[i], **skipped}, 0
+                    continue
+                messages = [{"role": "user", "content": text}]
             todo.append(i)
-            messages = [{"role": "user", "content": text}]
             prompts.append(
                 messages
                 if chat
@@ -312,17 +384,24 @@ class ResponseJob(Step):
         for k, completions in stream(prompts, self.params, seeds):
             i = todo[k]
             opened = not chat and prompts[k].rstrip().endswith(THINK_OPEN)
+            answer = self._answer(completions, opened)
+            if i in self.open_turns:
+                answer = self._continued(records[i], self.open_turns[i], answer)
             record = {
                 **records[i],
-                **self._answer(completions, opened),
-                "gen_response_configs": {"prompt": None if chat else prompts[k], **configs},
+                **answer,
+                "gen_response_configs": {"prompt": None if chat else str(prompts[k]), **configs},
             }
+            record = flag_special_text(record, engine.tokenizer)
             yield i, record, sum(c.completion_tokens for c in completions)
 
     def finish(self, summary: Summary) -> Summary:
         out = [self.journal.done[i] for i in range(len(self.records))]
         summary.flags.update(r["response_flag"] for r in out if r.get("response_flag"))
         summary.flags.update(f for r in out for f in r.get("response_flags") or () if f)
+        count_special_text(summary.flags, out)
+        if self.answered:
+            summary.flags["already answered (left as it was)"] += len(self.answered)
         summary.records_out = len(out)
         self.journal.finish(out)
         return summary

@@ -37,7 +37,9 @@ def main(
     """Generate a response for every instruction of INPUT_FILE (.json or .jsonl).
 
     Args:
-      input_file: records with an `instruction` field (the output of gen_ins.py).
+      input_file: records with an `instruction` field (the output of gen_ins.py), or
+        conversations (`conversations`, `messages`, `conversation`, `input`) ending on a
+        user turn, which get the answer as their next assistant turn.
       model_path: hub id or local folder; empty = the embedded SmolLM2-135M-Instruct.
       temperature: sampling temperature; 0 = greedy. Default 0 (the original's), 0.7 on
         the embedded model (EMBEDDED_RESPONSE_DEFAULTS in magpie/responses.py: greedy
