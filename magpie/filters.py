@@ -10,7 +10,8 @@ Rules, each off unless set, checked in this order:
   after the last complete exchange, such as an unanswered follow-up).
 - input_quality: allowed labels, e.g. [good, excellent] (the original's rule).
 - min_instruct_reward: keep when `instruct_reward` > this (the original used -10).
-- no_trailing_colon: drop instructions ending with ":" (the original's rule).
+- no_trailing_colon: drop instructions ending with a colon (the original's rule), of any
+  script (":", "：", ...), closing quotes, brackets and whitespace after it aside.
 - remove_duplicates: drop a record whose near-duplicate representative
   (`min_similar_conversation_id` / `min_similar_uuid`, from gen_dis) is another record.
 - sample_quality: allowed 1-5 judge scores, e.g. [4, 5] (fms-dgt), read from
@@ -54,6 +55,7 @@ from magpie.conversation import Conversation, ConversationError, read
 from magpie.labels import DIFFICULTY, INPUT_QUALITY, SAMPLE_QUALITY_SCORES, TASK_CATEGORIES
 from magpie.records import InputError, read_records, write_records
 from magpie.resources import FILTER_PRESETS_DIR, filter_presets
+from magpie.sanitize import ends_with_colon
 from magpie.sharegpt import canonical_label
 
 RULES = (
@@ -234,7 +236,7 @@ def check(record: dict, cfg: FilterConfig) -> list[str]:
             failed.append("min_instruct_reward")
     if cfg.no_trailing_colon:
         text = conv.first_user
-        if not text or text.rstrip().endswith(":"):
+        if not text or ends_with_colon(text):
             failed.append("no_trailing_colon")
     if cfg.remove_duplicates:
         ident = _id_of(record)

@@ -70,6 +70,9 @@ def test_good_record_passes_every_rule():
         ({"instruct_reward": "high"}, "min_instruct_reward"),
         ({"instruction": "Here is a list:"}, "no_trailing_colon"),
         ({"instruction": "Complete this: \n"}, "no_trailing_colon"),
+        ({"instruction": "请把下面的句子翻译成英文："}, "no_trailing_colon"),  # full-width
+        ({"instruction": "次の文を要約してください：\u3000"}, "no_trailing_colon"),
+        ({"instruction": 'Finish the sentence "It was:"'}, "no_trailing_colon"),
         # no instruction, or no response: no complete exchange (and no answer of one)
         ({"instruction": None}, ["generation_flags", "no_trailing_colon", "response_pattern"]),
         ({"min_similar_conversation_id": "m_0"}, "remove_duplicates"),
@@ -88,6 +91,14 @@ def test_good_record_passes_every_rule():
 )
 def test_each_rule_fails_alone_and_nulls_do_not_crash(changes, rule):
     assert check(good(**changes), ALL) == (rule if isinstance(rule, list) else [rule])
+
+
+@pytest.mark.parametrize(
+    "instruction",
+    ["Use the ratio 3:2 in a sentence.", "时间是 10：30，请提醒我。", "List: apples, pears."],
+)
+def test_a_colon_inside_an_instruction_is_not_a_trailing_colon(instruction):
+    assert check(good(instruction=instruction), ALL) == []
 
 
 def test_missing_tags_fail_their_rules():

@@ -47,7 +47,7 @@ def main(
         such as an unanswered follow-up); default on.
       input_quality: allowed labels, comma-separated, e.g. good,excellent.
       min_instruct_reward: keep instruct_reward above this (the original: -10).
-      no_trailing_colon: drop instructions ending with ":".
+      no_trailing_colon: drop instructions ending with a colon of any script (":", "：").
       remove_duplicates: drop records whose near-duplicate representative is another record.
       sample_quality: allowed judge scores, e.g. 4,5.
       sample_quality_field: the field holding the judge score (default sample_quality).
