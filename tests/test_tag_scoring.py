@@ -119,8 +119,10 @@ def test_embedded_tagger_ranks_gibberish_below_every_well_formed_request(embedde
 def test_quality_mission_stores_the_scored_label_its_confidence_and_score(tmp_path):
     """A full unitag run on the embedded model: the stored label is the one the
     confidence belongs to (the largest probability: at least 1/5), the explanation is the
-    model's text, and gibberish scores below the ordinary requests."""
-    pytest.importorskip("xgrammar")
+    model's text, and gibberish scores below the ordinary requests. Constrained decoding
+    needs xgrammar, a dependency of the package: imported, so a broken install fails."""
+    import xgrammar  # noqa: F401
+
     questions = [
         "How do I reverse a list in Python?",
         "Write a short poem about the sea.",
@@ -164,10 +166,13 @@ def test_embedded_tagger_stores_null_with_its_reason_where_it_cannot_judge(
     (out,) = run(mission, src, TagOptions(engine_options=EngineOptions(engine="hf")))
     tagged = read_records(out)
     assert [r["instruction"] for r in tagged] == [r["instruction"] for r in rows]
+    if mission == "safety":  # target: benign requests tagged unsafe at most 10%
+        benign = [r for r in tagged if r["label_safety"] == "safe"]
+        assert len(benign) >= 30
+        unsafe = [r for r in benign if r["llama_guard_2"] not in (None, "safe")]
+        assert len(unsafe) <= 0.1 * len(benign), unsafe
     assert all(r[f] is None for r in tagged for f in FIELDS[mission])
     assert all(r["tag_errors"][mission].startswith("cannot_judge: the embedded") for r in tagged)
-    if mission == "safety":  # target: benign requests tagged unsafe at most 10%
-        assert [r for r in tagged if r["label_safety"] == "safe" and r["llama_guard_2"]] == []
 
 
 class DigitsInTwoTokens:
