@@ -481,7 +481,9 @@ def original_search_and_annotate(
     start = time.time()
     ds = ds.add_column("embeddings", embeddings.tolist())
     ds.add_faiss_index(column="embeddings")
-    rows = [json.loads(line) for line in open(records_path, encoding="utf-8")]
+    from magpie.records import read_records
+
+    rows = read_records(records_path)
     n = len(ds)
     with open(out_path, "a", encoding="utf-8") as f:
         for b in tqdm(range((n + batch - 1) // batch), desc="original", unit="batch"):
@@ -693,8 +695,9 @@ def _dtypes(texts: list[str]) -> dict:
 
 def _compare_files(original: Path, ours: Path) -> dict:
     """Row-by-row agreement of the two outputs, and why rows differ."""
-    a = [json.loads(x) for x in original.read_text().splitlines()]
-    b = [json.loads(x) for x in ours.read_text().splitlines()]
+    from magpie.records import read_records
+
+    a, b = read_records(original), read_records(ours)
     assert [r["conversation_id"] for r in a] == [r["conversation_id"] for r in b]
     out = {"rows": len(a), "identical": 0, "distance_only": 0, "capped_by_k": 0, "other": 0}
     examples = []

@@ -66,7 +66,9 @@ def response_prompts(engine, count: int) -> list[str]:
     from magpie.responses import chat_prompt
 
     path = Path(__file__).parent / "instructions.jsonl"
-    lines = [json.loads(x)["instruction"] for x in path.read_text().splitlines()][:count]
+    from magpie.records import read_records
+
+    lines = [r["instruction"] for r in read_records(path)][:count]
     return [chat_prompt(engine.tokenizer, [{"role": "user", "content": t}]) for t in lines]
 
 

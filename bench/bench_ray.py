@@ -27,6 +27,7 @@ from magpie.executor import LocalExecutor  # noqa: E402
 from magpie.models import DEFAULT_MODEL  # noqa: E402
 from magpie.profiles import get_profile  # noqa: E402
 from magpie.ray_executor import RayExecutor  # noqa: E402
+from magpie.records import read_records  # noqa: E402
 from magpie.responses import ResponseJob  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -65,8 +66,7 @@ def main() -> None:
     options = EngineOptions()
     tokenizer = options.tokenizer("")
     profile = get_profile(DEFAULT_MODEL, tokenizer)
-    lines = (HERE / "instructions.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines][: args.records]
+    rows = read_records(HERE / "instructions.jsonl")[: args.records]
     tmp = Path(tempfile.mkdtemp(prefix="bench_ray_"))
     src, warm = tmp / "ins.jsonl", tmp / "warm.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))

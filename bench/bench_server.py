@@ -56,7 +56,9 @@ def response_job(tokenizer, profile, count: int):
     from magpie.responses import chat_prompt
 
     path = Path(__file__).parent / "instructions.jsonl"
-    lines = [json.loads(x)["instruction"] for x in path.read_text().splitlines()][:count]
+    from magpie.records import read_records
+
+    lines = [r["instruction"] for r in read_records(path)][:count]
     prompts = [chat_prompt(tokenizer, [{"role": "user", "content": t}]) for t in lines]
     params = SamplingParams(
         temperature=0.0,

@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from magpie.models import embedded_model_dir  # noqa: E402
+from magpie.records import read_records  # noqa: E402
 
 SET = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "tagging"
 
@@ -177,7 +178,7 @@ def main() -> None:
     parser.add_argument("--write_calibration", action="store_true")
     parser.add_argument("--only_labels", action="store_true", help="skip the safety section")
     args = parser.parse_args()
-    rows = [json.loads(line) for line in (SET / "hand_labelled.jsonl").read_text().splitlines()]
+    rows = read_records(SET / "hand_labelled.jsonl")
     label_scoring(rows, args.write_calibration)
     if args.only_labels:
         return

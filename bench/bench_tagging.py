@@ -36,8 +36,9 @@ def records_with_responses(engine, count: int) -> list[dict]:
     cache = HERE / "out" / f"tagging_records_{count}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    lines = (HERE / "instructions.jsonl").read_text().splitlines()
-    instructions = [json.loads(x)["instruction"] for x in lines[:count]]
+    from magpie.records import read_records
+
+    instructions = [r["instruction"] for r in read_records(HERE / "instructions.jsonl")[:count]]
     prompts = [
         chat_prompt(engine.tokenizer, [{"role": "user", "content": q}]) for q in instructions
     ]

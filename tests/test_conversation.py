@@ -88,7 +88,7 @@ def contents(messages: list[dict]) -> list[tuple[str, str]]:
 
 
 def jsonl(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines()]
+    return read_records(path)
 
 
 # ------------------------------------------------------------------- reading and the rule
