@@ -312,6 +312,19 @@ class OpenAIEngine:
             return self.tokenizer.decode(list(prompt), skip_special_tokens=False)
         return [int(t) for t in prompt]
 
+    def _prompt_field(self, prompts: Sequence[Prompt]):
+        """The request's `prompt`: one prompt, or a list of texts or of id lists (the API
+        takes no mix of both: with any ids, every prompt goes as ids)."""
+        sent = [self._prompt_text(p) for p in prompts]
+        if len(sent) == 1:
+            return sent[0]
+        if any(isinstance(x, list) for x in sent) and can_encode(self.tokenizer):
+            sent = [
+                x if isinstance(x, list) else encode(self.tokenizer, p)
+                for x, p in zip(sent, prompts, strict=True)
+            ]
+        return sent
+
     def _plan(self, count: int, params: SamplingParams, base: list[int] | None, chat: bool):
         n_each = params.n if (params.n == 1 or self.n_per_request) else 1
         if base is None and not chat and self.kind in BATCHING and n_each == params.n:
@@ -332,8 +345,7 @@ class OpenAIEngine:
             body["messages"] = items[req.prompts[0]]
         else:
             path = self.client.api + "/completions"
-            texts = [self._prompt_text(items[i]) for i in req.prompts]
-            body["prompt"] = texts[0] if len(texts) == 1 else texts
+            body["prompt"] = self._prompt_field([items[i] for i in req.prompts])
         return self._post(path, body, abort)
 
     def _post(self, path: str, body: dict, abort) -> dict:
@@ -541,8 +553,7 @@ class OpenAIEngine:
                 return_tokens_as_token_ids=True,
                 add_special_tokens=False,
             )
-        texts = [self._prompt_text(prompts[i]) for i in req]
-        body["prompt"] = texts[0] if len(texts) == 1 else texts
+        body["prompt"] = self._prompt_field([prompts[i] for i in req])
         return self._post(self.client.api + "/completions", body, abort)
 
 
