@@ -106,6 +106,10 @@ def load_sentence_model(
         model = SentenceTransformer(path, device=dev, model_kwargs={"dtype": getattr(torch, dtype)})
     except (OSError, ValueError) as e:
         raise InputError(f"cannot load sentence model {name!r}: {e}") from None
+    # Record text is text: "[SEP]" or "[CLS]" inside a record must not become the model's
+    # control tokens (the tokenizer still adds its own around each text).
+    if hasattr(model, "tokenizer"):
+        model.tokenizer.split_special_tokens = True
     log.info("sentence model %s on %s (%s)", name or DEFAULT_SENTENCE_MODEL, dev, dtype)
     return model
 

@@ -375,3 +375,16 @@ def test_gen_res_through_the_command_on_jsonl(tmp_path, tiny_model_dir):
     records = read_records(tmp_path / "ins_res.json")
     assert records[0][SPECIAL_TEXT] == ["<|im_start|>", "<|im_end|>"]
     assert records[0]["gen_response_configs"]["prompt"].count("<|im_start|>") == 5
+
+
+def test_embeddings_read_bracketed_markers_in_records_as_text():
+    """gen_dis's sentence model: "[SEP]" in a record is text; [CLS]/[SEP] are the
+    tokenizer's own, once each, around the text."""
+    from magpie.embeddings import load_sentence_model
+
+    tok = load_sentence_model(None, device="cpu", dtype="float32").tokenizer
+    ids = tok("What does [SEP] mean? [CLS]")["input_ids"]
+    cls, sep = tok.convert_tokens_to_ids(["[CLS]", "[SEP]"])
+    assert ids[0] == cls and ids[-1] == sep
+    assert ids.count(cls) == 1 and ids.count(sep) == 1
+    assert tok.decode(ids[1:-1]) == "what does [ sep ] mean? [ cls ]"  # uncased WordPiece
