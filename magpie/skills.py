@@ -1,18 +1,34 @@
 """Seed-driven skills generation (InstructLab "skills", as fms-dgt runs it) on our engines.
 
 Without context, per iteration:
-  1. questions: an in-context prompt of seed questions asks for N new ones ("### Question
-     N:" blocks, parsed leniently);
+  1. questions: each prompt shows a chunk of seed questions as a few-shot conversation
+     (the user asks for a question, the assistant's turn is a seed question, "another
+     one, on a different subject", ...) and samples `num_questions_to_generate_per_prompt`
+     new assistant turns, one question each. Where the engine decodes to a JSON schema
+     the turns are {"question": ...} objects and the string is constrained to one line
+     of 15-300 characters that ends as the seeds end (with "?" when every seed question
+     does): a title or a list cannot be written;
   2. question validation: an LLM judge rates each 0/1; kept only at 1;
-  3. answers: each question answered with one seed question/answer as example;
+  3. answers: each question is the last user turn of a few-shot conversation whose
+     earlier turns are seed questions and their answers;
   4. answer validation: the judge rates 1-3; kept at 2 or 3.
-With context (any seed has `context`): a new context is written from each seed's, then
-grounded questions, grounded question validation (answerable from the context), grounded
-answers and grounded answer validation, with the same thresholds.
+With context (any seed has `context`): a new context is written from each seed's (few
+shot, as the questions), then grounded questions, grounded question validation
+(answerable from the context), grounded answers and grounded answer validation, with the
+same thresholds.
+
+Why this layout: the embedded SmolLM2-135M-Instruct, asked in one prompt for "N new tasks
+as ### Question N: blocks", wrote titles ("The Science of Sleep: How Sleep Affects ...")
+or copied the examples, and answered by repeating the title (bench/sweep_skills.py and
+BENCHMARKS.md, "Skills generation on the embedded default").
 
 Judges decode to a JSON schema where the engine can (hf with a grammar, vLLM); otherwise
 their answer is parsed leniently, and an unparseable judgement rejects the item with
-that reason. Every rejected item is kept, with the step and the reason.
+that reason. A judge measured not to separate good items from bad ones (CANNOT_JUDGE:
+the embedded model rates even the seed answers 1) is not asked: the step keeps its
+items, records null ratings and says why, and the answers' quality is left to the
+task's tagging and filter (sample quality, which the embedded model ranks). Every
+rejected item is kept, with the step and the reason.
 
 Prompt texts are files in magpie/configs/prompts/skills/ (`string.Template`, `$name` fields);
 a task's `prompt_templates_dir` holds files of the same names to override them.
@@ -20,6 +36,7 @@ a task's `prompt_templates_dir` holds files of the same names to override them.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections import Counter
@@ -38,10 +55,12 @@ from magpie.tagging.schemas import LabelError
 
 TEMPLATE_NAMES = (
     "generate_questions",
+    "ask_another_question",
     "validate_question",
     "generate_answer",
     "validate_answer",
     "generate_context",
+    "ask_another_context",
     "generate_grounded_questions",
     "validate_grounded_question",
     "generate_grounded_answer",
@@ -62,6 +81,32 @@ def judge_schema(ratings: list[int]) -> dict:
 
 
 QUESTION_RATINGS, ANSWER_RATINGS = [0, 1], [1, 2, 3]
+
+_EMBEDDED = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_ANSWER_JUDGE = (
+    "cannot_judge: the embedded SmolLM2-135M-Instruct judge rates every answer 1, the seed "
+    "answers included (BENCHMARKS.md, skills); answers are left to the task's sample-quality "
+    "tag and filter. Give a larger --model_path for this step"
+)
+# (model, step): why the model's judgement is not asked for at that step.
+CANNOT_JUDGE = {
+    (_EMBEDDED, "validate_answer"): _ANSWER_JUDGE,
+    (_EMBEDDED, "validate_grounded_answer"): _ANSWER_JUDGE,
+}
+
+
+def question_schema(seeds: list[str]) -> dict:
+    """One question as a JSON object: a single line of 15-300 characters, ending with "?"
+    when every seed question does (else with any sentence end)."""
+    one_line = all("\n" not in q.strip() for q in seeds)
+    body = "[^\\n]" if one_line else "[\\s\\S]"
+    end = "\\?" if all(q.strip().endswith("?") for q in seeds) else "[.?!:]"
+    return {
+        "type": "object",
+        "properties": {"question": {"type": "string", "pattern": f"^[^\\s]{body}{{13,298}}{end}$"}},
+        "required": ["question"],
+        "additionalProperties": False,
+    }
 
 
 def load_templates(override_dir: str | Path | None = None) -> dict[str, Template]:
@@ -186,6 +231,8 @@ class SkillsBuilder:
         top_p: float = 0.95,
         max_tokens: int = 512,
         judge_max_tokens: int = 160,
+        frequency_penalty: float = 0.3,
+        model_name: str = "",
     ):
         self.engine, self.task = engine, task
         self.seeds = task["seed_examples"]
@@ -197,6 +244,8 @@ class SkillsBuilder:
         self.machine_batch_size = int(task.get("machine_batch_size", 0))
         self.machine_questions: list[str] = []  # kept in earlier rounds, for bootstrapping
         self.constrained = constrained(engine)
+        # Questions and contexts: sampled, no penalty (a question is short). Answers: the
+        # response stages' setting for small models, frequency penalty 0.3 (gen_res).
         self.gen = SamplingParams(
             temperature=temperature,
             top_p=top_p,
@@ -204,6 +253,11 @@ class SkillsBuilder:
             stop=list(profile.response_stop_tokens),  # answers: harmony's differ
             stop_token_ids=list(profile.response_stop_token_ids),
         )
+        self.frequency_penalty = frequency_penalty
+        self.question_max_tokens = 96
+        self.cannot_judge = {
+            step: why for (model, step), why in CANNOT_JUDGE.items() if model == model_name
+        }
         eos = getattr(engine.tokenizer, "eos_token_id", None)
         self.judge_max_tokens = judge_max_tokens
         self.judge_stop_ids = list(profile.stop_token_ids) or ([eos] if eos is not None else [])
@@ -213,24 +267,29 @@ class SkillsBuilder:
         self.calls = 0
 
     # --------------------------------------------------------------- engine calls
-    def _generate(self, prompts: list[str], n_tokens: int | None = None) -> list[tuple[str, str]]:
-        """(text, finish_reason) per prompt, in order."""
-        if not prompts:
+    def _generate(
+        self,
+        chats: list[list[dict]],
+        n_tokens: int | None = None,
+        n: int = 1,
+        **params,
+    ) -> list[list[tuple[str, str]]]:
+        """Per conversation (its last turn the user's), `n` samples of the assistant's
+        next turn: (text, finish_reason) each, in order."""
+        if not chats:
             return []
         self.calls += 1
-        params = SamplingParams(**{**self.gen.__dict__, "seed": self.seed})
+        sampling = SamplingParams(**{**self.gen.__dict__, "seed": self.seed, "n": n, **params})
         if n_tokens:
-            params.max_tokens = n_tokens
-        chats = [
-            chat_prompt(self.engine.tokenizer, [{"role": "user", "content": p}]) for p in prompts
-        ]
+            sampling.max_tokens = n_tokens
+        prompts = [chat_prompt(self.engine.tokenizer, messages) for messages in chats]
         # Item k of call c draws from item_seeds(seed, "skills/c", k): calls are counted
         # in a fixed order and the count is restored on resume, so texts repeat exactly.
-        out = self.engine.generate(chats, params, self._seeds(len(chats)))
-        return [(c.text.strip(), c.finish_reason) for (c,) in out]
+        out = self.engine.generate(prompts, sampling, self._seeds(len(prompts), n))
+        return [[(c.text.strip(), c.finish_reason) for c in cs] for cs in out]
 
-    def _seeds(self, count: int) -> list[int] | None:
-        return item_seeds(self.seed, f"skills/{self.calls}", range(count))
+    def _seeds(self, count: int, n: int = 1) -> list[int] | None:
+        return item_seeds(self.seed, f"skills/{self.calls}", range(count), n)
 
     def _judge(self, prompts: list[str], ratings: list[int]) -> list[tuple[int | None, str | None]]:
         if not prompts:
@@ -278,94 +337,171 @@ class SkillsBuilder:
         return kept
 
     # --------------------------------------------------------------- steps
-    def question_prompts(self) -> tuple[list[list[int]], list[str]]:
-        """Seed chunks and their question-generation prompts. Each prompt shows a chunk of
-        `num_icl_examples_per_prompt` seed questions and, as fms-dgt bootstraps
-        (self-instruct style), up to `machine_batch_size` questions kept in earlier rounds."""
+    def _question_turn(self, question: str) -> str:
+        """A question as the assistant writes it: a JSON object under a grammar, else text."""
+        if self.constrained:
+            return json.dumps({"question": question}, ensure_ascii=False)
+        return question
+
+    def _read_question(self, text: str, finish: str) -> tuple[str | None, str | None]:
+        """(the question, None) or (None, why not) from one sampled assistant turn."""
+        if finish == "length":
+            return None, "unfinished question"
+        if self.constrained:
+            try:
+                question = json.loads(text).get("question")
+            except (ValueError, AttributeError):
+                return None, "no question could be parsed"
+        else:  # free text: the first question in it
+            found = split_questions(text)
+            question = found[0] if found else None
+        if not isinstance(question, str) or len(question.strip()) < 5:
+            return None, "no question could be parsed"
+        return question.strip(), None
+
+    def _sample_questions(self, step: str, chats: list[list[dict]], make) -> list[Item]:
+        """`num_questions_to_generate_per_prompt` questions sampled per conversation;
+        `make(k, question)` makes conversation k's item."""
+        params = {"n_tokens": self.question_max_tokens, "n": self.n}
+        if self.constrained:
+            params["json_schema"] = question_schema([s["question"] for s in self.seeds])
+        items = []
+        for k, samples in enumerate(self._generate(chats, **params)):
+            for text, finish in samples:
+                self.counts.made[step] += 1
+                question, why = self._read_question(text, finish)
+                if question is None:
+                    self.counts.rejected[step] += 1
+                    self.rejected.append({"step": step, "reason": why, "raw": text})
+                    continue
+                self.counts.kept[step] += 1
+                items.append(make(k, question))
+        return items
+
+    def question_prompts(self) -> tuple[list[list[int]], list[list[dict]]]:
+        """Seed chunks and their question-generation conversations. Each shows a chunk of
+        `num_icl_examples_per_prompt` seed questions as earlier assistant turns and, as
+        fms-dgt bootstraps (self-instruct style), up to `machine_batch_size` questions
+        kept in earlier rounds; its last turn asks for one more."""
         order = list(range(len(self.seeds)))
         self.rng.shuffle(order)
         chunks = [order[i : i + self.k] for i in range(0, len(order), self.k)]
-        prompts = []
+        desc = self.task["task_description"]
+        first = fill(self.templates["generate_questions"], task_description=desc)
+        another = fill(self.templates["ask_another_question"], task_description=desc)
+        chats = []
         for chunk in chunks:
             shown = [self.seeds[i]["question"] for i in chunk]
             if self.machine_batch_size and self.machine_questions:
                 m = min(self.machine_batch_size, len(self.machine_questions))
                 shown += self.rng.sample(self.machine_questions, m)
-            examples = "\n\n".join(f"### Question {j + 1}: {q}" for j, q in enumerate(shown))
-            prompts.append(
-                fill(
-                    self.templates["generate_questions"],
-                    task_description=self.task["task_description"],
-                    examples=examples,
-                    count=self.n,
-                )
-            )
-        return chunks, prompts
+            messages = []
+            for j, q in enumerate(shown):
+                messages.append({"role": "user", "content": first if j == 0 else another})
+                messages.append({"role": "assistant", "content": self._question_turn(q)})
+            messages.append({"role": "user", "content": another})
+            chats.append(messages)
+        return chunks, chats
 
     def _questions(self) -> list[Item]:
-        chunks, prompts = self.question_prompts()
-        items = []
-        for chunk, (text, _) in zip(chunks, self._generate(prompts), strict=True):
-            found = split_questions(text)[: self.n]
-            if not found:
-                self.rejected.append(
-                    {
-                        "step": "generate_questions",
-                        "reason": "no question could be parsed",
-                        "raw": text,
-                    }
-                )
-                self.counts.rejected["generate_questions"] += 1
-            items += [Item(q, seed_index=chunk[0]) for q in found]
-        self.counts.made["generate_questions"] += len(items)
-        self.counts.kept["generate_questions"] += len(items)
-        return items
+        chunks, chats = self.question_prompts()
+        return self._sample_questions(
+            "generate_questions", chats, lambda k, q: Item(q, seed_index=chunks[k][0])
+        )
 
     def _contexts(self) -> list[tuple[int, str]]:
+        """One new context per seed with one: a few-shot conversation whose earlier
+        assistant turns are other seeds' contexts and, last, this seed's."""
+        desc = self.task["task_description"]
+        first = fill(self.templates["generate_context"], task_description=desc)
+        another = fill(self.templates["ask_another_context"], task_description=desc)
         with_context = [i for i, s in enumerate(self.seeds) if s.get("context")]
-        prompts = [
-            fill(
-                self.templates["generate_context"],
-                task_description=self.task["task_description"],
-                example_context=self.seeds[i]["context"],
-            )
-            for i in with_context
-        ]
+        chats = []
+        for i in with_context:
+            others = [j for j in with_context if j != i][: max(0, self.k - 1)]
+            messages = []
+            for n, j in enumerate([*others, i]):
+                messages.append({"role": "user", "content": first if n == 0 else another})
+                messages.append({"role": "assistant", "content": self.seeds[j]["context"]})
+            messages.append({"role": "user", "content": another})
+            chats.append(messages)
         contexts = []
-        for i, (text, _) in zip(with_context, self._generate(prompts), strict=True):
+        for i, [(text, finish)] in zip(with_context, self._generate(chats), strict=True):
             self.counts.made["generate_context"] += 1
             m = re.search(r"\[Start of Context\](.*?)(\[End of Context\]|$)", text, re.S)
             context = (m.group(1) if m else text).strip()
-            if len(context) < 20:
+            why = (
+                "no context text"
+                if len(context) < 20
+                else "unfinished context"
+                if finish in ("length", "repetitive")
+                else None
+            )
+            if why:
                 self.counts.rejected["generate_context"] += 1  # made = kept + rejected
-                self.rejected.append(
-                    {"step": "generate_context", "reason": "no context text", "raw": text}
-                )
+                self.rejected.append({"step": "generate_context", "reason": why, "raw": text})
                 continue
             self.counts.kept["generate_context"] += 1
             contexts.append((i, context))
         return contexts
 
+    def _grounded_ask(self, context: str) -> str:
+        return fill(
+            self.templates["generate_grounded_questions"],
+            task_description=self.task["task_description"],
+            context=context,
+        )
+
     def _grounded_questions(self, contexts: list[tuple[int, str]]) -> list[Item]:
-        prompts = []
+        chats = []
         for i, context in contexts:
             seed = self.seeds[i]
-            prompts.append(
-                fill(
-                    self.templates["generate_grounded_questions"],
-                    task_description=self.task["task_description"],
-                    example_context=seed["context"],
-                    example_question=seed["question"],
-                    context=context,
-                    count=self.n,
-                )
+            chats.append(
+                [
+                    {"role": "user", "content": self._grounded_ask(seed["context"])},
+                    {"role": "assistant", "content": self._question_turn(seed["question"])},
+                    {"role": "user", "content": self._grounded_ask(context)},
+                ]
             )
-        items = []
-        for (i, context), (text, _) in zip(contexts, self._generate(prompts), strict=True):
-            found = split_questions(text)[: self.n]
-            items += [Item(q, context=context, seed_index=i) for q in found]
-        self.counts.made["generate_grounded_questions"] += len(items)
-        self.counts.kept["generate_grounded_questions"] += len(items)
+        return self._sample_questions(
+            "generate_grounded_questions",
+            chats,
+            lambda k, q: Item(q, context=contexts[k][1], seed_index=contexts[k][0]),
+        )
+
+    def _answer_chat(self, item: Item) -> list[dict]:
+        """The question as the last user turn after seed questions answered (up to
+        `num_icl_examples_per_prompt`, drawn at random; for a grounded item the seeds
+        with a context, each asked with its document)."""
+        desc = self.task["task_description"]
+        pool = [i for i, s in enumerate(self.seeds) if s.get("context")] if self.grounded else []
+        pool = pool or list(range(len(self.seeds)))
+        shown = self.rng.sample(pool, min(self.k, len(pool)))
+
+        def ask(question: str, context: str | None) -> str:
+            if self.grounded:
+                return fill(
+                    self.templates["generate_grounded_answer"],
+                    task_description=desc,
+                    context=context or "",
+                    question=question,
+                )
+            return fill(self.templates["generate_answer"], task_description=desc, question=question)
+
+        messages = []
+        for i in shown:
+            seed = self.seeds[i]
+            messages.append({"role": "user", "content": ask(seed["question"], seed.get("context"))})
+            messages.append({"role": "assistant", "content": seed["answer"]})
+        messages.append({"role": "user", "content": ask(item.question, item.context)})
+        return messages
+
+    def _not_judged(self, step: str, items: list[Item]) -> list[Item]:
+        """A step whose judge cannot judge (CANNOT_JUDGE): items kept, rating null."""
+        self.counts.made[step] += len(items)
+        self.counts.kept[step] += len(items)
+        for item in items:
+            item.ratings[step] = None
         return items
 
     def iterate(self) -> list[Item]:
@@ -391,31 +527,11 @@ class SkillsBuilder:
         )
         items = self._filter(step_q, items, judged, lambda r: r == 1)
 
-        prompts = []
-        for it in items:
-            if self.grounded:
-                prompts.append(
-                    fill(
-                        self.templates["generate_grounded_answer"],
-                        task_description=desc,
-                        context=it.context,
-                        question=it.question,
-                    )
-                )
-            else:
-                ex = self.seeds[self.rng.randrange(len(self.seeds))]
-                prompts.append(
-                    fill(
-                        self.templates["generate_answer"],
-                        task_description=desc,
-                        example_question=ex["question"],
-                        example_answer=ex["answer"],
-                        question=it.question,
-                    )
-                )
         step_gen = "generate_grounded_answer" if self.grounded else "generate_answer"
+        chats = [self._answer_chat(it) for it in items]
         answered = []
-        for it, (text, finish) in zip(items, self._generate(prompts), strict=True):
+        outs = self._generate(chats, frequency_penalty=self.frequency_penalty)
+        for it, [(text, finish)] in zip(items, outs, strict=True):
             it.answer = text
             self.counts.made[step_gen] += 1
             if not text or finish in ("length", "repetitive"):
@@ -424,6 +540,8 @@ class SkillsBuilder:
             else:
                 self.counts.kept[step_gen] += 1
                 answered.append(it)
+        if step_a in self.cannot_judge:
+            return self._not_judged(step_a, answered)
         judged = self._judge(
             [
                 fill(
@@ -505,10 +623,14 @@ class SkillsBuilder:
     def steps(self) -> dict:
         """Per step: made, kept and rejected, for the summary."""
         c = self.counts
-        return {
+        out = {
             step: {"made": c.made[step], "kept": c.kept[step], "rejected": c.rejected[step]}
             for step in sorted(set(c.made) | set(c.rejected))
         }
+        for step, why in self.cannot_judge.items():
+            if step in out:
+                out[step]["not_judged"] = why
+        return out
 
 
 def item_record(task_name: str, i: int, it: Item) -> dict:

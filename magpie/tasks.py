@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from magpie.engines import EXECUTOR_FLAGS, EngineOptions
+from magpie.labels import INPUT_QUALITY
 from magpie.records import (
     InputError,
     Journal,
@@ -38,6 +39,7 @@ from magpie.records import (
     write_json,
     write_records,
 )
+from magpie.stage import json_type
 
 log = logging.getLogger("magpie")
 
@@ -228,16 +230,44 @@ def _post_process(task: dict, tagged: Path, out_dir: Path, summary: dict) -> Pat
     return final
 
 
+ID_FIELDS = ("id", "uuid", "conversation_id")
+
+
+def with_ids(records: list[dict], task_name: str) -> list[dict]:
+    """The records, each with an id: near-duplicate marking names a record's
+    representative by id. A record without any id field gets one of the type the input's
+    ids have, so the `id` column keeps one type (datasets/pyarrow load it): integer ids
+    go on from the largest, string ids (or none) get "<task>_<index>". Input whose ids
+    mix types gets every id as a string, said once."""
+    types = {json_type(r["id"]) for r in records if "id" in r}
+    integers = types == {"number"} and all(isinstance(r["id"], int) for r in records if "id" in r)
+    if len(types) > 1 or (types == {"number"} and not integers):
+        log.info(
+            "note: the input's ids are %s; every id is written as a string",
+            " and ".join(sorted(types)),
+        )
+        records = [{**r, "id": str(r["id"])} if "id" in r else r for r in records]
+    used = {r["id"] for r in records if "id" in r}
+    next_int = max(used, default=-1) + 1 if integers else None
+    out = []
+    for i, r in enumerate(records):
+        if not any(k in r for k in ID_FIELDS):
+            if next_int is not None:
+                new_id, next_int = next_int, next_int + 1
+            else:
+                new_id = f"{task_name}_{i}"
+                while new_id in used:
+                    new_id += "_"
+            used.add(new_id)
+            r = {"id": new_id, **r}
+        out.append(r)
+    return out
+
+
 def run_tag_transform(task: dict, out_dir: Path) -> dict:
     from magpie.tagging.job import run as run_tagging
 
-    records = read_records(task["seed_datastore"]["data_path"])
-    # Near-duplicate marking names each record's representative by id: give ids where missing.
-    ids = ("id", "uuid", "conversation_id")
-    records = [
-        r if any(k in r for k in ids) else {"id": f"{task['task_name']}_{i}", **r}
-        for i, r in enumerate(records)
-    ]
+    records = with_ids(read_records(task["seed_datastore"]["data_path"]), task["task_name"])
     source = out_dir / f"{task['task_name']}.jsonl"
     write_records(source, records)
     files = run_tagging(task.get("mission", "magpie"), source, _tag_options(task))
@@ -250,6 +280,50 @@ def run_tag_transform(task: dict, out_dir: Path) -> dict:
 
 # Keys that do not change the generated items.
 POST_PROCESSING = ("created_by", "tag", "dedup", "filter", *EXECUTOR_FLAGS)
+
+
+# The default filter's tag rules, in label order, and the mission that tags each.
+FITTED_RULES = ("quality", "sample_quality")
+_RULE_LABELS = {"input_quality": list(INPUT_QUALITY), "sample_quality": [1, 2, 3, 4, 5]}
+
+
+def seed_records(task: dict) -> list[dict]:
+    """The task's seed examples as records (as generated items are written)."""
+    from magpie.skills import Item, item_record
+
+    return [
+        {
+            **item_record(task["task_name"], i, Item(s["question"], s.get("context"), s["answer"])),
+            "id": f"{task['task_name']}_seed_{i}",
+        }
+        for i, s in enumerate(task["seed_examples"])
+    ]
+
+
+def fit_to_seeds(rules: dict, tagged_seeds: list[dict]) -> tuple[dict, dict]:
+    """The default filter's label rules widened, where they reject a seed example, to
+    every label from the lowest one a seed got upward: the seeds are the task's own
+    definition of a good item, so a rule that drops them measures the tagger, not the
+    items (the embedded tagger calls every shipped seed question "average" and rates 3 of
+    4 correct seed answers 2). Returns (rules, {rule: what changed and why})."""
+    rules, fitted = dict(rules), {}
+    for rule, order in _RULE_LABELS.items():
+        allowed = rules.get(rule)
+        labels = [r.get(rule) for r in tagged_seeds if r.get(rule) in order]
+        if not allowed or not labels or all(label in allowed for label in labels):
+            continue
+        lowest = min(order.index(label) for label in labels)
+        widened = [x for x in order if x in allowed or order.index(x) >= lowest]
+        rejected = sum(label not in allowed for label in labels)
+        fitted[rule] = {
+            "was": list(allowed),
+            "now": widened,
+            "seeds": labels,
+            "why": f"{allowed} rejects {rejected} of {len(labels)} seed examples on this "
+            f"tagger (their labels: {labels}); widened to {widened}",
+        }
+        rules[rule] = widened
+    return rules, fitted
 
 
 def run_skills(task: dict, out_dir: Path) -> dict:
@@ -280,6 +354,7 @@ def run_skills(task: dict, out_dir: Path) -> dict:
             seed=task.get("seed", 0),
             temperature=task.get("temperature", 0.7),
             max_tokens=task.get("max_tokens", 512),
+            model_name=canonical_name(model_path),
         )
         journal = Journal(generated, fingerprint)  # resumes a killed run's finished rounds
         items = builder.run(
@@ -302,14 +377,36 @@ def run_skills(task: dict, out_dir: Path) -> dict:
         return summary
     current = generated
     if task.get("tag", True):
-        from magpie.tagging.job import tag_file
+        from magpie.executor import LocalExecutor
+        from magpie.tagging import CANNOT_JUDGE
+        from magpie.tagging.job import TagJob
         from magpie.tagging.llm import LLMTagger
 
-        tagger = LLMTagger(engine, canonical_name(model_path), seed=task.get("seed", 0))
-        for mission in ("quality", "sample_quality", "difficulty"):
-            out = out_dir / f"{current.stem}_{mission}.jsonl"
-            print(tag_file(mission, tagger, current, out).line())
-            current = out
+        name = canonical_name(model_path)
+        tagger = LLMTagger(engine, name, seed=task.get("seed", 0))
+
+        def tag(source: Path, missions: tuple[str, ...]) -> Path:
+            for mission in missions:
+                out = out_dir / f"{source.stem}_{mission}.jsonl"
+                job = TagJob(mission, source, out, tagger.settings(), tagger.judge)
+                # As unitag: a mission the tagger cannot be trusted with gets null labels
+                # and the reason (the embedded model's difficulty), not an untrusted label.
+                job.cannot_judge = CANNOT_JUDGE.get((name, mission))
+                print(job.execute(LocalExecutor(), lambda: tagger).line())
+                source = out
+            return source
+
+        current = tag(current, ("quality", "sample_quality", "difficulty"))
+        if "filter" not in task:  # the default filter, read against the seeds' own tags
+            seeds = out_dir / "seed_examples.jsonl"
+            write_records(seeds, seed_records(task))
+            tagged_seeds = read_records(tag(seeds, FITTED_RULES))
+            rules, fitted = fit_to_seeds(SKILLS_FILTER, tagged_seeds)
+            task = {**task, "filter": rules}
+            if fitted:
+                summary["filter_fitted_to_seeds"] = fitted
+                for rule, how in fitted.items():
+                    log.info("note: skills filter rule %s: %s", rule, how["why"])
     task = {"dedup": True, "filter": SKILLS_FILTER, **task}
     _post_process(task, current, out_dir, summary)
     return summary

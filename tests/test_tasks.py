@@ -149,7 +149,7 @@ def test_prompt_templates_can_be_overridden(tmp_path):
     (tmp_path / "validate_question.txt").write_text("Rate $question for $task_description.")
     templates = load_templates(tmp_path)
     assert templates["validate_question"].template.startswith("Rate $question")
-    assert "### Question N:" in templates["generate_questions"].template  # the default
+    assert "$task_description" in templates["generate_questions"].template  # the default
 
 
 # ------------------------------------------------------------------ end to end, real model
@@ -157,6 +157,10 @@ LABELS = {
     "input_quality": {"very poor", "poor", "average", "good", "excellent"},
     "difficulty": {"very easy", "easy", "medium", "hard", "very hard"},
 }
+
+
+# Small runs of the shipped examples that keep items on the embedded default (seeded).
+E2E = {"num_samples": 3, "max_iterations": 2, "num_questions_to_generate_per_prompt": 3}
 
 
 def small(task_file: Path, tmp_path: Path, **changes) -> Path:
@@ -172,62 +176,103 @@ def check_counts(summary: dict) -> None:
         assert c["made"] == c["kept"] + c["rejected"], (step, c)
 
 
-def check_outputs(out: Path, summary: dict) -> None:
-    final = (
-        read_records(out / "final_data.jsonl") if (out / "final_data.jsonl").stat().st_size else []
-    )
-    assert summary["kept"] == len(final)
+def fitted_rules(out: Path, summary: dict, task: dict) -> dict:
+    """The default filter's label rules as the run applied them: widened only where they
+    rejected a seed example, to the labels from the lowest a seed got upward."""
+    from magpie.tasks import _RULE_LABELS, SKILLS_FILTER
+
+    seeds = read_records(out / "seed_examples_quality_sample_quality.jsonl")
+    assert len(seeds) == len(task["seed_examples"])
+    fitted = summary.get("filter_fitted_to_seeds", {})
+    rules = {}
+    for rule, order in _RULE_LABELS.items():
+        labels = [r[rule] for r in seeds]
+        assert all(label in order for label in labels)  # every seed tagged
+        if all(label in SKILLS_FILTER[rule] for label in labels):
+            assert rule not in fitted
+            rules[rule] = SKILLS_FILTER[rule]
+        else:
+            lowest = min(order.index(label) for label in labels)
+            assert fitted[rule]["now"] == [
+                x for x in order if x in SKILLS_FILTER[rule] or order.index(x) >= lowest
+            ]
+            rules[rule] = fitted[rule]["now"]
+    return rules
+
+
+def check_outputs(out: Path, summary: dict, task_file: Path, grounded: bool = False) -> list[dict]:
+    """The run reached tagging, near-duplicate marking and the filter with items kept, and
+    every kept item is a real question with an answer, tagged and passing the filter."""
+    final = read_records(out / "final_data.jsonl")
+    assert final, summary  # items got through: the checks below run
+    assert summary["kept"] == len(final) >= 1
+    assert summary["generated"] >= len(final)
+    task = yaml.safe_load(task_file.read_text())
+    seeds = {s["question"] for s in task["seed_examples"]}
+    rules = fitted_rules(out, summary, task)
+    step_a = "validate_grounded_answer" if grounded else "validate_answer"
+    step_q = "validate_grounded_question" if grounded else "validate_question"
     for r in final:
-        assert r["question"].strip() and r["answer"].strip()
-        assert r["input_quality"] in ("good", "excellent")
-        assert r["sample_quality"] in (4, 5)
-        assert r["difficulty"] in LABELS["difficulty"]
-    for name in ("generation_rejected.jsonl", "filter_rejected.jsonl"):
-        path = out / name
-        if path.exists() and path.stat().st_size:
-            for r in read_records(path):
-                assert r.get("reason") or r.get("filter_reason")
-                assert r.get("step") or r.get("filter_reason")
-    if "filter" in summary:
-        f = summary["filter"]
-        assert f["in"] == f["kept"] + sum(f["rejected_by_rule"].values())
-        assert f["in"] == summary["generated"]
+        q, a = r["question"].strip(), r["answer"].strip()
+        assert q.endswith("?") and "\n" not in q and len(q) >= 15, q  # a question, not a title
+        assert q not in seeds
+        assert a and a.lower() != q.lower() and not a.lower().startswith(q.lower()), (q, a)
+        assert r["instruction"].endswith(q) and r["response"] == r["answer"]
+        assert (r["context"] is not None) == grounded
+        assert r["judge_ratings"][step_q] == 1
+        assert r["judge_ratings"][step_a] is None  # the embedded judge is not asked
+        # Tags: the two the embedded tagger can judge, as the filter asks; difficulty null
+        # with the reason (it cannot judge it).
+        assert r["input_quality"] in rules["input_quality"]
+        assert r["sample_quality"] in rules["sample_quality"]
+        assert 0 < r["input_quality_confidence"] <= 1
+        assert r["difficulty"] is None
+        assert r["tag_errors"]["difficulty"].startswith("cannot_judge")
+        assert isinstance(r["min_neighbor_distance"], float)  # near-duplicates were marked
+        assert "filter_reason" not in r
+    assert summary["steps"][step_a]["not_judged"].startswith("cannot_judge")
+    assert summary["steps"][step_a]["made"] == summary["steps"][step_a]["kept"]
+    f = summary["filter"]
+    assert f["in"] == f["kept"] + sum(f["rejected_by_rule"].values())
+    assert f["in"] == summary["generated"] and f["kept"] == len(final)
+    rejected = out / "filter_rejected.jsonl"
+    filtered = read_records(rejected) if rejected.stat().st_size else []
+    assert len(filtered) == f["in"] - f["kept"]
+    for r in filtered:  # each names the rule it broke, and did break it
+        assert r["filter_reason"] in ("input_quality", "sample_quality", "remove_duplicates")
+        if r["filter_reason"] in rules:
+            assert r[r["filter_reason"]] not in rules[r["filter_reason"]]
+    for r in read_records(out / "generation_rejected.jsonl"):
+        assert r["reason"] and r["step"]
+    return final
 
 
 def test_skills_freeform_end_to_end(tmp_path, embedded_dir):
+    """The shipped freeform example on the embedded default keeps real questions with
+    answers, tagged, near-duplicate marked and filtered (issue 22)."""
     from magpie.tasks import run_task
 
-    path = small(
-        TASKS / "skills_freeform.yaml",
-        tmp_path,
-        num_samples=2,
-        max_iterations=1,
-        num_questions_to_generate_per_prompt=2,
-        max_tokens=96,
-    )
+    path = small(TASKS / "skills_freeform.yaml", tmp_path, **E2E)
     summary = run_task(path, tmp_path / "out")
     out = tmp_path / "out" / "short_answers"
     assert json.loads((out / "summary.json").read_text()) == summary
     check_counts(summary)
-    assert summary["steps"]["validate_question"]["made"] >= 1
-    check_outputs(out, summary)
+    assert summary["generated"] == E2E["num_samples"]
+    check_outputs(out, summary, TASKS / "skills_freeform.yaml")
 
 
 def test_skills_grounded_end_to_end(tmp_path, embedded_dir):
     from magpie.tasks import run_task
 
-    path = small(
-        TASKS / "skills_grounded.yaml",
-        tmp_path,
-        num_samples=2,
-        max_iterations=1,
-        num_questions_to_generate_per_prompt=2,
-        max_tokens=96,
-    )
+    path = small(TASKS / "skills_grounded.yaml", tmp_path, **E2E)
     summary = run_task(path, tmp_path / "out")
     check_counts(summary)
-    assert summary["steps"]["generate_context"]["made"] == 2
-    check_outputs(tmp_path / "out" / "reading_questions", summary)
+    assert summary["steps"]["generate_context"]["made"] >= 2
+    assert summary["generated"] == E2E["num_samples"]
+    out = tmp_path / "out" / "reading_questions"
+    final = check_outputs(out, summary, TASKS / "skills_grounded.yaml", grounded=True)
+    for r in final:  # asked about the new document, which is not a seed's
+        assert len(r["context"]) >= 20 and r["instruction"].startswith(r["context"])
 
 
 def test_tag_transform_end_to_end(tmp_path, embedded_dir):
@@ -240,12 +285,65 @@ def test_tag_transform_end_to_end(tmp_path, embedded_dir):
     tagged = read_records(out / "tag_example_quality_sample_quality_difficulty.jsonl")
     assert len(tagged) == 5
     for r in tagged:
-        for field, vocab in LABELS.items():
-            assert r[field] is None or r[field] in vocab
-        assert (r["input_quality"] is None) == ("quality" in (r.get("tag_errors") or {}))
+        # The missions the embedded tagger can judge give a label of the vocabulary to
+        # every record; difficulty, which it cannot, is null with the reason.
+        assert r["input_quality"] in LABELS["input_quality"], r
+        assert r["sample_quality"] in (1, 2, 3, 4, 5), r
+        assert r["difficulty"] is None
+        assert r["tag_errors"] == {"difficulty": r["tag_errors"]["difficulty"]}
+        assert r["tag_errors"]["difficulty"].startswith("cannot_judge")
     assert tagged[2]["messages"][0]["content"] == "Give me a synonym for happy."
     f = summary["filter"]
     assert f["in"] == 5 and f["in"] == f["kept"] + sum(f["rejected_by_rule"].values())
+    final = read_records(out / "final_data.jsonl")
+    assert len(final) == f["kept"] >= 1  # the filter keeps some and drops some
+    assert f["kept"] < f["in"]
+    for r in final:
+        assert r["input_quality"] in ("good", "excellent") and r["sample_quality"] in (4, 5)
+    for r in read_records(out / "filter_rejected.jsonl"):
+        rule = r["filter_reason"]
+        assert rule in ("input_quality", "sample_quality", "remove_duplicates")
+        if rule == "input_quality":
+            assert r["input_quality"] not in ("good", "excellent")
+        if rule == "sample_quality":
+            assert r["sample_quality"] not in (4, 5)
+
+
+def test_tag_transform_ids_follow_the_input_and_datasets_loads_the_output(tmp_path, tiny_model_dir):
+    """Records of which some carry integer ids and some none: the ids made are integers
+    too, so datasets/pyarrow loads final_data.jsonl (issue: `id: 101` beside `id: "t_1"`)."""
+    import datasets
+
+    from magpie.tasks import run_task, with_ids
+
+    rows = [
+        {"id": 101, "input": "What is two plus two?", "output": "Four."},
+        {"input": "Name a colour.", "output": "Blue."},
+        {"id": 7, "input": "Say hello in Spanish.", "output": "Hola."},
+        {"input": "What is the capital of Italy?", "output": "Rome."},
+    ]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = {
+        "task_name": "ids",
+        "created_by": "me",
+        "task_description": "d",
+        "data_builder": "magpie_tag_transform",
+        "seed_datastore": {"type": "default", "data_path": "d.jsonl"},
+        "model_path": str(tiny_model_dir),
+        "max_tokens": 8,
+        "filter": False,
+        "dedup": True,
+    }
+    run_task(write(tmp_path, task), tmp_path / "out")
+    final = tmp_path / "out" / "ids" / "final_data.jsonl"
+    ids = [r["id"] for r in read_records(final)]
+    assert ids == [101, 102, 7, 103]
+    loaded = datasets.load_dataset("json", data_files=str(final), split="train")
+    assert loaded["id"] == ids and len(loaded) == 4
+    # String ids (or none) give string ids; ids of mixed types all become strings.
+    assert [r["id"] for r in with_ids([{"id": "a"}, {}], "t")] == ["a", "t_1"]
+    assert [r["id"] for r in with_ids([{"id": "a"}, {"id": 3}, {}], "t")] == ["a", "3", "t_2"]
+    assert [r["id"] for r in with_ids([{}, {"id": "t_0"}], "t")] == ["t_0_", "t_0"]
 
 
 # ------------------------------------------------------------------ resume
@@ -352,13 +450,17 @@ def test_question_prompts_bootstrap_from_kept_questions(tiny_model_dir):
     for machine in (0, 2):
         b = SkillsBuilder(engine, profile, {**task, "machine_batch_size": machine}, seed=3)
         b.machine_questions = list(made)
-        chunks, prompts = b.question_prompts()
-        assert len(chunks) == len(prompts) >= 2
-        for chunk, prompt in zip(chunks, prompts, strict=True):
-            assert all(seeds[i] in prompt for i in chunk)
-            shown = [q for q in made if q in prompt]
+        chunks, chats = b.question_prompts()
+        assert len(chunks) == len(chats) >= 2
+        for chunk, messages in zip(chunks, chats, strict=True):
+            # A few-shot conversation: each shown question is an assistant turn, asked
+            # for by a user turn, and the last turn asks for one more.
+            turns = [m["content"] for m in messages if m["role"] == "assistant"]
+            assert [m["role"] for m in messages] == ["user", "assistant"] * len(turns) + ["user"]
+            assert len(turns) == len(chunk) + machine
+            assert all(any(seeds[i] in t for t in turns) for i in chunk)
+            shown = [q for q in made if any(q in t for t in turns)]
             assert len(shown) == machine
-            assert f"### Question {len(chunk) + machine}:" in prompt
 
 
 def test_resumed_run_bootstraps_from_journaled_questions(tiny_model_dir, tmp_path):
