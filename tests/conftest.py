@@ -57,6 +57,27 @@ def tiny_llama(tokenizer, seed: int = 0, dtype=None):
     return model.to(dtype or torch.float32).eval()
 
 
+def chained_llama(tokenizer, chain: list[int]):
+    """A tiny Llama whose greedy next token after `chain[k]` is `chain[k + 1]` (distinct
+    ids), whatever came before: each layer adds nothing to the residual, so the next token
+    depends on the current one only. Feed it a prompt ending in chain[0] and it says the
+    rest of the chain."""
+    import torch
+
+    assert len(set(chain[:-1])) == len(chain) - 1
+    model = tiny_llama(tokenizer)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.zero_()
+        model.lm_head.weight.zero_()
+        for k, (now, nxt) in enumerate(zip(chain[:-1], chain[1:], strict=True)):
+            model.model.embed_tokens.weight[now, k] = 1.0
+            model.lm_head.weight[nxt, k] = 10.0
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
     """A tiny random model saved as a model folder, loadable by --model_path."""

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import tiny_llama
+from conftest import chained_llama
 
 from magpie.engines.hf import HFEngine
 from magpie.profiles import get_profile
@@ -31,17 +30,7 @@ def answering(smol_tokenizer):
     chain = [tok("\n", add_special_tokens=False).input_ids[-1]]
     chain += tok(ANSWER.strip(), add_special_tokens=False).input_ids
     chain += [tok.convert_tokens_to_ids("<|im_end|>")]
-    assert len(set(chain)) == len(chain)
-    model = tiny_llama(tok, dtype=torch.float32)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
-        model.model.embed_tokens.weight.zero_()
-        model.lm_head.weight.zero_()
-        for k, (now, nxt) in enumerate(zip(chain[:-1], chain[1:], strict=True)):
-            model.model.embed_tokens.weight[now, k] = 1.0
-            model.lm_head.weight[nxt, k] = 10.0
+    model = chained_llama(tok, chain)
     return HFEngine("tiny", model=model, tokenizer=tok, batch_size=4)
 
 

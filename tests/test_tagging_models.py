@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_llama
+from conftest import REPO, chained_llama, tiny_llama
 
 from magpie.engines import EngineOptions
 from magpie.engines.base import Completion
@@ -196,16 +196,7 @@ def save_guard(path: Path, tokenizer, answer: str | None) -> Path:
         prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
         chain = [tok(prompt, add_special_tokens=False).input_ids[-1]]
         chain += tok(answer, add_special_tokens=False).input_ids + [tok.eos_token_id]
-        assert len(set(chain[:-1])) == len(chain) - 1
-        with torch.no_grad():
-            for layer in model.model.layers:
-                layer.self_attn.o_proj.weight.zero_()
-                layer.mlp.down_proj.weight.zero_()
-            model.model.embed_tokens.weight.zero_()
-            model.lm_head.weight.zero_()
-            for k, (now, nxt) in enumerate(zip(chain[:-1], chain[1:], strict=True)):
-                model.model.embed_tokens.weight[now, k] = 1.0
-                model.lm_head.weight[nxt, k] = 10.0
+        model = chained_llama(tokenizer, chain)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
