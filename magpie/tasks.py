@@ -7,8 +7,11 @@ Common fields: task_name, created_by, task_description, data_builder. Builders:
   `mission: all | magpie`, then optional near-duplicate marking (`dedup: true`) and
   filtering (`filter:` a mapping of filter rules or a preset file).
 - `instructlab/skills`: grow question/answer data from `seed_examples` (magpie.skills),
-  then tag (quality, sample_quality, difficulty), mark near-duplicates and filter
-  (input quality good/excellent, sample quality 4-5, duplicates removed by default).
+  then tag (quality, sample_quality, difficulty; a mission the tagger cannot be trusted
+  with stores null and the reason, as unitag), mark near-duplicates and filter (by default
+  input quality good/excellent, sample quality 4-5, duplicates removed; the seed examples
+  are tagged too, and a label rule that rejects one of them is widened to the labels from
+  the lowest a seed got upward, said in the summary's `filter_fitted_to_seeds`).
 
 Model fields: model_path, seed, max_tokens, temperature, and any engine or executor flag
 of the stage CLIs (magpie.engines.EngineOptions: engine, dtype, batch_size, device,

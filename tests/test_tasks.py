@@ -80,10 +80,13 @@ def test_missing_builder_field_and_bad_yaml(tmp_path):
 
 
 def test_shipped_tasks_load_and_resolve_paths():
+    builders = []
     for path in sorted(TASKS.glob("*.yaml")):
         task = load_task(path)
+        builders.append(task["data_builder"])
         if task["data_builder"] == "magpie_tag_transform":
             assert Path(task["seed_datastore"]["data_path"]).exists()
+    assert sorted(builders) == ["instructlab/skills", "instructlab/skills", "magpie_tag_transform"]
 
 
 def test_split_questions_reads_common_shapes():
@@ -515,3 +518,44 @@ def test_task_engine_fields_are_the_shared_engine_flags_and_the_command_line_win
     path.write_text(path.read_text() + "gpu_count: 2\n")
     with pytest.raises(InputError, match="field 'gpu_count' is unknown"):
         load_task(path)
+
+
+def test_default_filter_rules_are_widened_only_where_they_reject_a_seed():
+    from magpie.tasks import SKILLS_FILTER, fit_to_seeds
+
+    seeds = [
+        {"input_quality": "average", "sample_quality": 2},
+        {"input_quality": "good", "sample_quality": 5},
+    ]
+    rules, fitted = fit_to_seeds(SKILLS_FILTER, seeds)
+    assert rules["input_quality"] == ["average", "good", "excellent"]
+    assert rules["sample_quality"] == [2, 3, 4, 5]
+    assert rules["remove_duplicates"] is True
+    assert "rejects 1 of 2 seed examples" in fitted["input_quality"]["why"]
+    assert SKILLS_FILTER["input_quality"] == ["good", "excellent"]  # not changed in place
+    # Seeds the rules keep (or untagged seeds) leave the rules as they are.
+    assert fit_to_seeds(SKILLS_FILTER, [{"input_quality": "good", "sample_quality": 4}]) == (
+        SKILLS_FILTER,
+        {},
+    )
+    assert fit_to_seeds(SKILLS_FILTER, [{"input_quality": None, "sample_quality": None}]) == (
+        SKILLS_FILTER,
+        {},
+    )
+
+
+def test_question_schema_follows_the_seeds():
+    import re
+
+    from magpie.skills import question_schema
+
+    asked = question_schema(["Why is the sky blue?", "What causes the tides?"])
+    pattern = asked["properties"]["question"]["pattern"]
+    assert re.fullmatch(pattern, "How does a snowflake form?")
+    for bad in ("The Science of Sleep: How Sleep Affects Us", "Why?", "Why is it\nblue?"):
+        assert not re.fullmatch(pattern, bad)
+    told = question_schema(["Write a haiku about the sea.", "Summarise this paragraph:\nText"])
+    pattern = told["properties"]["question"]["pattern"]
+    assert re.fullmatch(pattern, "Write a limerick about a cat.")
+    assert re.fullmatch(pattern, "Translate this sentence:\nBonjour!")
+    assert not re.fullmatch(pattern, "Write a limerick about a cat")
