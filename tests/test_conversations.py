@@ -201,6 +201,7 @@ def smol_profile(engine):
 
 LEAKS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 SAMPLING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1}
+FINISHING = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.0, "frequency_penalty": 0.3}
 
 
 def test_real_three_turn_extension(smol_engine, tmp_path):
@@ -257,16 +258,14 @@ def test_one_pass_columns_and_steering(smol_engine, tmp_path):
     profile = smol_profile(smol_engine)
 
     def run(name, **kw):
+        settings = {"response_params": SAMPLING, "max_tokens": 200, "seed": 11, **kw}
         job = ConversationJob(
             profile,
             smol_engine.tokenizer,
             tmp_path / f"{name}.json",
             model_name="smol",
             instruction_params=SAMPLING,
-            response_params=SAMPLING,
-            max_tokens=200,
-            seed=11,
-            **kw,
+            **settings,
         )
         job.run(smol_engine)
         return read_records(tmp_path / f"{name}.json")
@@ -292,12 +291,26 @@ def test_one_pass_columns_and_steering(smol_engine, tmp_path):
     for r in single:
         assert "instruction" in r and "response" in r and r["model_name"] == "smol"
 
-    ended = run("ended", total=3, n_turns=2, end_with_user=True, include_system_prompt=True)
+    # The response stages' setting for the embedded model (frequency penalty 0.3, room
+    # to finish): seeded, so the same conversations finish on every run.
+    ended = run(
+        "ended",
+        total=3,
+        n_turns=2,
+        end_with_user=True,
+        include_system_prompt=True,
+        response_params=FINISHING,
+        max_tokens=400,
+    )
+    finished = [r for r in ended if r["conversation_stop_reason"] is None]
+    assert finished, [r["conversation_stop_reason"] for r in ended]  # the check below runs
     for r in ended:
         conv = r["conversation"]
         assert conv[0] == {"role": "system", "content": MULTI_TURN_SYSTEM_PROMPT}
-        if r["conversation_stop_reason"] is None:
-            assert [m["role"] for m in conv[1:]] == ["user", "assistant", "user"]
+    for r in finished:  # two turns, the last one the user's: it ends on the user turn
+        conv = r["conversation"]
+        assert [m["role"] for m in conv[1:]] == ["user", "assistant", "user"]
+        assert all(m["content"].strip() for m in conv[1:])
 
 
 def test_seeded_choices_and_sampling_reproduce(smol_engine, tmp_path):

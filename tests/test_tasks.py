@@ -246,7 +246,8 @@ def check_outputs(out: Path, summary: dict, task_file: Path, grounded: bool = Fa
         assert r["filter_reason"] in ("input_quality", "sample_quality", "remove_duplicates")
         if r["filter_reason"] in rules:
             assert r[r["filter_reason"]] not in rules[r["filter_reason"]]
-    for r in read_records(out / "generation_rejected.jsonl"):
+    gen_rejected = out / "generation_rejected.jsonl"
+    for r in read_records(gen_rejected) if gen_rejected.stat().st_size else []:
         assert r["reason"] and r["step"]
     return final
 
