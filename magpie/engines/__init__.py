@@ -58,7 +58,15 @@ def load_engine(engine: str | None, model_path: str, **options) -> Engine:
     if name == "hf":
         from magpie.engines.hf import HFEngine
 
-        keys = ("dtype", "device", "batch_size", "seed", "trust_remote_code", "tokenizer")
+        keys = (
+            "dtype",
+            "device",
+            "batch_size",
+            "seed",
+            "trust_remote_code",
+            "tokenizer",
+            "batch_invariant",
+        )
         return HFEngine(model_path, **{k: v for k, v in options.items() if k in keys})
     if name == "vllm":
         from magpie.engines.vllm import VLLMEngine
@@ -73,6 +81,7 @@ def load_engine(engine: str | None, model_path: str, **options) -> Engine:
             "seed",
             "trust_remote_code",
             "logits_processors",
+            "batch_invariant",
         )
         engine_obj = VLLMEngine(
             resolve_model(model_path), **{k: v for k, v in options.items() if k in keys}
@@ -119,6 +128,7 @@ class EngineOptions:
     device: str | None = None
     dtype: str = "bfloat16"
     batch_size: int = 64
+    batch_invariant: bool | None = None
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float | None = None
     max_model_len: int = 4096
@@ -205,6 +215,11 @@ ENGINE_FLAGS_HELP = {
     "0,1,2,3) set CUDA_VISIBLE_DEVICES, as the original's --device did.",
     "dtype": "bfloat16, float16 or float32.",
     "batch_size": "rows decoded together by the hf engine.",
+    "batch_invariant": "a row's numbers independent of the rest of its batch, so the same "
+    "seed gives the same records at any batch size, resume or replica. hf: on by default "
+    "(bfloat16 runs batch-invariant attention; False: transformers' default, not exact); "
+    "vllm: asks for vLLM's own batch-invariant mode (GPUs only; refused on the CPU build: "
+    "use --dtype float32 there).",
     "tensor_parallel_size": "GPUs per model for vLLM.",
     "gpu_memory_utilization": "share of GPU memory vLLM may take; default 0.95 on a GPU, "
     "0.2 on vLLM's CPU build (there it is the share of RAM for the KV cache).",

@@ -17,6 +17,13 @@ is fed to the matcher, and the row stops when the grammar terminates (`magpie.gr
 Randomness is per row: each row (sample j of prompt i) owns a CPU `torch.Generator`
 seeded `seeds[i] + j` and draws exactly one uniform number per decoding step, so its text
 depends on its seed alone, not on which rows share its batch or call (`Engine.stream`).
+
+Numerics are per row too in bfloat16 (`batch_invariant`, on by default): the model runs
+the batch-invariant attention of `magpie.engines.invariant`, so a row's logits are the
+same bits whatever else is in the batch, its place in it, its padding and when it was
+admitted; the same seed then gives the same records at any batch size, after a resume
+and on any replica. float32 keeps transformers' default attention (its records are
+unchanged). A run whose kernels are not invariant (`invariant.probe`) says so once.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from dataclasses import dataclass, field
 import torch
 
 from magpie import grammar
+from magpie.engines import invariant
 from magpie.engines.base import (
     Completion,
     Prompt,
@@ -80,6 +88,7 @@ class HFEngine:
         batch_size: int = 64,
         seed: int | None = None,
         trust_remote_code: bool = False,
+        batch_invariant: bool | None = None,
         model=None,
         tokenizer=None,
     ):
@@ -102,6 +111,7 @@ class HFEngine:
                 local, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
             )
         self.model = model.to(self.device).eval()
+        self.exact = self._batch_invariant(batch_invariant)
         # transformers renamed the KV-cache argument and output field `past_key_values`
         # to `cache` (5.2x warns on the old name); use whichever this version has.
         forward = inspect.signature(self.model.forward).parameters
@@ -252,6 +262,29 @@ class HFEngine:
         return out
 
     # ----------------------------------------------------------------- internals
+    def _batch_invariant(self, wanted: bool | None) -> bool:
+        """Switch a bf16/fp16 model to the batch-invariant attention unless asked not to;
+        True when this engine's records do not depend on batch composition (measured:
+        `invariant.probe`). A run that is not exact says so once in the log."""
+        dtype = next(self.model.parameters()).dtype
+        reason = None
+        if wanted is False:
+            reason = "--batch_invariant False"
+        elif dtype == torch.float32:
+            # transformers' default attention, as always: float32 records are unchanged.
+            # Its matrix products are not bitwise batch-invariant here, but its rounding
+            # errors are too small to flip a sampled token in the runs measured.
+            reason = invariant.probe(dtype, self.device.type)
+        else:
+            reason = invariant.probe(dtype, self.device.type)
+            if reason is None and not invariant.use(self.model):
+                reason = "the model's code does not take transformers' attention interface"
+        if reason is not None:
+            # float32 is exact in the records measured (README): noted, not warned.
+            quiet = dtype == torch.float32 and wanted is not False
+            _note_not_exact(str(dtype).removeprefix("torch."), self.device.type, reason, quiet)
+        return reason is None
+
     def _row_generator(self, base, prompt_index: int, sample_index: int, params):
         """Sample j of prompt i draws from seed base[i] + j (a fresh seed when unseeded)."""
         if params.temperature <= 0:
@@ -385,6 +418,24 @@ class HFEngine:
             prompt_tokens=len(r.prompt_ids),
             completion_tokens=len(r.generated) + (1 if stop_id is not None else 0),
         )
+
+
+_NOTED: set[tuple[str, str, str]] = set()
+
+
+def _note_not_exact(dtype: str, device: str, reason: str, quiet: bool = False) -> None:
+    """Say once per process that this engine's records may depend on batch composition."""
+    if (dtype, device, reason) in _NOTED:
+        return
+    _NOTED.add((dtype, device, reason))
+    (log.info if quiet else log.warning)(
+        "hf engine, %s on %s: not batch-invariant (%s): a record's text may depend on the "
+        "batch size, a resume or the replica that made it; bfloat16 with --batch_invariant "
+        "(the default) is exact on CPUs where the kernels allow it",
+        dtype,
+        device,
+        reason,
+    )
 
 
 def _length_batches(

@@ -154,6 +154,17 @@ def on_cpu_platform() -> bool:
     return bool(current_platform.is_cpu())
 
 
+def refuse_batch_invariant_on_cpu() -> None:
+    """--batch_invariant on vLLM's CPU build: one line, pointing at what is exact there."""
+    if on_cpu_platform():
+        from magpie.records import InputError
+
+        raise InputError(
+            "--batch_invariant: vLLM's batch-invariant mode needs a GPU, and this vLLM runs "
+            "on CPU; use --dtype float32 here (or --engine hf, exact in bfloat16)"
+        )
+
+
 def default_memory_utilization() -> float:
     """0.95 with a GPU, CPU_MEMORY_UTILIZATION on vLLM's CPU build."""
     return CPU_MEMORY_UTILIZATION if on_cpu_platform() else 0.95
@@ -210,6 +221,7 @@ class VLLMEngine:
         enable_prefix_caching: bool = True,
         chunk_size: int | None = None,
         logits_processors: bool = False,
+        batch_invariant: bool | None = None,
     ) -> None:
         """`chunk_size`: samples (prompts x n) per `LLM.generate` call; each call's records
         are journaled before the next starts, so a kill loses at most one chunk (None:
@@ -218,7 +230,12 @@ class VLLMEngine:
         use --logits_processor / --flaming_tokens; see `_processor_class`).
         `gpu_memory_utilization` None: 0.95 on a GPU; on a CPU, where vLLM reads it as the
         share of RAM to reserve for the KV cache, CPU_MEMORY_UTILIZATION.
-        On vLLM's CPU platform chunked prefill is turned off (see the module docstring)."""
+        On vLLM's CPU platform chunked prefill is turned off (see the module docstring).
+        `batch_invariant` True: vLLM's own batch-invariant mode (VLLM_BATCH_INVARIANT=1,
+        beta, GPUs only); refused on the CPU build (`refuse_batch_invariant_on_cpu`)."""
+        if batch_invariant:
+            refuse_batch_invariant_on_cpu()
+            os.environ["VLLM_BATCH_INVARIANT"] = "1"  # read when the engine is built
         if chunk_size is None:
             chunk_size = default_chunk_size()
         if chunk_size < 1:

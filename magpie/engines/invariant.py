@@ -1,0 +1,192 @@
+"""Batch-invariant attention for the hf engine: a row's logits depend on its own tokens only.
+
+Why: in bfloat16, transformers' default attention on CPU (torch's fused SDPA kernel)
+splits the keys into blocks whose boundaries move with the batch's padding, so a row's
+attention sums, and then its logits, change with which other rows share its call, how
+its padding falls and when it was admitted. Near-tied tokens flip and texts diverge
+(issue 23). Same idea as vLLM's batch-invariant mode and SGLang's deterministic
+inference (after Thinking Machines, "Defeating Nondeterminism in LLM Inference", 2025):
+every reduction a row goes through has an order that does not depend on the batch.
+
+`invariant_attention` is eager attention with that property, registered with
+transformers' `AttentionInterface` (no monkeypatching) under `ATTN_IMPLEMENTATION`:
+
+- scores `q @ k^T` and the output `p @ v` are bf16 matrix products whose reduction (over
+  head_dim, over keys) runs in a fixed order per row here: measured invariant to the
+  number of rows, the number of keys and to masked keys before a row's first real key
+  (`probe` checks this on the machine at hand);
+- the softmax's denominator is a sequential sum over keys (`cumsum`, whose CPU kernel
+  adds in order, in double): a masked key adds an exact 0, so left padding never changes
+  a row's sum; max and exp are elementwise or order-free;
+- grouped-query heads are folded into the rows of one product (no `repeat_kv` copy).
+
+Linear layers: a bf16 matrix product on this CPU (oneDNN, AVX512-BF16) gives a row the
+same bits at any number of rows from 2 up (measured to 511), but a single row takes
+another kernel (a matrix-vector product) that sums in another order (1 output in ~6,000
+differs). `use` hooks every linear layer so that a lone row is computed as two (itself
+twice). Norms reduce per row; rotary embeddings are elementwise. `probe()` measures all of this at engine start, so a machine where
+it does not hold is told once in the log that its bf16 records are not exact.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+
+log = logging.getLogger("magpie")
+
+ATTN_IMPLEMENTATION = "magpie_batch_invariant"
+# Score elements computed at once (rows of the batch are taken in chunks above this).
+CHUNK_ELEMENTS = 1 << 23
+
+
+def invariant_attention(
+    module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    """Attention as transformers calls it: query [B, H, Lq, D], key/value [B, Hkv, Lk, D],
+    attention_mask bool [B, 1, Lq, Lk] (True: attend) or None; returns ([B, Lq, H, D], None)."""
+    b, h, lq, d = query.shape
+    hkv, lk = key.shape[1], key.shape[2]
+    scale = scaling if scaling is not None else d**-0.5
+    if attention_mask is not None and attention_mask.dtype != torch.bool:
+        attention_mask = attention_mask >= 0  # an additive float mask: 0 where attended
+    per_row = h * lq * lk
+    step = max(1, CHUNK_ELEMENTS // max(1, per_row))
+    parts = []
+    for start in range(0, b, step):
+        stop = min(b, start + step)
+        mask = None if attention_mask is None else attention_mask[start:stop]
+        parts.append(
+            _attend(query[start:stop], key[start:stop], value[start:stop], mask, scale, hkv)
+        )
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+    return out, None
+
+
+def _attend(query, key, value, mask, scale: float, hkv: int) -> torch.Tensor:
+    b, h, lq, d = query.shape
+    lk = key.shape[2]
+    groups = h // hkv
+    # [B, Hkv, groups * Lq, D]: the query heads sharing a key head are rows of one product.
+    q = query.reshape(b, hkv, groups * lq, d)
+    scores = torch.matmul(q, key.transpose(2, 3)).float().mul_(scale)
+    scores = scores.view(b, hkv, groups, lq, lk)
+    if mask is None and lq > 1:  # causal, no padding (a mask function that skipped it)
+        keys = torch.arange(lk, device=query.device)
+        queries = torch.arange(lq, device=query.device) + (lk - lq)
+        mask = (keys[None, :] <= queries[:, None])[None, None]
+    if mask is not None:
+        allowed = mask[:, :, :lq, :lk].unsqueeze(2)  # [B, 1, 1, Lq, Lk]
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    top = scores.amax(dim=-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # fully masked rows
+    weights = torch.exp(scores - top)
+    # Sequential sum over keys: masked keys add exact zeros wherever they fall.
+    total = weights.cumsum(dim=-1)[..., -1:]
+    total = torch.where(total > 0, total, torch.ones_like(total))
+    probs = (weights / total).to(value.dtype).view(b, hkv, groups * lq, lk)
+    out = probs_times_values(probs, value)  # [B, Hkv, groups * Lq, D]
+    return out.view(b, h, lq, d).transpose(1, 2).contiguous()
+
+
+def probs_times_values(probs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """`probs @ values` over an even number of keys: the bf16 kernel (AVX512-BF16) adds
+    products in pairs of adjacent keys, counted from the first column; with an even width
+    the pairs are counted from the last (newest) key, so a row's pairs do not depend on
+    how much padding comes before it. An odd width gets one masked key in front."""
+    if probs.shape[-1] % 2:
+        probs = torch.nn.functional.pad(probs, (1, 0))
+        values = torch.nn.functional.pad(values, (0, 0, 1, 0))
+    return torch.matmul(probs, values)
+
+
+@functools.cache
+def register() -> str:
+    """Register the attention and its mask (a boolean mask, always materialised) with
+    transformers; returns the implementation's name for `attn_implementation=`."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTN_IMPLEMENTATION, invariant_attention)
+
+    def boolean_mask(*args, **kwargs):
+        kwargs["allow_is_causal_skip"] = False  # always a mask: the attention needs one
+        kwargs["allow_is_bidirectional_skip"] = False
+        return sdpa_mask(*args, **kwargs)
+
+    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, boolean_mask)
+    return ATTN_IMPLEMENTATION
+
+
+def use(model) -> bool:
+    """Switch `model` to the batch-invariant attention and linear layers; False if the
+    model cannot take it (its code does not dispatch through transformers' attention
+    interface)."""
+    name = register()
+    try:
+        model.set_attn_implementation(name)
+    except (ValueError, TypeError, AttributeError, NotImplementedError) as exc:
+        log.debug("batch-invariant attention refused by the model: %s", exc)
+        return False
+    if getattr(model.config, "_attn_implementation", None) != name:
+        return False
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and not hasattr(module, "_magpie_two_rows"):
+            module._magpie_two_rows = False
+            module.register_forward_pre_hook(_lone_row_as_two)
+            module.register_forward_hook(_first_of_two)
+    return True
+
+
+def _lone_row_as_two(module, args):
+    """A linear layer's input of one row is fed as two (the row twice): see the module
+    docstring (a single row takes a kernel that sums in another order)."""
+    x = args[0]
+    module._magpie_two_rows = x.dim() >= 2 and x.numel() == x.shape[-1]
+    if module._magpie_two_rows:
+        return (torch.cat([x, x], dim=-2), *args[1:])
+    return None
+
+
+def _first_of_two(module, args, output):
+    if module._magpie_two_rows:
+        module._magpie_two_rows = False
+        return output.narrow(-2, 0, 1)
+    return None
+
+
+@functools.cache
+def probe(dtype: torch.dtype, device: str) -> str | None:
+    """None when this machine's kernels are batch-invariant in `dtype` (what the attention
+    above relies on), else the reason: a row's result checked bit for bit at different
+    row counts, key counts and leading masked keys."""
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(dtype=dtype, device=device)
+
+    if torch.device(device).type != "cpu":
+        return f"batch invariance is measured on CPU only (not on {device})"
+    weight = rand(1024, 512) * 0.05
+    x = rand(130, 512)
+    every = torch.nn.functional.linear(x, weight)
+    for rows in (2, 3, 8, 17, 64, 65):  # one row is computed as two (`use`)
+        if not torch.equal(torch.nn.functional.linear(x[:rows], weight), every[:rows]):
+            return f"{dtype} matrix products change with the number of rows ({rows})"
+    probs, values = rand(40, 51).abs(), rand(51, 64)
+    ref = probs_times_values(probs, values)
+    for pad in (1, 2, 3, 16, 77):
+        p = torch.cat([torch.zeros(40, pad, dtype=dtype, device=device), probs], dim=1)
+        v = torch.cat([rand(pad, 64), values], dim=0)
+        if not torch.equal(probs_times_values(p, v), ref):
+            return f"{dtype} matrix products change with masked keys before a row ({pad})"
+    return None
