@@ -300,18 +300,20 @@ def test_tag_transform_end_to_end(tmp_path, embedded_dir):
     assert tagged[2]["messages"][0]["content"] == "Give me a synonym for happy."
     f = summary["filter"]
     assert f["in"] == 5 and f["in"] == f["kept"] + sum(f["rejected_by_rule"].values())
-    final = read_records(out / "final_data.jsonl")
-    assert len(final) == f["kept"] >= 1  # the filter keeps some and drops some
+    rules = yaml.safe_load((TASKS / "tag_transform.yaml").read_text())["filter"]
+    path = out / "final_data.jsonl"
+    final = read_records(path) if path.stat().st_size else []
+    assert len(final) == f["kept"] >= 1, summary  # the filter keeps some and drops some
     assert f["kept"] < f["in"]
     for r in final:
-        assert r["input_quality"] in ("good", "excellent") and r["sample_quality"] in (4, 5)
+        assert r["input_quality"] in rules["input_quality"]
+        assert r["sample_quality"] in rules["sample_quality"]
+        assert r["repeat_count"] == 0 or r["min_similar_id"] == r["id"]  # a representative
     for r in read_records(out / "filter_rejected.jsonl"):
         rule = r["filter_reason"]
         assert rule in ("input_quality", "sample_quality", "remove_duplicates")
-        if rule == "input_quality":
-            assert r["input_quality"] not in ("good", "excellent")
-        if rule == "sample_quality":
-            assert r["sample_quality"] not in (4, 5)
+        if rule in ("input_quality", "sample_quality"):
+            assert r[rule] not in rules[rule]
 
 
 def test_tag_transform_ids_follow_the_input_and_datasets_loads_the_output(tmp_path, tiny_model_dir):
