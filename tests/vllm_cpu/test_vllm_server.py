@@ -204,3 +204,48 @@ def test_record_text_with_template_markers_is_sent_as_token_ids(
         assert sent[0] == wanted[0] and isinstance(sent[1], str) and plain in sent[1]
     assert wanted[0].count(1) == 3  # <|im_start|>: system, user, assistant only
     assert read_records(out)[0][SPECIAL_TEXT] == ["<|im_start|>", "<|im_end|>"]
+
+
+def test_judge_next_token_probs_through_the_real_server(server_engine, vllm_engine, bodies):
+    """The judge's `next_token_probs` against vLLM's own server (issue 22; the unit test in
+    tests/test_judge_openai.py runs against a hand-written one): the server is asked for
+    exactly the rating tokens (`logprob_token_ids`, `return_tokens_as_token_ids`) and
+    answers with their probabilities, the offline engine's for the same prompts. A token
+    far outside the top 20 still gets its own probability, which a top-logprobs reading
+    would give as 0."""
+    from magpie.judge import JudgeScorer
+
+    judge = JudgeScorer(server_engine, "")
+    prompts = [
+        judge.prompt("What is two plus two?", "Four."),
+        judge.prompt("What is the capital of France?", "Bananas are yellow."),
+        judge.prompt("Name a colour.", "Blue."),
+    ]
+    rare = server_engine.tokenizer.convert_tokens_to_ids("zebra")
+    assert isinstance(rare, int) and rare not in judge.rating_ids
+    wanted = [*judge.rating_ids, rare]
+    got = server_engine.next_token_probs(prompts, wanted)
+    want = vllm_engine.next_token_probs(prompts, wanted)
+    assert len(got) == len(prompts)
+    for row, offline in zip(got, want, strict=True):
+        assert all(0 < p < 1 for p in row), row
+        assert 0.2 < sum(row[:5]) <= 1.0 + 1e-6  # the judge answers with a rating
+        assert row[5] < min(row[:5])
+        assert row == pytest.approx(offline, rel=0.05, abs=1e-4)
+    asked = [b for b in bodies if "logprob_token_ids" in b]
+    assert (
+        asked and sum(len(b["prompt"]) if isinstance(b["prompt"], list) else 1 for b in asked) == 3
+    )
+    for b in asked:
+        assert b["logprob_token_ids"] == wanted
+        assert b["return_tokens_as_token_ids"] is True and b["max_tokens"] == 1
+        assert b["temperature"] == 0.0 and b["add_special_tokens"] is False
+    # As the judge scores: the expected rating of the server's probabilities.
+    from magpie.prompt_text import encode
+
+    encoded = [encode(server_engine.tokenizer, p) for p in prompts]
+    scores = dict(judge.scores(encoded))
+    probs = [row[:5] for row in got]
+    for k, row in enumerate(probs):
+        expected = sum((j + 1) * p for j, p in enumerate(row)) / sum(row)
+        assert scores[k] == pytest.approx(expected, rel=0.02)
