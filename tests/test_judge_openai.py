@@ -1,7 +1,9 @@
 """The judge reward through an OpenAI-compatible server: a REAL llama.cpp server
 (llama-cpp-python's, on the embedded model's GGUF), whose completions return the first
 token's top logprobs, and small fakes for a vLLM server (exact `logprob_token_ids`) and
-for a server that returns no logprobs (one clear error)."""
+for a server that returns no logprobs (one clear error). vLLM's own server is asked for the
+rating tokens in tests/vllm_cpu/test_vllm_server.py
+(`test_judge_next_token_probs_through_the_real_server`)."""
 
 from __future__ import annotations
 
