@@ -329,12 +329,14 @@ class ResponseJob(Step):
     @staticmethod
     def _continued(record: dict, conv: Conversation, answer: dict) -> dict:
         """A conversation record's fields with the answer added as its next assistant
-        turn (every shape the record carries, via `write_back`); a failed answer adds no
-        turn and leaves the flag."""
+        turn (every shape the record carries, via `write_back`). A flagged answer
+        (unfinished, repetitive, empty) adds no turn: it stays in `response` beside its
+        flag, as an instruction record's does."""
+        if answer["response_flag"] is not None:
+            return answer
         text, reasoning = answer.pop("response"), answer.pop("reasoning")
-        if answer["response_flag"] is None:
-            turns = [*conv.turns, Turn("assistant", text, reasoning)]
-            answer.update(write_back(record, Conversation(turns, conv.source)))
+        turns = [*conv.turns, Turn("assistant", text, reasoning)]
+        answer.update(write_back(record, Conversation(turns, conv.source)))
         return answer
 
     def todo(self) -> list[int]:

@@ -34,11 +34,15 @@ def answering(smol_tokenizer):
     return HFEngine("tiny", model=model, tokenizer=tok, batch_size=4)
 
 
-def run_job(engine, tmp_path, records, **kwargs):
+def run_job(engine, tmp_path, records, max_tokens=16, **kwargs):
     src = tmp_path / "in.json"
     write_records(src, records)
     job = ResponseJob(
-        get_profile("tiny", engine.tokenizer), src, model_name="tiny", max_tokens=16, **kwargs
+        get_profile("tiny", engine.tokenizer),
+        src,
+        model_name="tiny",
+        max_tokens=max_tokens,
+        **kwargs,
     )
     summary = job.run(engine)
     return read_records(job.journal.output), summary
@@ -77,6 +81,15 @@ def test_conversations_ending_on_a_user_turn_get_the_answer_as_their_next_turn(
     assert i["response"] == ANSWER.strip() and i["conversation"][-1]["role"] == "assistant"
     assert done == records[3]
     assert summary.flags["already answered (left as it was)"] == 1
+
+
+def test_an_unfinished_answer_adds_no_turn_and_keeps_its_text_beside_the_flag(answering, tmp_path):
+    messages = [{"role": "user", "content": "Capital of France?"}]
+    out, _ = run_job(answering, tmp_path, [{"messages": messages}], max_tokens=2)
+    (record,) = out
+    assert record["messages"] == messages  # no assistant turn from a cut answer
+    assert record["response_flag"] == "unfinished"
+    assert record["response"] == "Paris is"  # the first two tokens of ANSWER
 
 
 @pytest.mark.parametrize(
