@@ -76,7 +76,7 @@ def main(
         --logits_processor.
       response_temperature: sampling temperature for assistant turns (0 = greedy); default 0
         (the original's), 0.7 on the embedded model (EMBEDDED_RESPONSE_DEFAULTS in
-        magpie/responses.py: greedy answers of a 135M model loop).
+        magpie/responses.py, since greedy answers of a 135M model loop).
       response_top_p: nucleus threshold for assistant turns; default 1, 0.9 on the embedded model.
       response_repetition_penalty: repetition penalty for assistant turns.
       response_frequency_penalty: OpenAI's penalty per occurrence of a token in the turn

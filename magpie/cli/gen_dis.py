@@ -45,7 +45,7 @@ def main(
       output_file: default <input stem>_distance.jsonl next to the input; a rerun replaces it.
       sentence_model: any sentence-transformers model; default all-MiniLM-L6-v2 (embedded).
       distance_threshold: squared L2 between unit embeddings below which two records are
-        near-duplicates (d = 2 - 2 cos). Default per model: 0.1 for all-MiniLM-L6-v2
+        near-duplicates (d = 2 - 2 cos). Default per model, 0.1 for all-MiniLM-L6-v2
         (calibrated), the original's 0.05 (cosine above 0.975) for all-mpnet-base-v2 and
         other models; the run logs which.
       distance_distance_threshold: the original's spelling of --distance_threshold.

@@ -51,9 +51,9 @@ def main(
       reward_model_path: any sequence-classification reward model with a single-logit
         head (hub id or local folder); default RLHFlow/ArmoRM-Llama3-8B-v0.1, the
         original's, which has its own model code and needs --trust_remote_code. Or
-        `judge`: a chat model rates each response 1-5 and the score is the expected
+        `judge`, where a chat model rates each response 1-5 and the score is the expected
         rating over its rating tokens' probabilities (magpie.judge; no reward model to
-        download); records then say `rewards_model` = "judge:<judge model>".
+        download); records then name the judge in `rewards_model` (judge, then the model).
       reward_model: the same as --reward_model_path (give one of them).
       judge_model_path: the judge's chat model with --reward_model judge (hub id, folder,
         or the server's model with --engine openai); default the embedded
@@ -78,8 +78,8 @@ def main(
         rerun with the same ones finds it complete; a mismatch is refused without this).
       executor: local (this process) or ray (replicas of the reward model on a Ray
         cluster; the same scores as local).
-      ray_address: an existing Ray cluster for --executor ray (e.g. auto or
-        ray://head:10001); default a local one started for this run.
+      ray_address: an existing Ray cluster for --executor ray (auto, or
+        the Ray client address of a remote cluster); default a local one started for this run.
       num_replicas: reward-model replicas with --executor ray.
       gpus_per_replica: GPUs per replica with --executor ray; default 1 when the cluster
         has GPUs, else 0.

@@ -42,8 +42,8 @@ def main(
         user turn, which get the answer as their next assistant turn.
       model_path: hub id or local folder; empty = the embedded SmolLM2-135M-Instruct.
       temperature: sampling temperature; 0 = greedy. Default 0 (the original's), 0.7 on
-        the embedded model (EMBEDDED_RESPONSE_DEFAULTS in magpie/responses.py: greedy
-        answers of a 135M model loop).
+        the embedded model (EMBEDDED_RESPONSE_DEFAULTS in magpie/responses.py, since
+        greedy answers of a 135M model loop).
       top_p: nucleus sampling threshold; default 1, 0.9 on the embedded model.
       repetition_penalty: CTRL-style penalty on tokens already present.
       frequency_penalty: OpenAI's penalty per occurrence of a token in the response so far

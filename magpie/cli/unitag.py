@@ -41,7 +41,7 @@ def main(
     Args:
       input_file: the records to tag.
       tag_mission: difficulty, quality, sample_quality, classification, safety, reward,
-        language, or a group: all (every mission, the original's order) or magpie
+        language, or a group, all (every mission, the original's order) or magpie
         (quality, sample_quality, difficulty).
       model_path: the tagger LLM (hub id or folder); empty = the embedded SmolLM2-135M.
       guard_model_path: a Llama-Guard-family model for safety; without one the tagger
