@@ -221,7 +221,7 @@ def test_bf16_records_after_sigkill_and_resume_equal_an_uninterrupted_run(tiny_m
     name = f"Magpie_{tiny_model_dir.name}_40_1000_ins.json"
     final, journal = out / name, out / f"{name}.journal.jsonl"
     kills = 0
-    for threshold in (40, 120):
+    for threshold in (10, 25):
         proc = subprocess.Popen(
             gen_ins(tiny_model_dir, out, 3), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -240,8 +240,9 @@ def test_bf16_records_after_sigkill_and_resume_equal_an_uninterrupted_run(tiny_m
     assert done.returncode == 0, done.stderr
     reference = json.loads((ref_out / name).read_text())
     records = json.loads(final.read_text())
-    assert len({r["instruction"] for r in records}) > 150  # sampled, varied text
+    assert [r["id"] for r in records] == list(range(40))
     assert without_time(records) == without_time(reference)
+    assert len({r["instruction"] for r in records}) > 35  # sampled, varied text
 
 
 def test_batch_invariant_false_keeps_transformers_attention(tiny, smol_tokenizer, caplog):
