@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 
+import nbclient  # (.ci/run installs it: a broken install fails, never skips)
 import nbformat
 import pytest
 from conftest import REPO
 
 from magpie.records import InputError, read_records
-
-nbclient = pytest.importorskip("nbclient")
 
 
 def execute(path, cwd, parameters: str, monkeypatch):

@@ -86,7 +86,8 @@ def tiny_engine(smol_tokenizer):
 @pytest.mark.parametrize("mission", ["difficulty", "classification", "safety"])
 def test_a_random_model_under_constrained_decoding_gives_only_valid_labels(tiny_engine, mission):
     """The worst tagger there is (random weights) cannot produce an invalid label."""
-    pytest.importorskip("xgrammar")
+    import xgrammar  # noqa: F401  (a dependency: a broken install fails, never skips)
+
     tagger = LLMTagger(tiny_engine, "tiny", max_tokens=600)
     assert tagger.constrained
     items = [(i, conversation_of(r)[0]) for i, r in enumerate(RECORDS[2:4])]
@@ -374,7 +375,8 @@ def test_classification_resumes_after_sigkill_nothing_lost_or_doubled(tmp_path, 
 
 
 def test_an_interrupted_mission_resumes_and_a_finished_one_is_skipped(tmp_path, tiny_engine):
-    pytest.importorskip("xgrammar")
+    import xgrammar  # noqa: F401  (a dependency: a broken install fails, never skips)
+
     src = tmp_path / "x.json"
     write_records(src, RECORDS)
     out = tmp_path / "x_safety.json"
@@ -447,7 +449,8 @@ def test_embedded_model_tags_real_records_with_only_valid_labels(tmp_path, embed
     """SmolLM2-135M with constrained decoding and labels read from probabilities: 100% of
     stored labels valid, every format read (bench/bench_tagging.py runs every mission on
     32 records)."""
-    pytest.importorskip("xgrammar")
+    import xgrammar  # noqa: F401  (a dependency: a broken install fails, never skips)
+
     questions = [
         "What is the boiling point of water at sea level?",
         "Write a Python function that reverses a string.",
