@@ -437,7 +437,9 @@ def test_one_pass_user_turns_take_the_first_token_processor(smol_tokenizer, tmp_
         max_tokens=3,
     )
     job.run(engine)
-    for r in read_records(tmp_path / "conv.json"):
+    records = read_records(tmp_path / "conv.json")
+    assert len(records) == 2  # the checks below run on both conversations
+    for r in records:
         assert r["gen_input_configs"]["instruction"]["logits_processor"] == processor
         assert r["conversation_stop_reason"] is None
         assert r["instruction"].startswith("#") == (processor is None)

@@ -135,6 +135,7 @@ def test_judge_in_bfloat16_rarely_ties(tmp_path):
     src.write_text(json.dumps(records_of(VARIED)))
     gen_po_rewards.main(input_file=str(src), reward_model_path="judge")
     out = read_records(tmp_path / "v_5res_armorm.json")
+    assert len(out) == len(records_of(VARIED))  # every record scored, none left out
     ties = 0
     for record in out:
         scores = [s["score"] for s in record["rewards"]]
@@ -169,6 +170,7 @@ def test_cli_names_the_judge_and_refuses_mixed_flags(tmp_path, tiny_model_dir, c
     args = dict(input_file=str(src), judge_model_path=str(tiny_model_dir), dtype="float32")
     gen_po_rewards.main(**args)
     first = read_records(out)
+    assert len(first) == 2  # both records scored: the checks below run
     for record in first:
         assert record["rewards_model"] == f"judge:{tiny_model_dir}"
         # A random 2-layer model: the ratings' probabilities are arbitrary, the expected

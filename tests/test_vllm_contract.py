@@ -433,7 +433,9 @@ def test_per_prompt_seeds(fake_vllm):
 def test_no_seed_means_no_request_seed(fake_vllm):
     engine = make_engine()
     engine.generate(["hello", "world"], SamplingParams())
-    for sp in FakeLLM.instances[-1].calls[0][1]:
+    sps = FakeLLM.instances[-1].calls[0][1]
+    assert len(sps) == 2  # one request per prompt, each checked below
+    for sp in sps:
         assert "seed" not in sp.kwargs
 
 
