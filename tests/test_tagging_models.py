@@ -93,8 +93,10 @@ def test_a_random_model_under_constrained_decoding_gives_only_valid_labels(tiny_
     items = [(i, conversation_of(r)[0]) for i, r in enumerate(RECORDS[2:4])]
     results = list(tagger.tag(mission, items))
     assert sorted(k for k, _, _ in results) == [0, 1]
+    label = {"classification": "task_category", "safety": "llama_guard_2"}.get(mission, mission)
     for _, fields, reason in results:
         assert reason is None, reason
+        assert fields[label] is not None, fields  # so assert_labels_valid checks a label
         assert_labels_valid(fields)
         assert fields[f"{'task_category' if mission == 'classification' else mission}_generator"]
 
@@ -229,7 +231,11 @@ def test_random_guard_output_is_never_stored_unless_in_llama_guard_form(tmp_path
         src,
         TagOptions(guard_model_path=str(guard), engine_options=EngineOptions(engine="hf")),
     )
-    for r in read_records(out):
+    records = read_records(out)
+    assert len(records) == 3
+    # A random guard's output is not in Llama Guard form: it is dropped, with the reason.
+    assert any(r["llama_guard_2"] is None for r in records), records
+    for r in records:
         assert_labels_valid(r)
         if r["llama_guard_2"] is None:
             assert r["tag_errors"]["safety"].startswith("guard_output")
