@@ -230,6 +230,7 @@ def test_chat_endpoint_mode_matches_local_template(server, key, tmp_path):
         path = tmp_path / f"{mode}.json"
         ResponseJob(profile, src, path, model_name=DEFAULT_MODEL, max_tokens=24).run(engine)
         out[mode] = read_records(path)
+    assert [r["id"] for r in out["chat"]] == [0, 1]  # both answered: the checks below run
     for t, c in zip(out["template"], out["chat"], strict=True):
         assert c["gen_response_configs"]["response_mode"] == "chat"
         assert c["gen_response_configs"]["prompt"] is None
