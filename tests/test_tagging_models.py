@@ -280,7 +280,10 @@ def test_reward_model_scores_in_length_sorted_batches_like_one_at_a_time(tmp_pat
     assert summary.tagged == 5 and summary.flags == {"no_response": 1, "no_text": 1}
     assert scorer.truncated == 1
     alone_model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    for record in read_records(tmp_path / "x_reward.json"):
+    records = read_records(tmp_path / "x_reward.json")
+    # the 5 scored records are in the file: the comparison below runs on each of them
+    assert sum(isinstance(r["instruct_reward"], float) for r in records) == 5
+    for record in records:
         conv, reason = conversation_of(record)
         if reason or not conv.has_response:
             assert record["instruct_reward"] is None and record["tag_errors"]["reward"]
@@ -303,7 +306,9 @@ def test_reward_mission_loads_the_model_by_path(tmp_path, smol_tokenizer):
 
     # known before the weights load, as the loaded scorer reports it
     assert reward_settings(str(path), 4096) == RewardScorer(str(path)).settings()
-    assert all(isinstance(r["instruct_reward"], float) for r in read_records(out))
+    records = read_records(out)
+    assert len(records) == 2
+    assert all(isinstance(r["instruct_reward"], float) for r in records)
 
 
 def test_reward_models_that_cannot_be_single_logit_are_refused_before_loading(
