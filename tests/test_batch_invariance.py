@@ -263,3 +263,15 @@ def test_float32_records_keep_the_default_attention(tiny, smol_tokenizer):
     assert tiny.config._attn_implementation != invariant.ATTN_IMPLEMENTATION
     out = eng.generate([[5, 6, 7]], SamplingParams(max_tokens=3, temperature=0.0))
     assert out[0][0].completion_tokens == 3
+
+
+def test_vllm_batch_invariant_is_refused_on_the_cpu_build_with_one_line(monkeypatch):
+    from magpie.engines import vllm as vllm_engine
+    from magpie.records import InputError
+
+    monkeypatch.setattr(vllm_engine, "on_cpu_platform", lambda: True)
+    with pytest.raises(InputError, match="--dtype float32") as refused:
+        vllm_engine.refuse_batch_invariant_on_cpu()
+    assert "\n" not in str(refused.value)
+    monkeypatch.setattr(vllm_engine, "on_cpu_platform", lambda: False)
+    vllm_engine.refuse_batch_invariant_on_cpu()  # a GPU: vLLM's own mode is asked for
