@@ -255,4 +255,5 @@ def test_judge_on_two_ray_replicas_equals_local(ray_cluster, tmp_path, monkeypat
     assert scores == [pytest.approx(s, abs=1e-4) for s in want]
     assert [{**r, "rewards": None} for r in scored] == [{**r, "rewards": None} for r in expected]
     assert expected[1]["rewards_flag"] == "skipped"
+    assert [bool(r["rewards"]) for r in expected] == [True, False, True, True, True]
     assert all(r["rewards_model"] == f"judge:{DEFAULT_MODEL}" for r in expected if r["rewards"])

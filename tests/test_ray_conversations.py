@@ -187,4 +187,5 @@ def test_gen_po_rewards_on_two_replicas_equals_local(
     assert scores == [pytest.approx(s, abs=1e-5) for s in expected_scores]
     assert [{**r, "rewards": None} for r in scored] == [{**r, "rewards": None} for r in expected]
     assert expected[2]["rewards_flag"] == "skipped" and expected[2]["rewards"] is None
+    assert sum(map(bool, expected_scores)) == 6  # all but the skipped record are scored
     assert all(len(s) == 3 and len(set(s)) == 3 for s in expected_scores if s)
