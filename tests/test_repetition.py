@@ -58,6 +58,7 @@ def test_hf_engine_stops_a_looping_row_on_the_embedded_model(smol_tokenizer):
         prompts, SamplingParams(temperature=0, max_tokens=200, stop_repetition=False)
     )
     checked = engine.generate(prompts, SamplingParams(temperature=0, max_tokens=200))
+    assert len(checked) == len(asks)  # both prompts answered: the checks below run
     for (f,), (c,) in zip(free, checked, strict=True):
         assert c.finish_reason == "repetitive", c.text
         assert c.completion_tokens < f.completion_tokens  # tokens saved
