@@ -3,10 +3,9 @@ executor, on the embedded model with two replicas; a replica killed mid-run and 
 killed mid-run both end with exactly the expected records, text included.
 
 The local executor is the reference: its records are made in one process by the code the
-rest of the suite checks. The model runs in float32: in bfloat16 the CPU kernels sum in
-an order that depends on the batch's shape and threads, so near-tied tokens can flip
-between a batch of 12 rows here and 4 rows on a replica (seen: 1 record in 12 diverged
-after ~20 tokens).
+rest of the suite checks. These run in float32 (the faster exact setting here); the
+default bf16, exact through the batch-invariant attention (magpie.engines.invariant), is
+checked between 1 and 2 replicas in tests/test_batch_invariance.py.
 """
 
 from __future__ import annotations
