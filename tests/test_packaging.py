@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from magpie.skills import TEMPLATE_NAMES
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "magpie" / "configs"
 # What setuptools reads to build the wheel; the sources are copied so the build leaves
@@ -136,7 +138,7 @@ def test_installed_wheel_reads_its_shipped_files(venv):
     assert got["filter_preset"] == 300000
     assert got["system_texts"] == json.loads((CONFIGS / "system_prompts.json").read_text())
     shipped = {p.stem: p.read_text() for p in (CONFIGS / "prompts" / "skills").glob("*.txt")}
-    assert got["skills_templates"] == shipped and len(shipped) == 9
+    assert got["skills_templates"] == shipped and set(shipped) == set(TEMPLATE_NAMES)
 
 
 def test_installed_wheel_generates_instructions(venv, tiny_model_dir, tmp_path):
