@@ -1,6 +1,6 @@
 """Preference data, step 1: N responses per instruction (the original's gen_po_multi_res.py).
 
-The original's command line, unchanged; the code is magpie/cli/gen_po_multi_res.py, also installed
+The original's command line, unchanged; the code is magpie/stages/gen_res.py, also installed
 as the `magpie-gen-po-multi-res` command."""
 
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from magpie.cli.gen_po_multi_res import cli, main  # noqa: E402,F401
+from magpie.stages.gen_res import cli_po_multi_res as cli  # noqa: E402
 
 if __name__ == "__main__":
     cli()
