@@ -1,17 +1,21 @@
 """Records on disk: read .json/.jsonl with clear errors, write atomically, journal and resume.
 
 Every long stage writes each finished record to an append-only journal
-(`<output>.journal.jsonl`) as soon as it is made. Re-running the same command reads the
-journal back and skips what is done; the final file is written atomically (temporary file
-+ rename) and the journal removed. Total I/O stays O(N) and a run killed at any moment
-loses at most the records in flight, never a written one, and doubles none.
+(`.magpie/<output name>.journal.jsonl`) as soon as it is made. Re-running the same
+command reads the journal back and skips what is done; the final file is written
+atomically (temporary file + rename) and the journal removed. Total I/O stays O(N) and a
+run killed at any moment loses at most the records in flight, never a written one, and
+doubles none.
 
-Beside a finished output, `<output>.meta.json` keeps the settings that made it and the
-SHA-256 of its input (written atomically after the output). A rerun with the same
+For a finished output, `.magpie/<output name>.meta.json` keeps the settings that made it
+and the SHA-256 of its input (written atomically after the output). A rerun with the same
 settings and input finds it complete; with other settings, another input, or an output
 of unknown origin it stops with one line unless asked to `overwrite`. One run at a time
-writes an output: the journal holds a lock (`<output>.lock`), and a second run names the
-holder (pid, host, start time) and stops.
+writes an output: the journal holds a lock (`.magpie/<output name>.lock`), and a second run
+names the holder (pid, host, start time) and stops.
+
+These files of magpie's own live in a hidden folder `.magpie/` beside the output (made
+when first needed; see `state_path`), so an output folder holds only outputs.
 """
 
 from __future__ import annotations
@@ -348,13 +352,30 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+STATE_DIR = ".magpie"
+
+
+def state_path(output: str | os.PathLike, suffix: str) -> Path:
+    """Where magpie keeps its own file `suffix` (".lock", ".lock.owner", ".meta.json",
+    ".journal.jsonl") for `output`: `<output's folder>/.magpie/<output name><suffix>`, so
+    one output's files sort together and the output folder holds only outputs. The folder
+    is made by whoever writes there first."""
+    output = Path(output)
+    return output.parent / STATE_DIR / f"{output.name}{suffix}"
+
+
 def meta_path(output: str | os.PathLike) -> Path:
     """Where the settings and input fingerprint of `output` are kept."""
+    return state_path(output, ".meta.json")
+
+
+def _old_meta_path(output: str | os.PathLike) -> Path:
+    """Where magpie before the `.magpie/` folder kept it: beside the output."""
     return Path(f"{output}.meta.json")
 
 
 def output_meta(fingerprint: dict) -> dict:
-    """What `<output>.meta.json` holds for a run: its settings and, when the settings
+    """What the meta file (`meta_path`) holds for a run: its settings and, when the settings
     name an input file (`input`), that file's SHA-256."""
     source = fingerprint.get("input")
     digest = file_sha256(source) if isinstance(source, str) and os.path.isfile(source) else None
@@ -385,7 +406,7 @@ def check_finished_output(
     those settings (what a caller knows before loading a model); `meta` is
     output_meta(fingerprint) when the caller has it already."""
     output = Path(output)
-    if not output.exists() or Path(f"{output}.journal.jsonl").exists():
+    if not output.exists() or state_path(output, ".journal.jsonl").exists():
         return False
     wanted = meta or output_meta(fingerprint)
     try:
@@ -399,9 +420,15 @@ def check_finished_output(
         return True
     if overwrite:
         return False
+    if stored is None and _old_meta_path(output).exists():
+        raise InputError(
+            f"{output}: made by an earlier magpie version, which kept its settings beside it "
+            f"in {_old_meta_path(output)} (now {meta_path(output)}); pass --overwrite once "
+            "to remake it"
+        )
     if stored is None:
         raise InputError(
-            f"{output}: exists, with no {meta_path(output).name} to say what made it; pass "
+            f"{output}: exists, with no {meta_path(output)} to say what made it; pass "
             "--overwrite to replace it"
         )
     raise InputError(
@@ -414,17 +441,18 @@ _HELD: dict[str, object] = {}  # output lock path -> this process's lock on it
 
 
 def lock_output(output: str | os.PathLike):
-    """Take `<output>.lock` for this process, or raise InputError naming its holder."""
+    """Take the output's lock (`state_path(output, ".lock")`) for this process, or raise
+    InputError naming its holder."""
     from filelock import FileLock, Timeout
 
-    path = Path(f"{output}.lock")
+    path = state_path(output, ".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     key = str(path.resolve())
     stale = _HELD.pop(key, None)  # an earlier journal of this process that never finished
     if stale is not None:
         stale.release(force=True)
     lock = FileLock(str(path), timeout=0)
-    owner = Path(f"{path}.owner")
+    owner = state_path(output, ".lock.owner")
     try:
         lock.acquire()
     except Timeout:
@@ -444,7 +472,7 @@ def lock_output(output: str | os.PathLike):
 
 def unlock_output(output: str | os.PathLike, lock) -> None:
     """Release a lock taken by lock_output (its files stay: removing them would race)."""
-    key = str(Path(f"{output}.lock").resolve())
+    key = str(state_path(output, ".lock").resolve())
     if _HELD.get(key) is lock:
         del _HELD[key]
     lock.release(force=True)
@@ -466,7 +494,7 @@ class Journal:
 
     def __init__(self, output: str | os.PathLike, fingerprint: dict, overwrite: bool | None = None):
         self.output = Path(output)
-        self.path = Path(f"{output}.journal.jsonl")
+        self.path = state_path(output, ".journal.jsonl")
         self.fingerprint = fingerprint
         self.done: dict = {}
         self._file = None
@@ -554,6 +582,8 @@ class Journal:
         self.close()
         write_records(self.output, records)
         write_json(meta_path(self.output), self.meta)
+        # An earlier version's meta file beside the output describes what was replaced.
+        _old_meta_path(self.output).unlink(missing_ok=True)
         if self.path.exists():
             os.remove(self.path)
         self.release()
