@@ -26,7 +26,7 @@ from magpie.engines.hf import HFEngine
 from magpie.instructions import InstructionJob
 from magpie.models import DEFAULT_MODEL
 from magpie.profiles import get_profile
-from magpie.records import read_records
+from magpie.records import read_records, state_path
 
 pytestmark = pytest.mark.skipif(
     invariant.probe(torch.bfloat16, "cpu") is not None,
@@ -219,7 +219,7 @@ def test_bf16_records_after_sigkill_and_resume_equal_an_uninterrupted_run(tiny_m
     ref = subprocess.run(gen_ins(tiny_model_dir, ref_out, 64), capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
     name = f"Magpie_{tiny_model_dir.name}_40_1000_ins.json"
-    final, journal = out / name, out / f"{name}.journal.jsonl"
+    final, journal = out / name, state_path(out / name, ".journal.jsonl")
     kills = 0
     for threshold in (10, 25):
         proc = subprocess.Popen(

@@ -24,7 +24,7 @@ from magpie.conversation import (
 )
 from magpie.engines.base import Completion
 from magpie.profiles import Profile
-from magpie.records import InputError, read_records
+from magpie.records import InputError, read_records, state_path
 
 REPO = Path(__file__).resolve().parent.parent
 GREEDY = {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0}
@@ -478,7 +478,7 @@ def test_gen_mt_continues_a_half_journaled_dialogue_from_its_item(tmp_path):
     header = json.dumps({"__journal__": first.journal.fingerprint})
     first.journal.close()
     turn = {"role": "user", "content": "Journaled follow-up?", "failure": None, "turn": 2}
-    Path(f"{out}.journal.jsonl").write_text(
+    state_path(out, ".journal.jsonl").write_text(
         header + "\n" + json.dumps({"key": "0/0", "record": turn}) + "\n"
     )
     resumed = job()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from conftest import FIXTURES
@@ -17,7 +16,7 @@ from magpie.conversations import (
     user_turn_prompt,
 )
 from magpie.profiles import render_chat
-from magpie.records import InputError, read_records
+from magpie.records import InputError, read_records, state_path
 
 
 class FixtureTokenizer:
@@ -388,7 +387,7 @@ def test_resume_uses_journaled_turns(tiny_model_dir, tmp_path):
             }
         ),
     ]
-    Path(f"{out}.journal.jsonl").write_text("\n".join(lines) + '\n{"key": "1/0", "rec')
+    state_path(out, ".journal.jsonl").write_text("\n".join(lines) + '\n{"key": "1/0", "rec')
     job().run(engine)
     records = read_records(out)
     assert records[0]["instruction_2"] == "FOLLOW-UP" and records[0]["response_2"] == "REPLY"

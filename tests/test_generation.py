@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from magpie.records import InputError, read_records
+from magpie.records import InputError, read_records, state_path
 
 PY = sys.executable
 
@@ -76,7 +76,7 @@ def test_gen_ins_resumes_after_sigkill_with_nothing_lost_or_doubled(tiny_model_d
     )
     out = tmp_path / "out"
     final = out / f"Magpie_{tiny_model_dir.name}_300_1000_ins.json"
-    journal = Path(f"{final}.journal.jsonl")
+    journal = state_path(final, ".journal.jsonl")
     kills = 0
     for threshold in (15, 90, 200):  # kill at three different points of the run
         proc = subprocess.Popen(
@@ -149,8 +149,8 @@ def test_item_seeds_are_keyed_by_item_and_stage():
 def test_journal_with_other_settings_is_refused(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     final = out / f"Magpie_{tiny_model_dir.name}_300_1000_ins.json"
-    Path(f"{final}").parent.mkdir(parents=True)
-    Path(f"{final}.journal.jsonl").write_text(json.dumps({"__journal__": {"n": 1}}) + "\n")
+    state_path(final, ".journal.jsonl").parent.mkdir(parents=True)
+    state_path(final, ".journal.jsonl").write_text(json.dumps({"__journal__": {"n": 1}}) + "\n")
     r = subprocess.run(ins_args(tiny_model_dir, out), capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error: ")
@@ -199,7 +199,7 @@ def test_gen_res_skips_flagged_and_resumes(tiny_model_dir, tmp_path):
     src.write_text(json.dumps(records))
     out = tmp_path / "x_ins_res.json"
     # A journal from a killed run already holds record 2; it must not be redone.
-    journal = Path(f"{out}.journal.jsonl")
+    journal = state_path(out, ".journal.jsonl")
     gen_res.main(input_file=str(src), model_path=str(tiny_model_dir), max_tokens=4)
     first = read_records(out)
     out.unlink()
@@ -261,7 +261,7 @@ def test_gen_res_bad_input_names_file_and_line(tmp_path, tiny_model_dir, content
     with pytest.raises(InputError, match=message):
         gen_res.main(input_file=str(src), model_path=str(tiny_model_dir), max_tokens=4)
     assert out.read_text() == "EARLIER"
-    assert not Path(f"{out}.journal.jsonl").exists()
+    assert not state_path(out, ".journal.jsonl").exists()
 
 
 def run_cli(args):

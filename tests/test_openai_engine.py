@@ -27,7 +27,7 @@ from magpie.engines.openai import OpenAIEngine
 from magpie.engines.server_tokenizer import server_tokenizer
 from magpie.models import DEFAULT_MODEL
 from magpie.profiles import get_profile
-from magpie.records import InputError, read_records
+from magpie.records import InputError, read_records, state_path
 from magpie.responses import ResponseJob
 
 # The real-server tests need llama-cpp-python's server extra (a dev dependency).
@@ -263,7 +263,7 @@ def test_server_killed_mid_run_fails_cleanly_then_resumes(key, tmp_path, capsys)
     url = f"http://127.0.0.1:{port}/v1"
     out = tmp_path / "out"
     final = out / INS_FILE.format(total=8, ts=7)
-    journal = Path(f"{final}.journal.jsonl")
+    journal = state_path(final, ".journal.jsonl")
     opts = {"total_prompts": 8, "n": 4, "max_tokens": 16, "seed": 7, "timestamp": 7}
     opts |= {"output_folder": str(out), **server_opts(url)}
     args = [PY, str(REPO / "exp" / "gen_ins.py")]
@@ -394,8 +394,10 @@ def test_chat_only_server_is_refused_with_the_reason(fake, tmp_path):
         )
     assert "chat endpoint applies the whole template" in str(e.value)
     assert "HTTP 404" in str(e.value)
-    left = [p.name for p in tmp_path.iterdir() if not p.name.endswith((".lock", ".lock.owner"))]
-    assert not left  # no output, no journal (the run lock's file stays, by design)
+    assert [p.name for p in tmp_path.iterdir()] in ([], [".magpie"])  # no output
+    # No journal or meta file (the run lock's files stay, by design).
+    left = [p.name for p in tmp_path.glob(".magpie/*")]
+    assert not [n for n in left if not n.endswith((".lock", ".lock.owner"))], left
 
 
 def test_vllm_like_server_n_seeds_batching_retries_and_key(fake, smol_tokenizer, monkeypatch):

@@ -13,7 +13,7 @@ from conftest import REPO
 
 from magpie.engines.base import Completion
 from magpie.preference import build_pairs, choose_pair, make_pairs, split_pairs
-from magpie.records import InputError, read_records
+from magpie.records import InputError, read_records, state_path
 
 
 def load_exp(name: str):
@@ -291,7 +291,7 @@ def test_multi_res_records_skips_and_resumes(tiny_model_dir, tmp_path):
         "num_samples": 3,
     }
     kept = {**first[2], "responses": ["FROM", "THE", "JOURNAL"]}
-    Path(f"{out}.journal.jsonl").write_text(
+    state_path(out, ".journal.jsonl").write_text(
         json.dumps({"__journal__": fingerprint})
         + "\n"
         + json.dumps({"key": 2, "record": kept})
@@ -302,7 +302,7 @@ def test_multi_res_records_skips_and_resumes(tiny_model_dir, tmp_path):
     second = read_records(out)
     assert second[2]["responses"] == ["FROM", "THE", "JOURNAL"]
     assert [r["uuid"] for r in second] == ["a", "b", "c"] and len(second[0]["responses"]) == 3
-    assert not Path(f"{out}.journal.jsonl").exists()
+    assert not state_path(out, ".journal.jsonl").exists()
 
 
 def test_multi_res_bad_input(tiny_model_dir, tmp_path):
@@ -359,7 +359,7 @@ def test_rewards_scores_every_response_and_resumes(tiny_reward_dir, tmp_path):
         "dtype": "float32",
     }
     kept = {**first[0], "rewards": [{"score": 1.0}, {"score": 2.0}, {"score": 3.0}]}
-    Path(f"{out}.journal.jsonl").write_text(
+    state_path(out, ".journal.jsonl").write_text(
         json.dumps({"__journal__": fingerprint})
         + "\n"
         + json.dumps({"key": 0, "record": kept})
@@ -371,7 +371,7 @@ def test_rewards_scores_every_response_and_resumes(tiny_reward_dir, tmp_path):
     assert second[0]["rewards"] == kept["rewards"]
     scores = [x["score"] for x in second[2]["rewards"]]
     assert scores == pytest.approx([x["score"] for x in first[2]["rewards"]], abs=1e-4)
-    assert not Path(f"{out}.journal.jsonl").exists()
+    assert not state_path(out, ".journal.jsonl").exists()
 
 
 def test_rewards_refuses_what_is_not_a_single_logit_reward_model(tmp_path):

@@ -24,7 +24,7 @@ from magpie.engines import EngineOptions
 from magpie.instructions import InstructionJob
 from magpie.models import DEFAULT_MODEL
 from magpie.profiles import get_profile
-from magpie.records import InputError, read_records
+from magpie.records import InputError, read_records, state_path
 from magpie.responses import ResponseJob
 
 pytestmark = pytest.mark.slow
@@ -140,7 +140,7 @@ def gen_res_command(src: Path, out: Path, *extra: str) -> list[str]:
 
 
 def journal_entries(out: Path) -> int:
-    journal = Path(f"{out}.journal.jsonl")
+    journal = state_path(out, ".journal.jsonl")
     return max(0, len(journal.read_text().splitlines()) - 1) if journal.exists() else 0
 
 

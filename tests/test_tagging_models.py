@@ -21,7 +21,7 @@ from magpie.engines import EngineOptions
 from magpie.engines.base import Completion
 from magpie.engines.hf import HFEngine
 from magpie.models import DEFAULT_MODEL
-from magpie.records import InputError, read_records, write_records
+from magpie.records import InputError, read_records, state_path, write_records
 from magpie.tagging.guard import GUARD_VERDICT
 from magpie.tagging.inputs import conversation_of
 from magpie.tagging.job import TagOptions, run, tag_file
@@ -347,7 +347,7 @@ def test_classification_resumes_after_sigkill_nothing_lost_or_doubled(tmp_path, 
     src = tmp_path / "x.json"
     write_records(src, records)
     out = tmp_path / "x_category.json"
-    journal = Path(f"{out}.journal.jsonl")
+    journal = state_path(out, ".journal.jsonl")
     args = [
         PY,
         str(REPO / "exp" / "unitag.py"),
@@ -403,7 +403,7 @@ def test_an_interrupted_mission_resumes_and_a_finished_one_is_skipped(tmp_path, 
     tagger.tag = dies_after_two
     with pytest.raises(KeyboardInterrupt):
         tag_file("safety", tagger, src, out)
-    journal = Path(f"{out}.journal.jsonl")
+    journal = state_path(out, ".journal.jsonl")
     with open(journal, "a") as f:
         f.write('{"key": 4, "rec')  # a line cut short by the kill
     tagger.tag = real_tag

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from magpie.records import InputError, read_records
+from magpie.records import InputError, read_records, state_path
 from magpie.skills import load_templates, read_rating, split_questions
 from magpie.tasks import load_task
 
@@ -434,7 +434,7 @@ def test_finished_generation_is_reused_by_a_rerun(tmp_path, tiny_model_dir, caps
     first = run_task(path, tmp_path / "out")
     generated = tmp_path / "out" / "short_answers" / "generated.jsonl"
     before = (generated.read_bytes(), generated.stat().st_mtime_ns)
-    assert not Path(f"{generated}.journal.jsonl").exists()
+    assert not state_path(generated, ".journal.jsonl").exists()
     capsys.readouterr()
     again = run_task(path, tmp_path / "out")
     assert "already complete; reusing it" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from vllm_settings import DTYPE, SECOND_ENGINE_ENV
 
 from magpie.instructions import InstructionJob, instruction_file_name
 from magpie.models import DEFAULT_MODEL
-from magpie.records import read_records
+from magpie.records import read_records, state_path
 
 REPO = Path(__file__).resolve().parents[2]
 TOTAL, N, SEED, TIMESTAMP, MAX_TOKENS = 48, 4, 21, 9, 48
@@ -66,7 +66,7 @@ def job(path: Path) -> InstructionJob:
 def test_sigkill_then_resume_gives_the_uninterrupted_records(vllm_engine, tmp_path, timings):
     out = tmp_path / "killed"
     final = out / instruction_file_name(DEFAULT_MODEL, TOTAL, TIMESTAMP)
-    journal = Path(f"{final}.journal.jsonl")
+    journal = state_path(final, ".journal.jsonl")
     args = [sys.executable, str(REPO / "exp" / "gen_ins.py"), "--engine", "vllm"]
     args += ["--total_prompts", str(TOTAL), "--n", str(N), "--max_tokens", str(MAX_TOKENS)]
     args += ["--seed", str(SEED), "--timestamp", str(TIMESTAMP), "--output_folder", str(out)]
