@@ -1,6 +1,6 @@
 """Near-duplicates: nearest-neighbour distance and repetition (the original's gen_dis.py).
 
-The original's command line, unchanged; the code is magpie/cli/gen_dis.py, also installed
+The original's command line, unchanged; the code is magpie/stages/gen_dis.py, also installed
 as the `magpie-gen-dis` command."""
 
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from magpie.cli.gen_dis import cli, main  # noqa: E402,F401
+from magpie.stages.gen_dis import cli  # noqa: E402
 
 if __name__ == "__main__":
     cli()

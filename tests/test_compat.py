@@ -47,7 +47,6 @@ def test_qwen_stops_on_both_assistant_spellings(tmp_path, clean_env):
 # ---------------------------------------------------------------------------------------
 # 2. The original's command lines (its scripts, original-magpie.md §1) run unchanged.
 
-import importlib.util  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -58,20 +57,30 @@ from conftest import REPO  # noqa: E402
 from magpie.compat import original_argv  # noqa: E402
 from magpie.engines import EngineOptions  # noqa: E402
 from magpie.records import InputError  # noqa: E402
-from magpie.stage import run_cli  # noqa: E402
+from magpie.settings import command, run_command  # noqa: E402
+from magpie.stages.gen_dis import GenDis  # noqa: E402
+from magpie.stages.gen_ins import GenIns  # noqa: E402
+from magpie.stages.gen_mt import GenMt  # noqa: E402
+from magpie.stages.gen_po_rewards import GenPoRewards  # noqa: E402
+from magpie.stages.gen_res import GenPoMultiRes, GenRes  # noqa: E402
+from magpie.stages.unitag import Unitag  # noqa: E402
 
-
-def stage_main(stage: str):
-    spec = importlib.util.spec_from_file_location(f"exp_{stage}", REPO / "exp" / f"{stage}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# Each stage's settings type: its flags are what its command line accepts.
+SETTINGS = {
+    "gen_ins": GenIns,
+    "gen_res": GenRes,
+    "gen_po_multi_res": GenPoMultiRes,
+    "gen_mt": GenMt,
+    "unitag": Unitag,
+    "gen_po_rewards": GenPoRewards,
+    "gen_dis": GenDis,
+}
 
 
 def accepted(stage: str) -> set[str]:
     import inspect
 
-    return set(inspect.signature(stage_main(stage).main).parameters)
+    return set(inspect.signature(command(SETTINGS[stage])).parameters)
 
 
 # Written from the original's scripts (§1.1-1.5): what each stage was called with.
@@ -209,7 +218,7 @@ def test_gen_ins_original_line_reaches_the_job(tmp_path, monkeypatch, clean_env)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     line = ORIGINAL_LINES["gen_ins"][0] + f" --output_folder {tmp_path} --offline"
     with pytest.raises(Reached):
-        run_cli(stage_main("gen_ins").main, line.split(), stage="gen_ins")
+        run_command(GenIns, line.split())
     assert seen["tensor_parallel_size"] == 4
     assert seen["gpu_memory_utilization"] == 0.95
     assert seen["model_path"] == "meta-llama/Meta-Llama-3-70B-Instruct"

@@ -101,13 +101,12 @@ def test_known_near_duplicates_found_and_unique_texts_left_alone(known, tmp_path
 
 
 def test_original_misspelt_flag_rerun_overwrites_and_uuid(known, tmp_path):
-    sys.path.insert(0, str(REPO / "exp"))
-    import gen_dis
+    from magpie.stages.gen_dis import GenDis
 
     path, expected = known
     out = tmp_path / "d.jsonl"
     for _ in range(2):  # a rerun replaces, never appends
-        gen_dis.main(input_file=str(path), output_file=str(out), distance_distance_threshold=1e-9)
+        GenDis(input_file=str(path), output_file=str(out), distance_distance_threshold=1e-9).run()
     rows = _read(out)
     assert len(rows) == len(expected)
     # with a tiny threshold only copies (distance 0; the model is uncased) remain

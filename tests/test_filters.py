@@ -357,8 +357,7 @@ def test_run_filter_writes_kept_and_rejected_with_reasons(tmp_path, capsys):
 
 
 def test_cli_flags_override_preset(tmp_path):
-    sys.path.insert(0, str(REPO / "exp"))
-    import filter as filter_cli
+    from magpie.stages.filter import Filter
 
     src = tmp_path / "d.jsonl"
     src.write_text(
@@ -368,13 +367,13 @@ def test_cli_flags_override_preset(tmp_path):
         )
     )
     out = tmp_path / "o.jsonl"
-    filter_cli.main(
+    Filter(
         input_file=str(src),
         config=str(PRESETS_DIR / "magpie.yaml"),
         language=("en",),
         shuffle=False,
         output_file=str(out),
-    )
+    ).run()
     assert [r["language"] for r in read_records(out)] == ["EN"]
 
 

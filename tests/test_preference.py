@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,17 +13,8 @@ from conftest import REPO
 from magpie.engines.base import Completion
 from magpie.preference import build_pairs, choose_pair, make_pairs, split_pairs
 from magpie.records import InputError, read_records, state_path
-
-
-def load_exp(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "exp" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen_po_multi_res = load_exp("gen_po_multi_res")
-gen_po_rewards = load_exp("gen_po_rewards")
+from magpie.stages.gen_po_rewards import GenPoRewards
+from magpie.stages.gen_res import GenPoMultiRes
 
 
 @pytest.fixture(scope="session")
@@ -263,7 +253,7 @@ def test_multi_res_records_skips_and_resumes(tiny_model_dir, tmp_path):
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "x_3res.json"
     args = dict(input_file=str(src), model_path=str(tiny_model_dir), num_samples=3)
-    gen_po_multi_res.main(**args, max_tokens=4, seed=5)
+    GenPoMultiRes(**args, max_tokens=4, seed=5).run()
     first = read_records(out)
     assert [r["uuid"] for r in first] == ["a", "b", "c"]
     a = first[0]
@@ -298,7 +288,7 @@ def test_multi_res_records_skips_and_resumes(tiny_model_dir, tmp_path):
         + "\n"
         + '{"key": 0, "rec'
     )
-    gen_po_multi_res.main(**args, max_tokens=4, seed=5)
+    GenPoMultiRes(**args, max_tokens=4, seed=5).run()
     second = read_records(out)
     assert second[2]["responses"] == ["FROM", "THE", "JOURNAL"]
     assert [r["uuid"] for r in second] == ["a", "b", "c"] and len(second[0]["responses"]) == 3
@@ -309,9 +299,9 @@ def test_multi_res_bad_input(tiny_model_dir, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"instruction": "ok"}\n{"instruction": 7}\n')
     with pytest.raises(InputError, match=r"in\.jsonl:2: field 'instruction' is not a string"):
-        gen_po_multi_res.main(input_file=str(src), model_path=str(tiny_model_dir))
+        GenPoMultiRes(input_file=str(src), model_path=str(tiny_model_dir)).run()
     with pytest.raises(InputError, match="num_samples must be at least 1"):
-        gen_po_multi_res.main(input_file=str(src), num_samples=0)
+        GenPoMultiRes(input_file=str(src), num_samples=0).run()
 
 
 # ---------------------------------------------------------------------------------------
@@ -333,7 +323,7 @@ def test_rewards_scores_every_response_and_resumes(tiny_reward_dir, tmp_path):
     args = dict(
         input_file=str(src), reward_model_path=str(tiny_reward_dir), dtype="float32", batch_size=2
     )
-    gen_po_rewards.main(**args)
+    GenPoRewards(**args).run()
     first = read_records(out)
     assert [r["uuid"] for r in first] == ["a", "b", "c"]
     for r in (first[0], first[2]):
@@ -343,7 +333,7 @@ def test_rewards_scores_every_response_and_resumes(tiny_reward_dir, tmp_path):
     assert first[1]["rewards"] is None and first[1]["rewards_flag"] == "skipped"
     # Batched, length-sorted scores equal one-at-a-time scores.
     args1 = {**args, "batch_size": 1, "output_file": str(tmp_path / "one.json")}
-    gen_po_rewards.main(**args1)
+    GenPoRewards(**args1).run()
     single = read_records(tmp_path / "one.json")
     for r, s in zip(first, single, strict=True):
         for x, y in zip(r["rewards"] or [], s["rewards"] or [], strict=True):
@@ -366,7 +356,7 @@ def test_rewards_scores_every_response_and_resumes(tiny_reward_dir, tmp_path):
         + "\n"
         + '{"key": 2, "record": {"uu'
     )
-    gen_po_rewards.main(**args)
+    GenPoRewards(**args).run()
     second = read_records(out)
     assert second[0]["rewards"] == kept["rewards"]
     scores = [x["score"] for x in second[2]["rewards"]]
@@ -382,13 +372,13 @@ def test_rewards_refuses_what_is_not_a_single_logit_reward_model(tmp_path):
     two = tmp_path / "two-labels"
     LlamaConfig(num_labels=2, architectures=["LlamaForSequenceClassification"]).save_pretrained(two)
     with pytest.raises(InputError, match="2 labels"):
-        gen_po_rewards.main(input_file=str(src), reward_model_path=str(two))
+        GenPoRewards(input_file=str(src), reward_model_path=str(two)).run()
     custom = tmp_path / "custom"
     config = LlamaConfig(architectures=["MyRewardModel"])
     config.auto_map = {"AutoModelForSequenceClassification": "modeling.MyRewardModel"}
     config.save_pretrained(custom)
     with pytest.raises(InputError, match="--trust_remote_code"):
-        gen_po_rewards.main(input_file=str(src), reward_model_path=str(custom))
+        GenPoRewards(input_file=str(src), reward_model_path=str(custom)).run()
     assert not (tmp_path / "x_armorm.json").exists()
 
 
@@ -400,7 +390,7 @@ def test_rewards_bad_input(tmp_path):
     with pytest.raises(
         InputError, match=r"in\.jsonl:2: field 'responses' is not a list of strings"
     ):
-        gen_po_rewards.main(input_file=str(src), reward_model_path="unused")
+        GenPoRewards(input_file=str(src), reward_model_path="unused").run()
 
 
 # ---------------------------------------------------------------------------------------
