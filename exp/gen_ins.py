@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from magpie.stages.gen_ins import cli  # noqa: E402
+from magpie.stages.gen_ins import cli, main  # noqa: E402,F401
 
 if __name__ == "__main__":
     cli()

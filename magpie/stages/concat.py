@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from magpie.engines import EngineOptions
 from magpie.records import InputError
-from magpie.settings import Settings, console, flag
+from magpie.settings import Settings, command, console, flag
 from magpie.sharegpt import concatenate
 
 
@@ -67,7 +67,7 @@ class Concat(Settings):
         return Path(result["output"])
 
 
-cli = console(Concat)
+main, cli = command(Concat), console(Concat)
 
 if __name__ == "__main__":
     cli()

@@ -8,7 +8,7 @@ from pathlib import Path
 from magpie.engines import EngineOptions
 from magpie.filters import filtered_file_names, load_filter_config, run_filter
 from magpie.records import InputError
-from magpie.settings import Settings, console, flag
+from magpie.settings import Settings, command, console, flag
 
 
 @dataclasses.dataclass
@@ -89,7 +89,7 @@ class Filter(Settings):
         return filtered_file_names(self.input_file)[0]
 
 
-cli = console(Filter)
+main, cli = command(Filter), console(Filter)
 
 if __name__ == "__main__":
     cli()

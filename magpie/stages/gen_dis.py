@@ -8,7 +8,7 @@ from pathlib import Path
 from magpie.dedup import run_distance
 from magpie.engines import ENGINE_FLAGS_HELP, EngineOptions
 from magpie.records import InputError
-from magpie.settings import Settings, console, flag
+from magpie.settings import Settings, command, console, flag
 
 
 @dataclasses.dataclass
@@ -129,7 +129,7 @@ class GenDis(Settings):
         return Path(timings["output"])
 
 
-cli = console(GenDis)
+main, cli = command(GenDis), console(GenDis)
 
 if __name__ == "__main__":
     cli()

@@ -6,14 +6,15 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import ClassVar
 
 from magpie.engines import EngineOptions
 from magpie.instructions import InstructionJob, instruction_file_name
 from magpie.logits import first_token_processor
-from magpie.models import canonical_name
+from magpie.models import canonical_name, is_default_model
 from magpie.profiles import CONTROL_TASKS, get_profile
 from magpie.records import InputError, overwriting
-from magpie.settings import Settings, console, flag
+from magpie.settings import Settings, command, console, flag
 from magpie.stage import already_complete
 
 log = logging.getLogger("magpie")
@@ -36,16 +37,29 @@ class GenIns(Settings):
     uses_engine = True
     input_field = None
 
+    # The original's defaults, and the embedded model's: a laptop-sized job, and top_p
+    # 0.9 (at top_p 1 a third of a 135M model's samples ramble past the user turn).
+    original_defaults: ClassVar[dict] = {"total_prompts": 1000, "top_p": 1.0, "max_tokens": 2048}
+    embedded_defaults: ClassVar[dict] = {"total_prompts": 32, "top_p": 0.9, "max_tokens": 256}
+
     model_path: str = flag("", MODEL_PATH_HELP)
-    total_prompts: int = flag(1000, "exactly this many instruction records are written.")
+    total_prompts: int | None = flag(
+        None,
+        "exactly this many instruction records are written. Default 1000, 32 on the "
+        "embedded model.",
+    )
     n: int = flag(200, "samples per pre-query prompt (one request with n samples).")
     repeat: int | None = flag(
         None, "number of rounds of n; only used when total_prompts is 0 (total = repeat*n)."
     )
     temperature: float = flag(1.0, "sampling temperature for instructions.")
-    top_p: float = flag(1.0, "nucleus sampling threshold.")
-    max_tokens: int = flag(
-        2048, 'most tokens per instruction; longer ones are flagged "unfinished".'
+    top_p: float | None = flag(
+        None, "nucleus sampling threshold; default 1, 0.9 on the embedded model."
+    )
+    max_tokens: int | None = flag(
+        None,
+        'most tokens per instruction; longer ones are flagged "unfinished". Default '
+        "2048, 256 on the embedded model.",
     )
     early_stopping: bool = flag(True, "stop at the first newline (single-line instructions).")
     disable_early_stopping: bool = flag(False, "same as --early_stopping=False.")
@@ -77,12 +91,24 @@ class GenIns(Settings):
     )
     overwrite: bool = flag(False, OVERWRITE_HELP)
 
+    def sampling(self) -> dict:
+        """total_prompts, top_p, max_tokens and temperature with their defaults resolved:
+        as given, else the embedded model's on the embedded model, else the original's."""
+        defaults = (
+            self.embedded_defaults if is_default_model(self.model_path) else self.original_defaults
+        )
+        resolved = {
+            k: defaults[k] if getattr(self, k) is None else getattr(self, k) for k in defaults
+        }
+        return {**resolved, "temperature": self.temperature}
+
     def run(self, engine: EngineOptions | None = None) -> Path:
         engine = engine or EngineOptions()
+        sampling = self.sampling()
         processor = first_token_processor(self.logits_processor, self.flaming_tokens)
         if self.control_tasks is not None and self.control_tasks not in CONTROL_TASKS:
             raise InputError(f"--control_tasks must be one of {', '.join(CONTROL_TASKS)}")
-        total_prompts = self.total_prompts
+        total_prompts = sampling["total_prompts"]
         if not total_prompts:
             if not self.repeat:
                 raise InputError("give --total_prompts, or --repeat with --n")
@@ -104,8 +130,8 @@ class GenIns(Settings):
                 total_prompts=total_prompts,
                 n=self.n,
                 temperature=self.temperature,
-                top_p=self.top_p,
-                max_tokens=self.max_tokens,
+                top_p=sampling["top_p"],
+                max_tokens=sampling["max_tokens"],
                 early_stopping=self.early_stopping and not self.disable_early_stopping,
                 system_prompt=self.system_prompt,
                 control_tasks=self.control_tasks,
@@ -128,7 +154,7 @@ class GenIns(Settings):
         return output
 
 
-cli = console(GenIns)
+main, cli = command(GenIns), console(GenIns)
 
 if __name__ == "__main__":
     cli()

@@ -8,7 +8,7 @@ from pathlib import Path
 from magpie.engines import EngineOptions
 from magpie.preference import build_pairs
 from magpie.records import InputError
-from magpie.settings import Settings, console, flag
+from magpie.settings import Settings, command, console, flag
 
 
 @dataclasses.dataclass
@@ -54,7 +54,7 @@ class GenPoPairs(Settings):
         return Path(counts["output_dir"])
 
 
-cli = console(GenPoPairs)
+main, cli = command(GenPoPairs), console(GenPoPairs)
 
 if __name__ == "__main__":
     cli()

@@ -12,7 +12,7 @@ from magpie.models import canonical_name
 from magpie.profiles import get_profile
 from magpie.records import InputError, overwriting, read_records
 from magpie.responses import ResponseJob, response_file_name, response_settings
-from magpie.settings import Settings, console, flag
+from magpie.settings import Settings, command, console, flag
 from magpie.stage import already_complete
 from magpie.stages.gen_ins import MODEL_PATH_HELP, OVERWRITE_HELP
 
@@ -152,8 +152,8 @@ class GenPoMultiRes(GenRes):
         return {"num_samples": int(self.num_samples)}
 
 
-cli = console(GenRes)
-cli_po_multi_res = console(GenPoMultiRes)
+main, cli = command(GenRes), console(GenRes)
+main_po_multi_res, cli_po_multi_res = command(GenPoMultiRes), console(GenPoMultiRes)
 
 if __name__ == "__main__":
     cli()
