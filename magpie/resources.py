@@ -1,6 +1,6 @@
 """The data files shipped inside the package, in magpie/configs/: the model registry,
-the system texts, the filter presets, the skills prompt templates and the taggers' label
-priors.
+the system texts, the filter presets, the skills prompt templates, the taggers' label
+priors and the run recipes.
 
 They are found next to this module, so a checkout, an editable install and an installed
 wheel read the same files (the repository's top-level `configs` is a link to them).
@@ -15,6 +15,8 @@ FILTER_PRESETS_DIR = CONFIGS_DIR / "filters"
 SKILLS_PROMPTS_DIR = CONFIGS_DIR / "prompts" / "skills"
 # Label priors of tagger models (magpie.tagging.scoring), made by bench/bench_tag_trust.py.
 TAG_CALIBRATION = CONFIGS_DIR / "tagging" / "calibration.json"
+# Run recipes (magpie.pipeline): the default job and one per model script.
+RECIPES_DIR = CONFIGS_DIR / "recipes"
 
 
 def filter_presets() -> list[str]:
