@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
 # DeepSeek-Coder-V2-Lite-Instruct: original defaults.
+# Its settings are the recipe magpie/configs/recipes/deepseek-coderv2-lite.yaml (also: magpie run deepseek-coderv2-lite).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-DEVICE="${DEVICE:-0}" TENSOR_PARALLEL="${TENSOR_PARALLEL:-1}" \
-exec bash "$here/magpie.sh" "${1:-deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct}" "${2:-1000}" "${3:-1}" "${4:-1}" "${5:-1}" "${6:-0}"
+RECIPE="${RECIPE:-deepseek-coderv2-lite}" exec bash "$here/magpie.sh" "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
 # Gemma-1.1-7b-it: original defaults.
+# Its settings are the recipe magpie/configs/recipes/gemma7b.yaml (also: magpie run gemma7b).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-DEVICE="${DEVICE:-0}" TENSOR_PARALLEL="${TENSOR_PARALLEL:-1}" \
-exec bash "$here/magpie.sh" "${1:-google/gemma-1.1-7b-it}" "${2:-1000}" "${3:-1}" "${4:-1}" "${5:-1}" "${6:-0}"
+RECIPE="${RECIPE:-gemma7b}" exec bash "$here/magpie.sh" "$@"

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Llama-3.1-8B-Instruct: cooler instructions (temp 0.8), no newline early stop, sanitised,
 # de-markdown first token; responses top_p 0.9 / temp 0.6.
+# Its settings are the recipe magpie/configs/recipes/llama3.1-8b.yaml (also: magpie run llama3.1-8b).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-DEVICE="${DEVICE:-0}" TENSOR_PARALLEL="${TENSOR_PARALLEL:-1}" \
-INS_EXTRA_ARGS="--disable_early_stopping --sanitize --logits_processor --max_tokens 1024 ${INS_EXTRA_ARGS:-}" \
-exec bash "$here/magpie.sh" "${1:-meta-llama/Meta-Llama-3.1-8B-Instruct}" "${2:-1000}" "${3:-1}" "${4:-0.8}" "${5:-0.9}" "${6:-0.6}"
+RECIPE="${RECIPE:-llama3.1-8b}" exec bash "$here/magpie.sh" "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
 # Mistral-7B-Instruct-v0.3: original defaults.
+# Its settings are the recipe magpie/configs/recipes/mistral7b.yaml (also: magpie run mistral7b).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-DEVICE="${DEVICE:-0}" TENSOR_PARALLEL="${TENSOR_PARALLEL:-1}" \
-exec bash "$here/magpie.sh" "${1:-mistralai/Mistral-7B-Instruct-v0.3}" "${2:-1000}" "${3:-1}" "${4:-1}" "${5:-1}" "${6:-0}"
+RECIPE="${RECIPE:-mistral7b}" exec bash "$here/magpie.sh" "$@"

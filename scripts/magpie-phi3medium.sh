@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
 # Phi-3-medium-128k-instruct: original defaults.
+# Its settings are the recipe magpie/configs/recipes/phi3medium.yaml (also: magpie run phi3medium).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-DEVICE="${DEVICE:-0}" TENSOR_PARALLEL="${TENSOR_PARALLEL:-1}" \
-exec bash "$here/magpie.sh" "${1:-microsoft/Phi-3-medium-128k-instruct}" "${2:-1000}" "${3:-1}" "${4:-1}" "${5:-1}" "${6:-0}"
+RECIPE="${RECIPE:-phi3medium}" exec bash "$here/magpie.sh" "$@"

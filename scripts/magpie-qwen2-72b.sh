@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
 # Qwen2-72B-Instruct on 4 GPUs; original defaults.
+# Its settings are the recipe magpie/configs/recipes/qwen2-72b.yaml (also: magpie run qwen2-72b).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-DEVICE="${DEVICE:-0,1,2,3}" TENSOR_PARALLEL="${TENSOR_PARALLEL:-4}" \
-exec bash "$here/magpie.sh" "${1:-Qwen/Qwen2-72B-Instruct}" "${2:-1000}" "${3:-1}" "${4:-1}" "${5:-1}" "${6:-0}"
+RECIPE="${RECIPE:-qwen2-72b}" exec bash "$here/magpie.sh" "$@"

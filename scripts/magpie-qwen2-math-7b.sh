@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
 # Qwen2-Math-7B-Instruct: original defaults.
+# Its settings are the recipe magpie/configs/recipes/qwen2-math-7b.yaml (also: magpie run qwen2-math-7b).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-DEVICE="${DEVICE:-0}" TENSOR_PARALLEL="${TENSOR_PARALLEL:-1}" \
-exec bash "$here/magpie.sh" "${1:-Qwen/Qwen2-Math-7B-Instruct}" "${2:-1000}" "${3:-1}" "${4:-1}" "${5:-1}" "${6:-0}"
+RECIPE="${RECIPE:-qwen2-math-7b}" exec bash "$here/magpie.sh" "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
 # Qwen2.5-Coder-32B-Instruct on 4 GPUs; original defaults.
+# Its settings are the recipe magpie/configs/recipes/qwen2.5-32b-coder.yaml (also: magpie run qwen2.5-32b-coder).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-DEVICE="${DEVICE:-0,1,2,3}" TENSOR_PARALLEL="${TENSOR_PARALLEL:-4}" \
-exec bash "$here/magpie.sh" "${1:-Qwen/Qwen2.5-Coder-32B-Instruct}" "${2:-1000}" "${3:-1}" "${4:-1}" "${5:-1}" "${6:-0}"
+RECIPE="${RECIPE:-qwen2.5-32b-coder}" exec bash "$here/magpie.sh" "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
 # Vicuna-7b-v1.5: original defaults.
+# Its settings are the recipe magpie/configs/recipes/vicuna-7b.yaml (also: magpie run vicuna-7b).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-DEVICE="${DEVICE:-0}" TENSOR_PARALLEL="${TENSOR_PARALLEL:-1}" \
-exec bash "$here/magpie.sh" "${1:-lmsys/vicuna-7b-v1.5}" "${2:-1000}" "${3:-1}" "${4:-1}" "${5:-1}" "${6:-0}"
+RECIPE="${RECIPE:-vicuna-7b}" exec bash "$here/magpie.sh" "$@"

@@ -1,93 +1,68 @@
 #!/usr/bin/env bash
-# Magpie single-turn job: instructions (exp/gen_ins.py), then responses (exp/gen_res.py).
+# Magpie single-turn job: instructions (gen_ins), then responses (gen_res), as the recipe
+# RECIPE says (default: magpie/configs/recipes/default.yaml; the per-model scripts set
+# their own). The original's command line:
 #
 #   bash scripts/magpie.sh [model_path] [total_prompts] [ins_topp] [ins_temp] [res_topp] [res_temp]
 #
-# With no model_path it uses the embedded SmolLM2-135M-Instruct (no download, CPU is fine)
-# with settings for a laptop: 32 prompts, instruction top_p 0.9 (at top_p 1 a third of a
-# 135M model's samples ramble past the end of the user turn), at most 256 instruction and
-# 512 response tokens, and responses sampled at temperature 0.7, top_p 0.9 with
-# frequency penalty 0.3 (greedy answers of a 135M model loop: about half unusable; these
-# settings were chosen by bench/sweep_responses.py, see BENCHMARKS.md). With a model it
-# uses the original's defaults (1000 prompts, greedy responses).
-# Per-model scripts set: DEVICE, TENSOR_PARALLEL, N, BATCH_SIZE, GPU_MEMORY_UTILIZATION,
-# INS_EXTRA_ARGS, RES_EXTRA_ARGS. Set TIMESTAMP to resume a killed job (the job folder
-# and file names are derived from it); SEED (default: the timestamp) seeds both stages.
-# Runs from any working directory; outputs go to DATA_DIR (default: <repo>/data).
+# An argument given replaces the recipe's value; one left out keeps it. With no recipe
+# values and no model_path it runs the embedded SmolLM2-135M-Instruct with its laptop
+# defaults (32 prompts, instruction top_p 0.9, 256/512 tokens, responses at temperature
+# 0.7, top_p 0.9, frequency penalty 0.3: the stages' embedded defaults, BENCHMARKS.md);
+# with a model_path the original's (1000 prompts, greedy responses).
+# Environment, as the original's: DEVICE (CUDA_VISIBLE_DEVICES), TENSOR_PARALLEL, N,
+# BATCH_SIZE, GPU_MEMORY_UTILIZATION, INS_EXTRA_ARGS and RES_EXTRA_ARGS (flags of
+# gen_ins / gen_res). Set TIMESTAMP to resume a killed job (the job folder and file names
+# are derived from it); SEED (default: the timestamp) seeds both stages. Outputs go to
+# DATA_DIR (default: <repo>/data)/<model>_topp<p>_temp<t>_<timestamp>/, the log to
+# <that folder>/magpie.log. Runs from any working directory; the same job as
+# `magpie run RECIPE --model_path ... --gen_ins.total_prompts ...`.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-model_path="${1:-}"
-if [ -z "$model_path" ]; then
-  # Responses: EMBEDDED_RESPONSE_DEFAULTS (magpie/responses.py), what gen_res.py uses
-  # with no --model_path; passed here because the positional arguments set them too.
-  default_total=32 default_ins_topp=0.9 default_res_topp=0.9 default_res_temp=0.7
-  INS_EXTRA_ARGS="--max_tokens 256 ${INS_EXTRA_ARGS:-}"
-  RES_EXTRA_ARGS="--max_tokens 512 --frequency_penalty 0.3 ${RES_EXTRA_ARGS:-}"
-else
-  default_total=1000 default_ins_topp=1 default_res_topp=1 default_res_temp=0
-fi
-total_prompts="${2:-$default_total}"
-ins_topp="${3:-$default_ins_topp}"
-ins_temp="${4:-1}"
-res_topp="${5:-$default_res_topp}"
-res_temp="${6:-$default_res_temp}"
-res_rep=1
-device="${DEVICE:-0}"
-tensor_parallel="${TENSOR_PARALLEL:-1}"
-# GPU_MEMORY_UTILIZATION unset: the engine's default (0.95 of a GPU; 0.2 of RAM on
-# vLLM's CPU build).
-n="${N:-200}"
-batch_size="${BATCH_SIZE:-64}"
+recipe="${RECIPE:-default}"
 python="${PYTHON:-python3}"
-
 timestamp="${TIMESTAMP:-$(date +%s)}"
-seed="${SEED:-$timestamp}"
-model_name="$(basename "${model_path:-SmolLM2-135M-Instruct}")"
-job_name="${model_name}_topp${ins_topp}_temp${ins_temp}_${timestamp}"
 data_dir="${DATA_DIR:-$repo/data}"
-job_path="$data_dir/$job_name"
-mkdir -p "$job_path"
-log="$job_path/$job_name.log"
-exec > >(tee -a "$log") 2>&1
 
-echo "[magpie.sh] Model: ${model_path:-embedded SmolLM2-135M-Instruct}"
-echo "[magpie.sh] Total prompts: $total_prompts; instruction top_p $ins_topp, temperature $ins_temp"
-echo "[magpie.sh] Response top_p $res_topp, temperature $res_temp, repetition penalty $res_rep"
-echo "[magpie.sh] Job folder: $job_path"
+args=(--timestamp "$timestamp" --seed "${SEED:-$timestamp}" --data_dir "$data_dir")
+set_if() { if [ -n "$2" ]; then args+=("$1" "$2"); fi; }
+set_if --model_path "${1:-}"
+set_if --gen_ins.total_prompts "${2:-}"
+set_if --gen_ins.top_p "${3:-}"
+set_if --gen_ins.temperature "${4:-}"
+set_if --gen_res.top_p "${5:-}"
+set_if --gen_res.temperature "${6:-}"
+set_if --device "${DEVICE:-}"
+set_if --tensor_parallel_size "${TENSOR_PARALLEL:-}"
+set_if --gen_ins.n "${N:-}"
+set_if --batch_size "${BATCH_SIZE:-}"
+set_if --gpu_memory_utilization "${GPU_MEMORY_UTILIZATION:-}"
+# A stage's extra flags (--sanitize --max_tokens 1024) become --gen_ins.sanitize ...
+stage_flags() {
+  local word
+  for word in $2; do
+    case "$word" in
+      --*) args+=("--$1.${word#--}") ;;
+      *) args+=("$word") ;;
+    esac
+  done
+}
+stage_flags gen_ins "${INS_EXTRA_ARGS:-}"
+stage_flags gen_res "${RES_EXTRA_ARGS:-}"
 
-export CUDA_VISIBLE_DEVICES="$device"
-# shellcheck disable=SC2086
-"$python" "$repo/exp/gen_ins.py" \
-  --model_path "$model_path" \
-  --total_prompts "$total_prompts" \
-  --top_p "$ins_topp" \
-  --temperature "$ins_temp" \
-  --tensor_parallel_size "$tensor_parallel" \
-  ${GPU_MEMORY_UTILIZATION:+--gpu_memory_utilization "$GPU_MEMORY_UTILIZATION"} \
-  --n "$n" \
-  --batch_size "$batch_size" \
-  --output_folder "$data_dir" \
-  --job_name "$job_name" \
-  --timestamp "$timestamp" \
-  --seed "$seed" \
-  ${INS_EXTRA_ARGS:-}
-
-ins_file="$job_path/Magpie_${model_name}_${total_prompts}_${timestamp}_ins.json"
-echo "[magpie.sh] Instructions: $ins_file"
-
-# shellcheck disable=SC2086
-"$python" "$repo/exp/gen_res.py" \
-  --model_path "$model_path" \
-  --input_file "$ins_file" \
-  --batch_size "$batch_size" \
-  --top_p "$res_topp" \
-  --temperature "$res_temp" \
-  --repetition_penalty "$res_rep" \
-  --seed "$seed" \
-  --tensor_parallel_size "$tensor_parallel" \
-  ${GPU_MEMORY_UTILIZATION:+--gpu_memory_utilization "$GPU_MEMORY_UTILIZATION"} \
-  ${RES_EXTRA_ARGS:-}
-
-echo "[magpie.sh] Responses: ${ins_file%.json}_res.json"
-echo "[magpie.sh] Finished. Log: $log"
+mkdir -p "$data_dir"
+log="$data_dir/magpie_${timestamp}.log"
+echo "[magpie.sh] recipe $recipe: magpie run $recipe ${args[*]}" | tee -a "$log"
+set +e
+PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$python" -m magpie run "$recipe" "${args[@]}" 2>&1 | tee -a "$log"
+status="${PIPESTATUS[0]}"
+set -e
+# The log joins the job folder the run printed ("[run] gen_ins: <folder>/<file>").
+ins_file="$(sed -n 's/^\[run\] gen_ins: //p' "$log" | tail -n 1)"
+if [ "$status" = 0 ] && [ -n "$ins_file" ]; then
+  job_log="$(dirname "$ins_file")/magpie.log"
+  cat "$log" >> "$job_log" && rm -f "$log"
+  echo "[magpie.sh] Finished. Log: $job_log"
+fi
+exit "$status"

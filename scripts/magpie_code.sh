@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
 # Control task 'code': Llama-3-8B-Instruct with the coding system prompt.
+# Its settings are the recipe magpie/configs/recipes/code.yaml (also: magpie run code).
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-DEVICE="${DEVICE:-0}" TENSOR_PARALLEL="${TENSOR_PARALLEL:-1}" \
-INS_EXTRA_ARGS="--control_tasks code ${INS_EXTRA_ARGS:-}" \
-exec bash "$here/magpie.sh" "${1:-meta-llama/Meta-Llama-3-8B-Instruct}" "${2:-1000}" "${3:-1}" "${4:-1}" "${5:-1}" "${6:-0}"
+RECIPE="${RECIPE:-code}" exec bash "$here/magpie.sh" "$@"
