@@ -78,6 +78,39 @@ def chained_llama(tokenizer, chain: list[int]):
     return model
 
 
+def ending_llama(tokenizer, end_ids: list[int], logit: float = 8.0):
+    """A tiny random Llama that ends its text: every step gives each of `end_ids` a logit
+    of about `logit` and every other token about 0, so with sampling at temperature 1 a
+    text runs some random tokens (p(end) = n e^logit / (n e^logit + vocab): 0.057 per step
+    for one end id at 8.0, 0.11 for two), and greedy decoding ends at once. The end logit comes from one hidden
+    dimension that every token's embedding sets to 1 (it dominates the final norm)."""
+    import torch
+
+    model = tiny_llama(tokenizer)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = 1.0
+        scale = model.config.hidden_size**0.5  # dimension 0 after the final RMSNorm
+        model.lm_head.weight[:, 0] = 0.0
+        for token in end_ids:
+            model.lm_head.weight[token, 0] = logit / scale
+    return model
+
+
+@pytest.fixture(scope="session")
+def ending_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
+    """A model folder whose sampled instructions end at a newline and whose sampled
+    answers end at <|im_end|> after a few random tokens (ending_llama): real, distinct
+    records through every stage, fast."""
+    path = tmp_path_factory.mktemp("ending-model")
+    ends = [
+        smol_tokenizer.convert_tokens_to_ids("Ċ"),
+        smol_tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    ]
+    ending_llama(smol_tokenizer, ends).save_pretrained(path)
+    smol_tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
     """A tiny random model saved as a model folder, loadable by --model_path."""

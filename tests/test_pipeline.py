@@ -1,0 +1,231 @@
+"""One pipeline (magpie.pipeline): a recipe runs the stages in order, each on the previous
+one's output, with the records the stage scripts give when chained by hand; a killed run
+rerun ends with the records of an uninterrupted one; bad recipes are refused up front."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+import magpie
+from magpie.pipeline import STAGES, plan
+from magpie.records import InputError, read_records, state_path
+from magpie.resources import RECIPES_DIR
+
+PY = sys.executable
+
+
+def load_exp(name: str):
+    spec = importlib.util.spec_from_file_location(f"exp_{name}", REPO / "exp" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def without_time(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "created"} for r in records]
+
+
+def recipe(model: Path, out: Path, total: int = 12) -> dict:
+    """Every stage of the original's single-turn pipeline, small."""
+    return {
+        "model": str(model),
+        "seed": 5,
+        "timestamp": 1000,
+        "output_dir": str(out),
+        "batch_size": 4,
+        "stages": [
+            {"gen_ins": {"total_prompts": total, "n": 4, "max_tokens": 16}},
+            {"gen_res": {"max_tokens": 32, "temperature": 0.8}},
+            {"unitag": {"tag_mission": "language"}},
+            {"concat": {"id_prefix": "run"}},
+            {"gen_dis": {}},
+            {"filter": {"config": "magpie"}},
+        ],
+    }
+
+
+@pytest.mark.slow
+def test_recipe_gives_the_records_of_the_stage_scripts_chained_by_hand(ending_model_dir, tmp_path):
+    outputs = magpie.run(recipe(ending_model_dir, tmp_path / "pipeline"))
+    assert list(outputs) == ["gen_ins", "gen_res", "unitag", "concat", "gen_dis", "filter"]
+
+    # The same flags, stage by stage, through the exp/ scripts' entry points.
+    hand = tmp_path / "hand"
+    model, engine = str(ending_model_dir), {"batch_size": 4}
+    load_exp("gen_ins").main(
+        model_path=model, total_prompts=12, n=4, max_tokens=16, seed=5, timestamp=1000,
+        output_folder=str(hand), **engine,
+    )  # fmt: skip
+    (ins,) = hand.glob("*_ins.json")
+    load_exp("gen_res").main(
+        input_file=str(ins), model_path=model, max_tokens=32, temperature=0.8, seed=5, **engine
+    )
+    res = ins.with_name(ins.stem + "_res.json")
+    load_exp("unitag").main(input_file=str(res), tag_mission="language", model_path=model, seed=5)
+    tagged = res.with_name(res.stem + "_language.json")
+    load_exp("concat").main(str(tagged), id_prefix="run")
+    (shared,) = hand.glob("run_sharegpt.jsonl")
+    load_exp("gen_dis").main(input_file=str(shared))
+    (dis,) = [p for p in hand.iterdir() if p.is_file() and p not in (ins, res, tagged, shared)]
+    load_exp("filter").main(input_file=str(dis), config="magpie", seed=5)  # the run seed
+
+    for name, path in outputs.items():
+        by_hand = hand / path.name
+        assert by_hand.is_file(), f"{name}: the scripts made no {path.name}"
+        assert without_time(read_records(path)) == without_time(read_records(by_hand)), name
+    # Real content went through: sampled instructions, answers, tags, ids, kept records.
+    final = read_records(outputs["filter"])
+    responses = read_records(outputs["gen_res"])
+    assert len({r["instruction"] for r in responses}) > 8
+    assert all("language" in r for r in read_records(outputs["unitag"]))
+    assert all(r["conversation_id"].startswith("run_") for r in read_records(outputs["concat"]))
+    assert all("min_neighbor_distance" in r for r in read_records(outputs["gen_dis"]))
+    assert 0 < len(final) <= 12
+
+
+def run_args(path: Path) -> list[str]:
+    return [PY, "-m", "magpie", "run", str(path)]
+
+
+@pytest.mark.slow
+def test_a_killed_pipeline_rerun_gives_the_records_of_an_uninterrupted_one(
+    ending_model_dir, tmp_path
+):
+    def write(out: Path) -> Path:
+        path = tmp_path / f"{out.name}.yaml"
+        spec = recipe(ending_model_dir, out, total=48)
+        spec["stages"] = spec["stages"][:3]
+        spec["batch_size"] = 2
+        path.write_text(yaml.safe_dump(spec))
+        return path
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ref = subprocess.run(run_args(write(tmp_path / "ref")), capture_output=True, text=True, env=env)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    (ref_ins,) = (tmp_path / "ref").glob("*_ins.json")
+
+    out, kills = tmp_path / "out", 0
+    ins = out / ref_ins.name
+    res = ins.with_name(ins.stem + "_res.json")
+    # Killed once while instructions are made, once while responses are.
+    for journal, threshold in ((state_path(ins, ".journal.jsonl"), 10),
+                               (state_path(res, ".journal.jsonl"), 12)):  # fmt: skip
+        proc = subprocess.Popen(
+            run_args(write(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        )
+        deadline = time.time() + 300
+        while proc.poll() is None:
+            assert time.time() < deadline
+            lines = journal.read_bytes().count(b"\n") if journal.exists() else 0
+            if lines >= threshold:
+                os.kill(proc.pid, signal.SIGKILL)
+                kills += 1
+                break
+            time.sleep(0.02)
+        proc.wait()
+    assert kills == 2
+    assert ins.exists() and not res.exists()  # the first stage had finished, the second not
+    done = subprocess.run(run_args(write(out)), capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "already complete" in done.stdout  # gen_ins skipped
+    assert "resumed from journal" in done.stdout  # gen_res resumed
+    for ref_file in sorted((tmp_path / "ref").glob("*.json")):
+        mine = read_records(out / ref_file.name)
+        assert without_time(mine) == without_time(read_records(ref_file)), ref_file.name
+    tagged = read_records(next((tmp_path / "ref").glob("*_language.json")))
+    assert len(tagged) == 48 and len({r["response"] for r in tagged}) > 30
+
+
+def test_shipped_recipes_name_only_flags_their_stages_have():
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    assert "default" in names and len(names) >= 30
+    for name in names:
+        steps = plan(name)
+        assert [s.name for s in steps][:2] == ["gen_ins", "gen_res"], name
+
+
+def test_shared_keys_reach_every_stage_that_has_them_unless_it_sets_its_own():
+    steps = plan(
+        {
+            "model": "some/model",
+            "seed": 9,
+            "engine": "hf",
+            "stages": [{"gen_ins": {"top_p": 0.5}}, {"gen_res": {"seed": 1}}, {"concat": {}}],
+        }
+    )
+    ins, res, concat = steps
+    assert (ins.settings.model_path, ins.settings.seed, ins.settings.top_p) == (
+        "some/model",
+        9,
+        0.5,
+    )
+    assert (res.settings.model_path, res.settings.seed) == ("some/model", 1)
+    assert ins.engine.engine == res.engine.engine == "hf"
+    assert not hasattr(concat.settings, "seed")  # concat has no seed: not given one
+
+
+def test_embedded_defaults_are_resolved_by_the_stage_settings():
+    ins, res = plan(None)  # the default job
+    assert ins.settings.sampling() == {
+        "total_prompts": 32, "top_p": 0.9, "max_tokens": 256, "temperature": 1.0
+    }  # fmt: skip
+    assert res.settings.sampling() == {
+        "temperature": 0.7, "top_p": 0.9, "frequency_penalty": 0.3, "max_tokens": 512
+    }  # fmt: skip
+    ins, res = plan(None, model_path="meta-llama/Meta-Llama-3-8B-Instruct")
+    assert ins.settings.sampling()["total_prompts"] == 1000
+    assert res.settings.sampling()["temperature"] == 0.0
+
+
+def test_overrides_reach_the_named_stage():
+    ins, res = plan("llama3.1-8b", gen_res__top_p=0.5, gen_ins__n=3, seed=2)
+    assert (ins.settings.n, ins.settings.top_p, ins.settings.sanitize) == (3, 1, True)
+    assert (res.settings.top_p, res.settings.temperature, res.settings.seed) == (0.5, 0.6, 2)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"stages": [{"gen_res": {"top_k": 3}}]}, r"stage 1: gen_res has no setting 'top_k'"),
+        ({"stages": [{"gen_rez": {}}]}, r"stage 1: no stage 'gen_rez'"),
+        ({"colour": 1, "stages": [{"gen_ins": {}}]}, r"unknown shared key 'colour'"),
+        ({"stages": []}, r"`stages` must be a non-empty list"),
+        ({"stages": [{"gen_ins": {}, "gen_res": {}}]}, r"stage 1 must be \{name: \{flags\}\}"),
+    ],
+)
+def test_bad_recipes_are_refused_before_anything_runs(bad, message):
+    with pytest.raises(InputError, match=message):
+        plan(bad)
+
+
+def test_magpie_run_refuses_a_bad_recipe_with_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("stages:\n  - gen_ins: {temprature: 1}\n")
+    done = subprocess.run([PY, "-m", "magpie", "run", str(path)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: recipe: stage 1: gen_ins has no setting 'temprature'")
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]  # nothing was made
+
+
+def test_every_stage_has_a_command_and_is_importable_from_magpie():
+    for name, cls in STAGES.items():
+        assert getattr(magpie, cls.__name__) is cls
+        assert cls.__doc__, name
+    done = subprocess.run([PY, "-m", "magpie", "gen_res", "--help"], capture_output=True, text=True)
+    shown = done.stdout + done.stderr  # fire writes its help to stderr without a terminal
+    assert done.returncode == 0
+    assert "--frequency_penalty" in shown and "0.3 on the embedded model" in shown
