@@ -21,8 +21,11 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+import yaml
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from magpie.resources import RECIPES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_PATH = ROOT / "configs" / "model_configs.json"
@@ -192,8 +195,12 @@ def test_other_drivers_parse():
 
 
 def script_default_model(path: Path) -> str | None:
-    match = re.search(r'"\$\{1:-([^}]*)\}"', path.read_text(encoding="utf-8"))
-    return match.group(1) if match else None
+    """The model of the recipe a per-model script runs (RECIPE="${RECIPE:-name}")."""
+    match = re.search(r'RECIPE="\$\{RECIPE:-([^}]*)\}"', path.read_text(encoding="utf-8"))
+    if not match:
+        return None
+    recipe = yaml.safe_load((RECIPES_DIR / f"{match.group(1)}.yaml").read_text(encoding="utf-8"))
+    return recipe["model_path"]
 
 
 # ---------------------------------------------------------------- config structure
@@ -391,7 +398,7 @@ def test_script_syntax_and_model(path):
     result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     model = script_default_model(path)
-    assert model is not None, f'{path.name}: no "${{1:-<model>}}" default'
+    assert model is not None, f'{path.name}: no RECIPE="${{RECIPE:-<recipe>}}"'
     assert model == "" or model in configs(), f"{path.name}: {model} not in model_configs.json"
     text = path.read_text(encoding="utf-8")
     assert 'magpie.sh"' in text

@@ -229,3 +229,55 @@ def test_every_stage_has_a_command_and_is_importable_from_magpie():
     shown = done.stdout + done.stderr  # fire writes its help to stderr without a terminal
     assert done.returncode == 0
     assert "--frequency_penalty" in shown and "0.3 on the embedded model" in shown
+
+
+def magpie_sh(script: str, args: list[str], tmp_path: Path, **env: str):
+    environ = {**os.environ, "DATA_DIR": str(tmp_path), "TIMESTAMP": "1700000000", **env}
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / script), *args],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_magpie_sh_and_a_model_script_keep_the_original_command_line(ending_model_dir, tmp_path):
+    """magpie.sh's positional arguments and environment reach the stages; a per-model
+    script runs its recipe, with an argument given replacing the recipe's value."""
+    small = {"N": "4", "BATCH_SIZE": "4", "INS_EXTRA_ARGS": "--max_tokens 16"}
+    done = magpie_sh(
+        "magpie.sh",
+        [str(ending_model_dir), "8", "0.95", "0.9", "1", "0.8"],
+        tmp_path / "plain",
+        **small,
+        RES_EXTRA_ARGS="--max_tokens 32",
+        SEED="7",
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    name = ending_model_dir.name
+    job = tmp_path / "plain" / f"{name}_topp0.95_temp0.9_1700000000"  # the original's folder
+    ins = read_records(job / f"Magpie_{name}_8_1700000000_ins.json")
+    res = read_records(job / f"Magpie_{name}_8_1700000000_ins_res.json")
+    assert len(ins) == len(res) == 8
+    assert ins[0]["gen_input_configs"] | {"input_generator": None} == {
+        "temperature": 0.9, "top_p": 0.95, "input_generator": None, "seed": 7
+    }  # fmt: skip
+    configs = next(r["gen_response_configs"] for r in res if r["gen_response_configs"])
+    assert (configs["temperature"], configs["top_p"], configs["max_tokens"]) == (0.8, 1, 32)
+    assert "[run] gen_res:" in (job / "magpie.log").read_text()
+
+    # magpie-llama3.1-8b.sh's recipe: instruction temperature 0.8, responses top_p 0.9 and
+    # temperature 0.6, sanitised instructions; here on another model with 8 prompts.
+    done = magpie_sh(
+        "magpie-llama3.1-8b.sh", [str(ending_model_dir), "8"], tmp_path / "llama", **small
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    job = tmp_path / "llama" / f"{name}_topp1_temp0.8_1700000000"
+    ins = read_records(job / f"Magpie_{name}_8_1700000000_ins.json")
+    res = read_records(job / f"Magpie_{name}_8_1700000000_ins_res.json")
+    assert ins[0]["gen_input_configs"]["temperature"] == 0.8
+    assert all("instruction_sanitize_class_num" in r for r in ins)  # --sanitize ran
+    configs = next(r["gen_response_configs"] for r in res if r["gen_response_configs"])
+    assert (configs["temperature"], configs["top_p"]) == (0.6, 0.9)
