@@ -17,6 +17,7 @@ __all__ = [
     "SamplingParams",
     "load_engine",
     "load_tokenizer_for",
+    "make_executor",
     "pick_engine",
     "with_engine_flags",
 ]
@@ -162,17 +163,8 @@ class EngineOptions:
 
     def make_executor(self):
         """The executor these flags ask for: local, or Ray replicas of the model."""
-        from magpie.records import InputError
-
-        if self.executor == "local":
-            from magpie.executor import LocalExecutor
-
-            return LocalExecutor()
-        if self.executor != "ray":
-            raise InputError(f"--executor must be local or ray, not {self.executor!r}")
-        from magpie.ray_executor import RayExecutor
-
-        return RayExecutor(
+        return make_executor(
+            self.executor,
             self.ray_address,
             self.num_replicas,
             self.gpus_per_replica,
@@ -202,6 +194,37 @@ class EngineOptions:
                 log.info("note: --%s %s ignored by the %s engine (vLLM only)", flag, value, name)
         flags = {k: v for k, v in vars(self).items() if k not in ("engine", *EXECUTOR_FLAGS)}
         return load_engine(self.engine, model_path, **flags, **options)
+
+
+def make_executor(
+    executor: str = "local",
+    ray_address: str | None = None,
+    num_replicas: int = 1,
+    gpus_per_replica: float | None = None,
+    cpus_per_replica: float = 1,
+    engine: str = "hf",
+    tensor_parallel_size: int = 1,
+):
+    """An executor (magpie.executor): `local` (this process) or `ray` (replicas on a Ray
+    cluster; see magpie.ray_executor.RayExecutor for the flags). InputError otherwise."""
+    from magpie.records import InputError
+
+    if executor == "local":
+        from magpie.executor import LocalExecutor
+
+        return LocalExecutor()
+    if executor != "ray":
+        raise InputError(f"--executor must be local or ray, not {executor!r}")
+    from magpie.ray_executor import RayExecutor
+
+    return RayExecutor(
+        ray_address,
+        num_replicas,
+        gpus_per_replica,
+        cpus_per_replica,
+        engine=engine,
+        tensor_parallel_size=tensor_parallel_size,
+    )
 
 
 EXECUTOR_FLAGS = ("executor", "ray_address", "num_replicas", "gpus_per_replica", "cpus_per_replica")

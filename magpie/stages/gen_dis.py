@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from magpie.dedup import run_distance
-from magpie.engines import ENGINE_FLAGS_HELP, EngineOptions
+from magpie.engines import ENGINE_FLAGS_HELP, EngineOptions, make_executor
 from magpie.records import InputError
 from magpie.settings import Settings, command, console, flag
 
@@ -96,13 +96,13 @@ class GenDis(Settings):
         distance_threshold = self.distance_threshold
         if self.distance_distance_threshold is not None:
             distance_threshold = self.distance_distance_threshold
-        runner = EngineOptions(
-            executor=self.executor,
-            ray_address=self.ray_address,
-            num_replicas=self.num_replicas,
-            gpus_per_replica=self.gpus_per_replica,
-            cpus_per_replica=self.cpus_per_replica,
-        ).make_executor()
+        runner = make_executor(
+            self.executor,
+            self.ray_address,
+            self.num_replicas,
+            self.gpus_per_replica,
+            self.cpus_per_replica,
+        )
         batch_size = self.encoding_batch_size
         try:
             timings = run_distance(
