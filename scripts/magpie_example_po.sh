@@ -6,8 +6,9 @@
 #
 # Defaults: the embedded SmolLM2-135M-Instruct (no download, CPU is fine; responses
 # sampled at temperature 0.7, top_p 0.9, frequency penalty 0.3, at most 512 tokens: the
-# embedded defaults of gen_po_multi_res.py, as in magpie.sh), data_po/example_instructions.jsonl,
-# 5 samples; with a model_path top_p 1, temperature 0.8 (the original's).
+# embedded defaults gen_po_multi_res resolves itself, magpie/stages/gen_res.py),
+# data_po/example_instructions.jsonl, 5 samples; with a model_path top_p 1, temperature
+# 0.8 (the original's). res_topp and res_temp, when given, replace them.
 # Outputs go next to the input, named as the original's:
 #   <input stem>_<num_samples>res.json         responses, gen_response_configs
 #   <input stem>_<num_samples>res_armorm.json  + rewards [{score}] (rewards_armorm when
@@ -33,18 +34,16 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 model_path="${1:-}"
 input_file="${2:-$repo/data_po/example_instructions.jsonl}"
 num_samples="${3:-5}"
-res_rep=1
 if [ -z "$model_path" ]; then
-  # EMBEDDED_RESPONSE_DEFAULTS (magpie/responses.py), the settings measured in BENCHMARKS.md
-  default_res_topp=0.9 default_res_temp=0.7
-  RES_EXTRA_ARGS="--max_tokens 512 --frequency_penalty 0.3 ${RES_EXTRA_ARGS:-}"
   reward_model_path="${REWARD_MODEL_PATH:-judge}"
 else
-  default_res_topp=1 default_res_temp=0.8
   reward_model_path="${REWARD_MODEL_PATH-sfairXC/FsfairX-LLaMA3-RM-v0.1}"
 fi
-res_topp="${4:-$default_res_topp}"
-res_temp="${5:-$default_res_temp}"
+# Sampling given here replaces gen_po_multi_res's defaults, which it resolves itself (the
+# embedded model's, or the original's top_p 1 and temperature 0.8 with a model_path).
+sampling_args=()
+if [ -n "${4:-}" ]; then sampling_args+=(--top_p "$4"); fi
+if [ -n "${5:-}" ]; then sampling_args+=(--temperature "$5"); fi
 device="${DEVICE:-0}"
 tensor_parallel="${TENSOR_PARALLEL:-1}"
 batch_size="${BATCH_SIZE:-64}"
@@ -64,7 +63,7 @@ input_dir="$(cd "$(dirname "$input_file")" && pwd)"
 input_stem="$(basename "$input_file")"
 input_stem="${input_stem%.*}"
 model_name="$(basename "${model_path:-SmolLM2-135M-Instruct}")"
-job_name="${input_stem}_${model_name}_${num_samples}res_topp${res_topp}_temp${res_temp}_PO"
+job_name="${input_stem}_${model_name}_${num_samples}res_topp${4:-default}_temp${5:-default}_PO"
 log="$input_dir/$job_name.log"
 exec > >(tee -a "$log") 2>&1
 
@@ -72,7 +71,7 @@ res_file="$input_dir/${input_stem}_${num_samples}res.json"
 reward_file="${res_file%.json}_armorm.json"
 
 echo "[magpie_example_po.sh] Model: ${model_path:-embedded SmolLM2-135M-Instruct}"
-echo "[magpie_example_po.sh] Input: $input_file; $num_samples samples, top_p $res_topp, temperature $res_temp"
+echo "[magpie_example_po.sh] Input: $input_file; $num_samples samples, top_p ${4:-default}, temperature ${5:-default}"
 if [ "$reward_model_path" = "judge" ]; then
   echo "[magpie_example_po.sh] Reward model: judge (${JUDGE_MODEL_PATH:-embedded SmolLM2-135M-Instruct}, expected 1-5 rating)"
 else
@@ -86,9 +85,7 @@ export CUDA_VISIBLE_DEVICES="$device"
   --model_path "$model_path" \
   --num_samples "$num_samples" \
   --batch_size "$batch_size" \
-  --top_p "$res_topp" \
-  --temperature "$res_temp" \
-  --repetition_penalty "$res_rep" \
+  "${sampling_args[@]}" \
   --seed "$seed" \
   --tensor_parallel_size "$tensor_parallel" \
   ${GPU_MEMORY_UTILIZATION:+--gpu_memory_utilization "$GPU_MEMORY_UTILIZATION"} \
