@@ -19,11 +19,10 @@ user turn (a follow-up whose answer failed) never reaches a training file. Every
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from magpie.records import InputError, where
+from magpie.records import FLAT_KEY, LIST_FIELDS, InputError, where
 
 ROLES = {
     "system": "system",
@@ -37,10 +36,7 @@ ROLES = {
     "agent": "assistant",
 }
 SKIPPED_ROLES = {"tool", "function", "ipython", "observation"}
-LIST_FIELDS = ("conversations", "messages", "conversation")
 ROLE_TO_FROM = {"system": "system", "user": "human", "assistant": "gpt"}
-# instruction, response, reasoning and their _k forms for later exchanges.
-FLAT_KEY = re.compile(r"^(instruction|response|reasoning)(?:_(\d+))?$")
 
 
 class ConversationError(ValueError):
@@ -61,10 +57,15 @@ def _filled(text: str | None) -> bool:
 
 @dataclass
 class Conversation:
-    """The turns of a record (the system turn first, if any) and the field they came from."""
+    """The turns of a record (the system turn first, if any) and the field they came from.
+
+    A conversation being generated (magpie.conversations) also carries why it stopped
+    early (`stop_reason`, e.g. "response 2 unfinished"), written to records as
+    `conversation_stop_reason`; None while it may go on."""
 
     turns: list[Turn]
     source: str | None = None
+    stop_reason: str | None = None
 
     def __post_init__(self) -> None:
         self.turns = [t if isinstance(t, Turn) else Turn(*t) for t in self.turns]
@@ -75,6 +76,11 @@ class Conversation:
         return cls([Turn(m["role"], m["content"], m.get("reasoning")) for m in messages], source)
 
     # ------------------------------------------------------------------ reading
+    @property
+    def chat(self) -> list[Turn]:
+        """The turns after the system turn: every turn but the system's."""
+        return [t for t in self.turns if t.role != "system"]
+
     def texts(self, role: str) -> list[str]:
         """The texts of every turn of `role`."""
         return [t.text for t in self.turns if t.role == role]
@@ -96,7 +102,7 @@ class Conversation:
     def exchanges(self) -> list[tuple[Turn, Turn]]:
         """The complete exchanges, in order, up to the first incomplete one: a user turn
         with text followed directly by an assistant turn with text."""
-        chat = [t for t in self.turns if t.role != "system"]
+        chat = self.chat
         out = []
         for k in range(0, len(chat) - 1, 2):
             user, answer = chat[k], chat[k + 1]
@@ -115,7 +121,7 @@ class Conversation:
     @property
     def is_complete(self) -> bool:
         """True when every turn after the system turn belongs to a complete exchange."""
-        chat = [t for t in self.turns if t.role != "system"]
+        chat = self.chat
         return bool(chat) and len(chat) == 2 * len(self.exchanges())
 
     def complete(self) -> Conversation:
@@ -126,7 +132,7 @@ class Conversation:
 
     def first_exchange(self) -> Conversation:
         """The first user turn and the assistant's answer to it (no system turn)."""
-        chat = [t for t in self.turns if t.role != "system"]
+        chat = self.chat
         start = next((i for i, t in enumerate(chat) if t.role == "user" and _filled(t.text)), None)
         if start is None:
             return Conversation([])

@@ -158,12 +158,17 @@ def _jsonl_record(path: Path, lineno: int, raw: bytes) -> dict | None:
     return record
 
 
+# The fields a record's conversation is read from (magpie.conversation): the list
+# fields, in the order they are looked for, and the flat instruction, response, reasoning
+# and their _k forms for later exchanges.
+LIST_FIELDS = ("conversations", "messages", "conversation")
+FLAT_KEY = re.compile(r"^(instruction|response|reasoning)(?:_(\d+))?$")
+
+
 def is_record(value: dict) -> bool:
     """Whether a JSON object is a record: it holds a conversation in one of the input
     formats magpie.conversation reads (instruction/response, conversations, messages,
     conversation, input/output)."""
-    from magpie.conversation import FLAT_KEY, LIST_FIELDS
-
     return any(k in LIST_FIELDS or k in ("input", "output") or FLAT_KEY.match(k) for k in value)
 
 
