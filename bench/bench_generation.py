@@ -63,7 +63,7 @@ def instruction_params(profile, seed):
 
 
 def response_prompts(engine, count: int) -> list[str]:
-    from magpie.responses import chat_prompt
+    from magpie.chat_template import chat_prompt
 
     path = Path(__file__).parent / "instructions.jsonl"
     from magpie.records import read_records

@@ -52,8 +52,8 @@ def instruction_job(profile, count: int, seed: int):
 
 
 def response_job(tokenizer, profile, count: int):
+    from magpie.chat_template import chat_prompt
     from magpie.engines.base import SamplingParams
-    from magpie.responses import chat_prompt
 
     path = Path(__file__).parent / "instructions.jsonl"
     from magpie.records import read_records

@@ -30,8 +30,8 @@ LLM_MISSIONS = ("difficulty", "quality", "sample_quality", "classification", "sa
 
 def records_with_responses(engine, count: int) -> list[dict]:
     """Instructions and the model's own answers (cached: generation is not measured)."""
+    from magpie.chat_template import chat_prompt
     from magpie.engines.base import SamplingParams
-    from magpie.responses import chat_prompt
 
     cache = HERE / "out" / f"tagging_records_{count}.json"
     if cache.exists():

@@ -1,18 +1,16 @@
-"""Conversations: follow-up user turns, multi-turn extension, one-pass steered dialogues.
+"""Growing conversations: the turn runner of gen_mt and gen_conv (magpie.multiturn), the
+paper's multi-turn system prompt and gen_conv's --system_prompt.
 
-The follow-up user turn is extracted Magpie-style: the conversation so far, rendered by
-the model's own chat template, followed by the header of a new user turn. We get that
-string by asking the template to render one more user message and cutting at its text,
-so the prompt is exactly what the template would make — for every family (Llama-3,
-ChatML, Gemma, Mistral, Phi-3, ...), never a dangling assistant header and never a
-second BOS (the mistakes of appending a pre-query template after a generation prompt).
+A conversation is grown as the record model's `magpie.conversation.Conversation`, turn
+by turn; prompts are the model's own chat template (magpie.chat_template: the follow-up
+user turn is the conversation so far followed by the header of a new user turn).
 
-Turns are generated step by step across the dialogues of a chunk (all first user turns,
-then all first replies, ...; with the local executor one chunk holds them all), so the
-engine batches them; each finished turn goes to the journal, so a killed run resumes at
-the turn it was on (`DialogueStep`). A turn that comes back empty or unfinished ends that
-conversation: the record keeps the turns it has and `conversation_stop_reason` says why;
-other records are untouched.
+Turns are generated step by step across the conversations of a chunk (all first user
+turns, then all first replies, ...; with the local executor one chunk holds them all), so
+the engine batches them; each finished turn goes to the journal, so a killed run resumes
+at the turn it was on (`TurnStep`). A turn that comes back empty or unfinished ends that
+conversation (its `stop_reason`): the record keeps the turns it has and
+`conversation_stop_reason` says why; other records are untouched.
 """
 
 from __future__ import annotations
@@ -20,15 +18,16 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from magpie.completion import THINK_OPEN, read_completion
+from magpie.conversation import Conversation, Turn
 from magpie.engines.base import Engine, SamplingParams, item_seeds
 from magpie.executor import Made, Step
-from magpie.profiles import TEMPLATE_DATE, Profile, fixed_date_template
-from magpie.prompt_text import render_with_data
 from magpie.records import InputError
-from magpie.responses import THINK_OPEN, read_completion
 
 # The paper's multi-turn system prompt, with the original's typos ("Al assistant",
 # "thorough,relevant") fixed on purpose.
@@ -38,70 +37,6 @@ MULTI_TURN_SYSTEM_PROMPT = (
     "questions. Your goal is to provide thorough, relevant and insightful responses to "
     "help the user with their queries."
 )
-_SENTINEL = "MAGPIENEXTUSERTURN7Q"
-
-
-def render(tokenizer, messages: list[dict], add_generation_prompt: bool, **template_kwargs) -> str:
-    """The tokenizer's chat template applied to messages (fixed date for dated templates;
-    `template_kwargs` such as enable_thinking go to the template). Contents holding a
-    special-token string come back as `ChatText` with their spans marked as data, so
-    engines tokenise them as text (magpie.prompt_text)."""
-    return render_with_data(
-        tokenizer,
-        lambda ms: _render(tokenizer, ms, add_generation_prompt, **template_kwargs),
-        messages,
-    )
-
-
-def _render(tokenizer, messages: list[dict], add_generation_prompt: bool, **template_kwargs) -> str:
-    if not getattr(tokenizer, "chat_template", None):
-        raise InputError("the model's tokenizer has no chat template to render conversations")
-    template, dates = fixed_date_template(tokenizer.chat_template)
-    if dates:
-        template_kwargs = {**template_kwargs, "chat_template": template, **dates}
-    try:
-        return tokenizer.apply_chat_template(
-            messages,
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-            date_string=TEMPLATE_DATE,
-            **template_kwargs,
-        )
-    except Exception as e:  # templates raise on roles they do not support (Gemma: system)
-        if type(e).__name__ in ("TemplateError", "TemplateSyntaxError", "UndefinedError"):
-            raise InputError(f"the chat template rejects this conversation: {e}") from None
-        raise
-
-
-def user_turn_prompt(tokenizer, messages: list[dict]) -> str:
-    """`messages` rendered as a closed conversation plus the header of the next user turn."""
-    rendered = render(tokenizer, [*messages, {"role": "user", "content": _SENTINEL}], False)
-    cut = rendered.find(_SENTINEL)
-    if cut == -1:
-        raise InputError("the chat template drops user messages; cannot extract user turns")
-    return rendered[:cut]
-
-
-def assistant_turn_prompt(tokenizer, messages: list[dict], **template_kwargs) -> str:
-    """`messages` rendered with the assistant's turn opened."""
-    return render(tokenizer, messages, True, **template_kwargs)
-
-
-def supports_system(tokenizer) -> bool:
-    """Whether the chat template renders a system turn (Gemma's refuses one)."""
-    try:
-        user_turn_prompt(tokenizer, [{"role": "system", "content": "S"}])
-    except InputError:
-        return False
-    return True
-
-
-def first_user_prompt(tokenizer, profile: Profile, system: str | None) -> str:
-    """The first user turn: the registry's pre-query template, or the template with a
-    system prompt."""
-    if system is None:
-        return profile.pre_query_template
-    return user_turn_prompt(tokenizer, [{"role": "system", "content": system}])
 
 
 # ---------------------------------------------------------------- system prompts
@@ -127,8 +62,6 @@ def parse_system_prompts(spec) -> SystemPrompts | None:
     if spec is None or spec is False or spec == "":
         return None
     if isinstance(spec, str) and spec.endswith((".json", ".yaml", ".yml")) and Path(spec).exists():
-        import yaml
-
         with open(spec, encoding="utf-8") as f:
             loaded = json.load(f) if spec.endswith(".json") else yaml.safe_load(f)
         return parse_system_prompts(loaded)
@@ -170,52 +103,43 @@ def parse_system_prompts(spec) -> SystemPrompts | None:
 
 
 # ---------------------------------------------------------------- turn runner
-@dataclass
-class Dialogue:
-    """One conversation being grown. `messages` holds the system message (if any) first."""
-
-    messages: list[dict] = field(default_factory=list)
-    stop_reason: str | None = None
-    limit: int | None = None  # turns (system excluded) at which it is long enough
-
-    @property
-    def growing(self) -> bool:
-        return self.stop_reason is None and (self.limit is None or len(self.turns) < self.limit)
-
-    @property
-    def turns(self) -> list[dict]:
-        return [m for m in self.messages if m["role"] != "system"]
+def growing(conv: Conversation, max_turns: int | None = None) -> bool:
+    """Whether `conv` may get another turn: it has not stopped and has fewer than
+    `max_turns` turns after its system turn (None: no limit)."""
+    return conv.stop_reason is None and (max_turns is None or len(conv.chat) < max_turns)
 
 
 def run_turns(
     engine: Engine,
-    dialogues: dict[int, Dialogue],
+    convs: dict[int, Conversation],
     journaled: dict[int, dict[int, dict]],
     roles: Sequence[str],
-    prompt_for: Callable[[str, Dialogue], str],
+    prompt_for: Callable[[str, Conversation], str],
     params_for: Callable[[str], SamplingParams],
     stage: str,
+    max_turns: int | None = None,
 ) -> Iterator[Made]:
-    """Grow the dialogues {index: dialogue} by `roles` (e.g. user, assistant, user ...),
-    step by step, all of them in one engine call per step; yield each new turn's entry
-    under "i/step". A turn in `journaled` ({index: {step: entry}}) is applied, not made.
+    """Grow the conversations {index: conversation} by `roles` (e.g. user, assistant,
+    user ...), step by step, all of them in one engine call per step; yield each new
+    turn's entry under "i/step". A turn in `journaled` ({index: {step: entry}}) is
+    applied, not made. A conversation stops growing at `max_turns` turns (see `growing`).
 
-    Dialogue i's turn at `step` draws from the seed of item i of "<stage>/<step>"
+    Conversation i's turn at `step` draws from the seed of item i of "<stage>/<step>"
     (`item_seeds`, with the run seed from `params_for(role).seed`): the same text whichever
-    dialogues share its call, and after a resume."""
+    conversations share its call, and after a resume."""
     for step, role in enumerate(roles):
         todo = []
-        for i, d in dialogues.items():
-            if not d.growing:
+        for i, conv in convs.items():
+            if not growing(conv, max_turns):
                 continue
             entry = journaled.get(i, {}).get(step)
             if entry is not None:
-                _apply(d, entry)
+                _apply(conv, entry)
             else:
                 todo.append(i)
         if not todo:
             continue
-        prompts = [prompt_for(role, dialogues[i]) for i in todo]
+        prompts = [prompt_for(role, convs[i]) for i in todo]
         params = params_for(role)
         seeds = item_seeds(params.seed, f"{stage}/{step}", todo)
         for k, (c,) in engine.stream(prompts, params, seeds):
@@ -226,71 +150,74 @@ def run_turns(
                 "role": role,
                 "content": text,
                 "failure": failure,
-                "turn": len(dialogues[i].turns) // 2 + 1,
+                "turn": len(convs[i].chat) // 2 + 1,
                 "engine": engine.name,  # for the records' configs (finish has no engine)
             }
             if reasoning is not None:
                 entry["reasoning"] = reasoning
-            _apply(dialogues[i], entry)
+            _apply(convs[i], entry)
             yield f"{i}/{step}", entry, c.completion_tokens
 
 
-def _apply(d: Dialogue, entry: dict) -> None:
+def _apply(conv: Conversation, entry: dict) -> None:
+    """A journal entry applied: a new turn (with a thinking model's thoughts kept aside
+    as its reasoning), or the conversation's stop reason when the turn failed."""
     if entry["failure"]:
         name = "instruction" if entry["role"] == "user" else "response"
-        d.stop_reason = f"{name} {entry['turn']} {entry['failure']}"
+        conv.stop_reason = f"{name} {entry['turn']} {entry['failure']}"
     else:
-        message = {"role": entry["role"], "content": entry["content"]}
-        if entry.get("reasoning") is not None:  # a thinking model's thoughts, kept aside
-            message["reasoning"] = entry["reasoning"]
-        d.messages.append(message)
+        conv.turns.append(Turn(entry["role"], entry["content"], entry.get("reasoning")))
 
 
-class DialogueStep(Step):
-    """A stage that grows dialogues by `roles`, one journal entry per turn ("i/step").
+class TurnStep(Step):
+    """A stage that grows conversations by `roles`, one journal entry per turn ("i/step").
 
-    Items are (dialogue index, {step: its journaled turn}), so that a chunk sent to a Ray
-    replica (without the journal) continues a resumed dialogue where it stopped.
-    Subclasses set `stage`, `roles`, `tokenizer`, `user_params`, `assistant_params` and
-    define `dialogue(i)` (dialogue i as its input starts it), `prompt(role, d)`,
-    `count()` (how many dialogues) and `finish`."""
+    Items are (conversation index, {step: its journaled turn}), so that a chunk sent to a
+    Ray replica (without the journal) continues a resumed conversation where it stopped.
+    Subclasses set `stage`, `roles`, `tokenizer`, `user_params`, `assistant_params` (and
+    `max_turns` to stop conversations at that many turns) and define `opening(i)`
+    (conversation i as its input starts it, with a `stop_reason` when it is not to be
+    grown), `prompt(role, conv)`, `count()` (how many conversations) and `finish`."""
 
     unit = "turn"
     roles: list[str]
     user_params: SamplingParams
     assistant_params: SamplingParams
+    max_turns: int | None = None
 
     def count(self) -> int:
-        """How many dialogues."""
+        """How many conversations."""
         raise NotImplementedError
 
-    def dialogue(self, i: int) -> Dialogue:
+    def opening(self, i: int) -> Conversation:
+        """Conversation i as its input starts it (a new object at each call), with a
+        `stop_reason` when it is not to be grown."""
         raise NotImplementedError
 
-    def prompt(self, role: str, d: Dialogue) -> str:
+    def prompt(self, role: str, conv: Conversation) -> str:
         raise NotImplementedError
 
     def params(self, role: str) -> SamplingParams:
         return self.user_params if role == "user" else self.assistant_params
 
     def journaled(self) -> dict[int, dict[int, dict]]:
-        """The journal's turns as {dialogue index: {step: entry}}."""
+        """The journal's turns as {conversation index: {step: entry}}."""
         turns: dict[int, dict[int, dict]] = {}
         for key, entry in self.journal.done.items():
             i, step = key.split("/")
             turns.setdefault(int(i), {})[int(step)] = entry
         return turns
 
-    def replayed(self, i: int, turns: dict[int, dict]) -> tuple[Dialogue, bool]:
-        """Dialogue i with its journaled `turns` applied, and whether it needs more."""
-        d = self.dialogue(i)
+    def replayed(self, i: int, turns: dict[int, dict]) -> tuple[Conversation, bool]:
+        """Conversation i with its journaled `turns` applied, and whether it needs more."""
+        conv = self.opening(i)
         for step in range(len(self.roles)):
-            if not d.growing:
-                return d, False
+            if not growing(conv, self.max_turns):
+                return conv, False
             if step not in turns:
-                return d, True
-            _apply(d, turns[step])
-        return d, False
+                return conv, True
+            _apply(conv, turns[step])
+        return conv, False
 
     def todo(self) -> list[tuple[int, dict[int, dict]]]:
         journaled = self.journaled()
@@ -298,25 +225,33 @@ class DialogueStep(Step):
         return [(i, turns) for i, turns in items if self.replayed(i, turns)[1]]
 
     def progress(self) -> tuple[int, int]:
-        """(turns to make at most, turns journaled): a dialogue that stops early makes
+        """(turns to make at most, turns journaled): a conversation that stops early makes
         fewer, so the bar may end short of its total."""
         roles, total = len(self.roles), 0
         for i in range(self.count()):
-            d = self.dialogue(i)
-            if d.growing:
-                total += roles if d.limit is None else min(roles, d.limit - len(d.turns))
+            conv = self.opening(i)
+            if growing(conv, self.max_turns):
+                left = roles if self.max_turns is None else self.max_turns - len(conv.chat)
+                total += min(roles, left)
         return total, len(self.journal.done)
 
     def make(self, engine: Engine, items: list[tuple[int, dict[int, dict]]]) -> Iterator[Made]:
-        dialogues = {i: self.dialogue(i) for i, _ in items}
+        convs = {i: self.opening(i) for i, _ in items}
         yield from run_turns(
-            engine, dialogues, dict(items), self.roles, self.prompt, self.params, self.stage
+            engine,
+            convs,
+            dict(items),
+            self.roles,
+            self.prompt,
+            self.params,
+            self.stage,
+            self.max_turns,
         )
 
-    def grown(self) -> tuple[list[Dialogue], str | None]:
-        """Every dialogue as the journal leaves it, and the engine that made the latest
-        turn (None when no turn was made: every dialogue was done or unusable)."""
+    def grown(self) -> tuple[list[Conversation], str | None]:
+        """Every conversation as the journal leaves it, and the engine that made the latest
+        turn (None when no turn was made: every conversation was done or unusable)."""
         journaled = self.journaled()
-        dialogues = [self.replayed(i, journaled.get(i, {}))[0] for i in range(self.count())]
+        convs = [self.replayed(i, journaled.get(i, {}))[0] for i in range(self.count())]
         engines = [e["engine"] for e in self.journal.done.values() if e.get("engine")]
-        return dialogues, engines[-1] if engines else None
+        return convs, engines[-1] if engines else None

@@ -4,7 +4,7 @@
   gen_mt.py: follow-up instructions are extracted with the multi-turn system prompt,
   responses are generated without it. Records in any format of `magpie.conversation`
   are continued after their complete exchanges; the result is written back through it:
-  the flat keys `instruction_2`, `response_2`, ..., the whole dialogue as `conversation`
+  the flat keys `instruction_2`, `response_2`, ..., the whole conversation as `conversation`
   [{role, content, reasoning?}], and `conversations` / `messages` when the record had them.
 - `ConversationJob` (exp/gen_conv.py): one-pass steered generation with distilabel's
   options (n_turns, end_with_user, include_system_prompt, only_instruction,
@@ -17,17 +17,14 @@ import logging
 import random
 from pathlib import Path
 
-from magpie.conversation import Conversation, message_list, read_all, write_back
-from magpie.conversations import (
-    MULTI_TURN_SYSTEM_PROMPT,
-    Dialogue,
-    DialogueStep,
-    SystemPrompts,
+from magpie.chat_template import (
     assistant_turn_prompt,
     first_user_prompt,
     supports_system,
     user_turn_prompt,
 )
+from magpie.conversation import Conversation, Turn, message_list, read_all, write_back
+from magpie.conversations import MULTI_TURN_SYSTEM_PROMPT, SystemPrompts, TurnStep, growing
 from magpie.engines.base import SamplingParams
 from magpie.profiles import Profile
 from magpie.prompt_text import count_special_text, flag_special_text
@@ -69,9 +66,9 @@ def _sampling(
     )
 
 
-class MultiTurnJob(DialogueStep):
+class MultiTurnJob(TurnStep):
     """Extend records of `input_file` to `num_turns` turns; output <stem>_mt.json.
-    Items are dialogues (see DialogueStep)."""
+    Items are conversations (see TurnStep)."""
 
     stage = "gen_mt"
 
@@ -96,6 +93,7 @@ class MultiTurnJob(DialogueStep):
         self.records = read_records(input_file)
         self.conversations = read_all(self.records, input_file)
         self.tokenizer, self.num_turns = tokenizer, num_turns
+        self.max_turns = 2 * num_turns
         # Decided before any weights load: templates without a system turn (Gemma) get
         # none, neither the multi-turn prompt nor a record's own.
         self.with_system = supports_system(tokenizer)
@@ -114,10 +112,12 @@ class MultiTurnJob(DialogueStep):
             profile, max_tokens=max_tokens, seed=seed, answer=True, **response_params
         )
         # Records that have turns already are continued from their last exchange; steps
-        # count from the shortest one (dialogue i's turn at step s has the seed of item i
-        # of "gen_mt/<s>", whichever chunk it is in).
-        growing = (self.dialogue(i) for i in range(len(self.records)))
-        shortest = min((len(d.turns) // 2 for d in growing if d.growing), default=num_turns)
+        # count from the shortest one (conversation i's turn at step s has the seed of
+        # item i of "gen_mt/<s>", whichever chunk it is in).
+        convs = (self.opening(i) for i in range(len(self.records)))
+        shortest = min(
+            (len(c.chat) // 2 for c in convs if growing(c, self.max_turns)), default=num_turns
+        )
         self.roles = ["user", "assistant"] * (num_turns - shortest)
         self.journal = Journal(
             output_path,
@@ -147,19 +147,18 @@ class MultiTurnJob(DialogueStep):
     def count(self) -> int:
         return len(self.records)
 
-    def dialogue(self, i: int) -> Dialogue:
-        done = self.conversations[i].complete()
-        d = Dialogue(message_list(done), limit=2 * self.num_turns)
+    def opening(self, i: int) -> Conversation:
+        conv = self.conversations[i].complete()
         r = self.records[i]
-        if not done.has_response or r.get("instruction_flag") or r.get("response_flag"):
-            d.stop_reason = "input has no usable instruction and response"
-        return d
+        if not conv.has_response or r.get("instruction_flag") or r.get("response_flag"):
+            conv.stop_reason = "input has no usable instruction and response"
+        return conv
 
-    def prompt(self, role: str, d: Dialogue) -> str:
+    def prompt(self, role: str, conv: Conversation) -> str:
         if role == "user" and self.system:
             system = [{"role": "system", "content": self.system}]
-            return user_turn_prompt(self.tokenizer, system + d.turns)
-        messages = d.messages if self.with_system else d.turns
+            return user_turn_prompt(self.tokenizer, system + message_list(conv, False))
+        messages = message_list(conv, include_system=self.with_system)
         if role == "user":
             return user_turn_prompt(self.tokenizer, messages)
         return assistant_turn_prompt(self.tokenizer, messages)
@@ -168,19 +167,19 @@ class MultiTurnJob(DialogueStep):
         return Summary("gen_mt", len(self.records))
 
     def finish(self, summary: Summary) -> Summary:
-        dialogues, engine = self.grown()
+        convs, engine = self.grown()
         out = []
-        for r, d in zip(self.records, dialogues, strict=True):
-            if d.stop_reason and not Conversation.of_messages(d.messages).has_response:
+        for r, conv in zip(self.records, convs, strict=True):
+            if conv.stop_reason and not conv.has_response:
                 record = dict(r)  # nothing usable: left as it came
             else:
-                record = write_back(r, Conversation.of_messages(d.messages))
+                record = write_back(r, conv)
             record.update(
-                conversation_stop_reason=d.stop_reason,
+                conversation_stop_reason=conv.stop_reason,
                 gen_mt_configs={**self.configs, "engine": engine},
             )
-            if d.stop_reason:
-                summary.flags[d.stop_reason] += 1
+            if conv.stop_reason:
+                summary.flags[conv.stop_reason] += 1
             out.append(flag_special_text(record, self.tokenizer))
         count_special_text(summary.flags, out)
         summary.records_out = len(out)
@@ -188,9 +187,9 @@ class MultiTurnJob(DialogueStep):
         return summary
 
 
-class ConversationJob(DialogueStep):
+class ConversationJob(TurnStep):
     """One-pass conversations of `n_turns` turns for `total` records (or one per input row).
-    Items are dialogues (see DialogueStep)."""
+    Items are conversations (see TurnStep)."""
 
     stage = "gen_conv"
 
@@ -236,7 +235,7 @@ class ConversationJob(DialogueStep):
         if end_with_user and not only_instruction:
             self.roles = self.roles[:-1]  # the last turn is the user's
         self.single = n_turns == 1 or only_instruction
-        # Without a system prompt, multi-turn dialogues get the paper's one where possible;
+        # Without a system prompt, multi-turn conversations get the paper's one where possible;
         # a template without a system turn (Gemma) is known before any weights load.
         with_system = profile.system_prompt_template is not None and supports_system(tokenizer)
         self.default_system = MULTI_TURN_SYSTEM_PROMPT if n_turns > 1 and with_system else None
@@ -299,46 +298,46 @@ class ConversationJob(DialogueStep):
     def count(self) -> int:
         return len(self.rows)
 
-    def dialogue(self, i: int) -> Dialogue:
+    def opening(self, i: int) -> Conversation:
         prompt = self.systems[i][1]
-        return Dialogue([{"role": "system", "content": prompt}] if prompt else [])
+        return Conversation([Turn("system", prompt)] if prompt else [])
 
-    def prompt(self, role: str, d: Dialogue) -> str:
+    def prompt(self, role: str, conv: Conversation) -> str:
         if role == "user":
-            if not d.turns:
-                system = d.messages[0]["content"] if d.messages else None
-                return first_user_prompt(self.tokenizer, self.profile, system)
-            return user_turn_prompt(self.tokenizer, d.messages)
-        return assistant_turn_prompt(self.tokenizer, d.messages)
+            if not conv.chat:
+                system = conv.turns[0].text if conv.turns else None
+                pre_query = self.profile.pre_query_template
+                return first_user_prompt(self.tokenizer, pre_query, system)
+            return user_turn_prompt(self.tokenizer, message_list(conv))
+        return assistant_turn_prompt(self.tokenizer, message_list(conv))
 
     def summary(self) -> Summary:
         return Summary("gen_conv", len(self.rows) if any(self.rows) else 0)
 
     def finish(self, summary: Summary) -> Summary:
-        dialogues, engine = self.grown()
+        convs, engine = self.grown()
         out = []
-        for i, (row, d, (key, system)) in enumerate(
-            zip(self.rows, dialogues, self.systems, strict=True)
+        for i, (row, conv, (key, system)) in enumerate(
+            zip(self.rows, convs, self.systems, strict=True)
         ):
             record: dict = {"id": i, **row}
-            turns = d.turns
+            turns = conv.chat
             if self.single:
-                record["instruction"] = turns[0]["content"] if turns else None
+                record["instruction"] = turns[0].text if turns else None
                 if not self.only_instruction and self.roles[-1] == "assistant":
-                    record["response"] = turns[1]["content"] if len(turns) > 1 else None
+                    record["response"] = turns[1].text if len(turns) > 1 else None
                 if self.include_system_prompt:
                     record["system_prompt"] = system
             else:  # a conversation that stopped early keeps its complete exchanges
-                conv = Conversation.of_messages(d.messages)
-                conv = conv.complete() if d.stop_reason else conv
-                record["conversation"] = message_list(conv, self.include_system_prompt)
+                done = conv.complete() if conv.stop_reason else conv
+                record["conversation"] = message_list(done, self.include_system_prompt)
             if self.system_prompts and self.system_prompts.keys:
                 record["system_prompt_key"] = key
             record["model_name"] = self.model_name
-            record["conversation_stop_reason"] = d.stop_reason
+            record["conversation_stop_reason"] = conv.stop_reason
             record["gen_input_configs"] = {**self.gen_configs, "engine": engine}
-            if d.stop_reason:
-                summary.flags[d.stop_reason] += 1
+            if conv.stop_reason:
+                summary.flags[conv.stop_reason] += 1
             out.append(flag_special_text(record, self.tokenizer))
         count_special_text(summary.flags, out)
         summary.records_out = len(out)

@@ -9,7 +9,7 @@ extended) or, for any other model, are derived from the tokenizer's own chat tem
 rendering conversations around a sentinel text. Derivation keeps any default system turn
 the template inserts (SmolLM2, Qwen2.5, Llama-3.1 date header, gpt-oss's system message):
 without it extraction produces junk. Dates are fixed (TEMPLATE_DATE), also for templates
-that call strftime_now.
+that call strftime_now (magpie.chat_template renders them).
 
 Stop strings: the special tokens of the turn boundaries, less those the model writes
 inside its own turn. Harmony (gpt-oss) writes "<|channel|>analysis<|message|>...<|end|>
@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import lru_cache
 
 from jinja2.exceptions import TemplateError
 
+from magpie.chat_template import render_chat
 from magpie.records import InputError
 from magpie.resources import CONFIGS_DIR
 
@@ -37,9 +36,6 @@ CONFIG_PATH = CONFIGS_DIR / "model_configs.json"
 # The system texts of the original's control-task variants (configs/model_configs.json).
 CONTROL_TASKS = ("math", "code", "translation")
 SYSTEM_PLACEHOLDER = "{system_prompt}"
-# Templates with a date (Llama-3.1/3.2) render today's date unless given one; a fixed
-# date keeps prompts, and so journals and results, the same from one day to the next.
-TEMPLATE_DATE = "26 Jul 2024"
 # What a profile derived from a chat template stops instructions on: the value of nearly
 # every entry of the original's registry.
 DERIVED_STOP_TOKENS_ASSISTANT = ("assistant",)
@@ -133,49 +129,6 @@ def profile_from_config(entry: dict) -> Profile:
         response_stop_tokens=entry.get("response_stop_tokens"),
         response_stop_token_ids=entry.get("response_stop_token_ids"),
     )
-
-
-def render_chat(
-    chat_template: str,
-    messages: list[dict],
-    add_generation_prompt: bool = False,
-    **special_tokens: str,
-) -> str:
-    """Render messages with a jinja chat template exactly as `apply_chat_template` would."""
-    from transformers.utils.chat_template_utils import render_jinja_template
-
-    chat_template, dates = fixed_date_template(chat_template)
-    special_tokens = {**special_tokens, **dates}
-    rendered, _ = render_jinja_template(
-        conversations=[messages],
-        chat_template=chat_template,
-        add_generation_prompt=add_generation_prompt,
-        date_string=TEMPLATE_DATE,
-        **special_tokens,
-    )
-    return rendered[0]
-
-
-def fixed_date_template(chat_template: str) -> tuple[str, dict]:
-    """(template, extra render kwargs) so that a template asking strftime_now for today's
-    date (gpt-oss) gets TEMPLATE_DATE in each format it asks for, through a macro of that
-    name (the renderer passes no functions): prompts then do not change from day to day."""
-    formats = set(_STRFTIME_CALL.findall(chat_template))
-    if not formats:
-        return chat_template, {}
-    dates = {f: _template_strftime(f) for f in formats}
-    return _STRFTIME_MACRO + chat_template, {"magpie_template_dates": dates}
-
-
-_STRFTIME_CALL = re.compile(r"""strftime_now\(\s*["']([^"']*)["']\s*\)""")
-_STRFTIME_MACRO = (
-    "{%- macro strftime_now(fmt) -%}{{- magpie_template_dates[fmt] -}}{%- endmacro -%}"
-)
-
-
-def _template_strftime(fmt: str) -> str:
-    """strftime_now for templates: TEMPLATE_DATE in the format asked for."""
-    return datetime.strptime(TEMPLATE_DATE, "%d %b %Y").strftime(fmt)
 
 
 def _specials_in(text: str, special_tokens: dict[str, int]) -> set[str]:

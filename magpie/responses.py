@@ -32,10 +32,11 @@ reasoning; a reply with no final message (only a channel name, or cut mid-analys
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from magpie.chat_template import chat_prompt
+from magpie.completion import THINK_OPEN, read_completion
 from magpie.conversation import (
     Conversation,
     ConversationError,
@@ -44,7 +45,7 @@ from magpie.conversation import (
     read,
     write_back,
 )
-from magpie.engines.base import Completion, Engine, SamplingParams, item_seeds
+from magpie.engines.base import Engine, SamplingParams, item_seeds
 from magpie.executor import Made, Step
 from magpie.models import is_default_model
 from magpie.profiles import Profile
@@ -94,93 +95,6 @@ def response_file_name(input_file: str | Path, suffix: str = "_res") -> Path:
     """<input stem><suffix>.json next to the input, as the original names it."""
     p = Path(input_file)
     return p.with_name(p.stem + suffix + ".json")
-
-
-def chat_prompt(tokenizer, messages: list[dict], **template_kwargs) -> str:
-    """The model's chat template applied to `messages`, with the assistant turn opened."""
-    from magpie.conversations import assistant_turn_prompt
-
-    return assistant_turn_prompt(tokenizer, messages, **template_kwargs)
-
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-
-# Harmony (gpt-oss): an assistant turn is a series of messages
-# "<|start|>assistant<|channel|>NAME<|message|>TEXT<|end|>", the last one ended by
-# <|return|> (end of the answer) or <|call|> (a tool call) instead of <|end|>. The `final`
-# channel is the answer; `analysis` (and `commentary`) are reasoning. Engines that drop
-# special tokens from the text leave "analysisTEXTassistantfinalTEXT".
-HARMONY_CHANNELS = ("analysis", "commentary", "final")
-HARMONY_TOKENS = ("<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>")
-_HARMONY_MESSAGE = re.compile(
-    r"(?:<\|start\|>[^<]*)?<\|channel\|>\s*(\w+)[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>"
-    r"(.*?)(<\|end\|>|<\|return\|>|<\|call\|>|(?=<\|start\|>)|$)",
-    re.DOTALL,
-)
-# Stripped form: a channel name glued to its text (never a word of an ordinary answer:
-# "analysisThe user asks", "finalHello"), or a channel name alone.
-_STRIPPED_START = re.compile(r"(analysis|commentary|final)(?=$|[^a-z\s.,;:!?'-])")
-_STRIPPED_NEXT = re.compile(r"assistant(?:\s*to=\S+)?(analysis|commentary|final)(?=$|[^a-z])")
-
-
-def _split_harmony(text: str) -> tuple[str | None, str, bool] | None:
-    """(reasoning, answer, closed) of a harmony reply, or None when it is not one.
-    `closed` is whether a `final` message was written."""
-    body = text.strip()
-    if "<|channel|>" in body or "<|message|>" in body:
-        messages = [(m.group(1), m.group(2)) for m in _HARMONY_MESSAGE.finditer(body)]
-        if not messages:  # header tokens without a message body: nothing was answered
-            return None, "", False
-    else:
-        first = _STRIPPED_START.match(body)
-        if first is None:
-            return None
-        messages, channel, pos = [], first.group(1), first.end()
-        for m in _STRIPPED_NEXT.finditer(body, pos):
-            messages.append((channel, body[pos : m.start()]))
-            channel, pos = m.group(1), m.end()
-        messages.append((channel, body[pos:]))
-    thoughts = [t.strip() for ch, t in messages if ch != "final" and t.strip()]
-    finals = [t.strip() for ch, t in messages if ch == "final"]
-    return "\n\n".join(thoughts) or None, finals[-1] if finals else "", bool(finals)
-
-
-def split_reasoning(text: str, opened: bool = False) -> tuple[str | None, str, bool]:
-    """(reasoning, answer, closed) of a response. A thinking model's response starts with
-    "<think>" (or the prompt ended with it: `opened`); the answer follows "</think>".
-    A harmony reply (gpt-oss) keeps its `final` channel as the answer and its `analysis`
-    as the reasoning; `closed` is False when it has no final message (a reply that is
-    only a channel name, or stopped mid-analysis). Any other response is
-    (None, text, True)."""
-    body = text.lstrip()
-    if not (opened or body.startswith(THINK_OPEN)):
-        harmony = _split_harmony(text)
-        return harmony if harmony is not None else (None, text.strip(), True)
-    if body.startswith(THINK_OPEN):
-        body = body[len(THINK_OPEN) :]
-    thoughts, closed, answer = body.partition(THINK_CLOSE)
-    return thoughts.strip() or None, answer.strip(), bool(closed)
-
-
-def read_completion(
-    c: Completion, opened: bool = False, thinking: bool = True
-) -> tuple[str | None, str, str | None]:
-    """(reasoning, text, flag) of a completion: the flag is "unfinished" when it hit
-    max_tokens or stopped mid-thought, "repetitive" when the engine stopped it looping,
-    "empty" when no text is left, the engine's reason
-    ("prompt_too_long", "empty_prompt") when the prompt was not sent, else None. With
-    `thinking` off (user turns) the text is taken as it is."""
-    if c.finish_reason == "rejected":
-        return None, "", str(c.stop_reason)
-    if thinking:
-        reasoning, text, closed = split_reasoning(c.text, opened)
-    else:
-        reasoning, text, closed = None, c.text.strip(), True
-    if c.finish_reason == "repetitive":
-        return reasoning, text, "repetitive"
-    if c.finish_reason == "length" or not closed:
-        return reasoning, text, "unfinished"
-    return reasoning, text, None if text else "empty"
 
 
 LOOKED_FOR = (

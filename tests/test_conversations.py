@@ -9,13 +9,8 @@ from collections import Counter
 import pytest
 from conftest import FIXTURES
 
-from magpie.conversations import (
-    MULTI_TURN_SYSTEM_PROMPT,
-    assistant_turn_prompt,
-    parse_system_prompts,
-    user_turn_prompt,
-)
-from magpie.profiles import render_chat
+from magpie.chat_template import assistant_turn_prompt, render_chat, user_turn_prompt
+from magpie.conversations import MULTI_TURN_SYSTEM_PROMPT, parse_system_prompts
 from magpie.records import InputError, read_records, state_path
 
 
@@ -450,7 +445,7 @@ def test_dated_templates_render_the_fixed_date_in_every_stage(smol_tokenizer):
     template date (as profiles do), so prompts do not change from one day to the next."""
     import copy
 
-    from magpie.conversations import assistant_turn_prompt, user_turn_prompt
+    from magpie.chat_template import assistant_turn_prompt, user_turn_prompt
 
     tok = copy.deepcopy(smol_tokenizer)
     tok.chat_template = (FIXTURES / "chat_templates" / "gpt-oss-minimal.jinja").read_text()

@@ -341,7 +341,7 @@ def test_control_task_without_template(tiny_model_dir, tmp_path):
     ],
 )
 def test_split_reasoning(text, opened, expected):
-    from magpie.responses import split_reasoning
+    from magpie.completion import split_reasoning
 
     assert split_reasoning(text, opened) == expected
 
@@ -419,8 +419,8 @@ def test_enable_thinking_reaches_the_chat_template(tiny_model_dir, smol_tokenize
 
 
 def test_read_completion_flags_and_user_turns_are_taken_as_they_are():
+    from magpie.completion import read_completion
     from magpie.engines.base import Completion
-    from magpie.responses import read_completion
 
     assert read_completion(Completion("<think>a</think>B", "stop")) == ("a", "B", None)
     assert read_completion(Completion("<think>a</think>", "stop")) == ("a", "", "empty")
@@ -474,8 +474,8 @@ HARMONY_RAW = (
     ],
 )
 def test_harmony_channels_final_is_the_response_analysis_the_reasoning(text, finish, expected):
+    from magpie.completion import read_completion
     from magpie.engines.base import Completion
-    from magpie.responses import read_completion
 
     assert read_completion(Completion(text, finish)) == expected
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from magpie.completion import read_completion
 from magpie.engines.base import Completion, SamplingParams
 from magpie.engines.repetition import MAX_PATTERN, first_repeat, repeats
-from magpie.responses import read_completion
 
 
 def test_a_block_repeated_four_times_at_the_end_is_a_loop():
@@ -47,9 +47,9 @@ def test_the_stages_flag_a_repetitive_completion():
 def test_hf_engine_stops_a_looping_row_on_the_embedded_model(smol_tokenizer):
     """Greedy SmolLM2 asked to repeat a word loops; the row ends as soon as the rule holds,
     with the text the unchecked run had up to there."""
+    from magpie.chat_template import chat_prompt
     from magpie.engines.hf import HFEngine
     from magpie.models import DEFAULT_MODEL
-    from magpie.responses import chat_prompt
 
     engine = HFEngine(DEFAULT_MODEL, seed=0, dtype="float32")
     asks = ["Repeat the word 'hello' 100 times.", "Write the number 7 fifty times in a row."]

@@ -13,10 +13,11 @@ import pickle
 import pytest
 from conftest import FIXTURES, tiny_llama
 
+from magpie.chat_template import render_chat
 from magpie.conversation import Conversation, Turn
 from magpie.conversations import parse_system_prompts
 from magpie.engines.hf import HFEngine
-from magpie.profiles import get_profile, render_chat
+from magpie.profiles import get_profile
 from magpie.prompt_text import (
     SPECIAL_TEXT,
     ChatText,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 
+from magpie.chat_template import chat_prompt
 from magpie.conversation import Conversation
 from magpie.engines.base import Engine, SamplingParams
-from magpie.responses import chat_prompt
 from magpie.tagging.llm import turn_end_ids
 from magpie.tagging.schemas import GUARD_VERDICT
 

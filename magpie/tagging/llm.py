@@ -18,8 +18,9 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 
+from magpie.chat_template import chat_prompt
+from magpie.completion import THINK_CLOSE, THINK_OPEN, split_reasoning
 from magpie.engines.base import Completion, Engine, SamplingParams, item_seeds
-from magpie.responses import THINK_CLOSE, THINK_OPEN, chat_prompt, split_reasoning
 from magpie.tagging.inputs import Conversation
 from magpie.tagging.prompts import mission_prompt
 from magpie.tagging.schemas import FIELDS, SCHEMAS, LabelError, fields_from_answer

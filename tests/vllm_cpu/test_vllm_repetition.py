@@ -27,7 +27,7 @@ def test_repeats_agrees_with_vllms_own_check():
 
 
 def test_vllm_stops_a_looping_row(vllm_engine):
-    from magpie.responses import chat_prompt
+    from magpie.chat_template import chat_prompt
 
     ask = "Repeat the word 'hello' 100 times."
     prompt = chat_prompt(vllm_engine.tokenizer, [{"role": "user", "content": ask}])
