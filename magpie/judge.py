@@ -22,8 +22,11 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 
+from magpie.chat_template import chat_prompt
+from magpie.models import canonical_name
 from magpie.prompt_text import as_data, encode
 from magpie.records import InputError
+from magpie.tokens import token_paths
 
 log = logging.getLogger("magpie")
 
@@ -70,8 +73,6 @@ def judge_model_of(reward_model: str, judge_model_path: str | None = None) -> st
 
 def judge_name(model_path: str | None) -> str:
     """What records say made the scores: "judge:<canonical model name>"."""
-    from magpie.models import canonical_name
-
     return f"{JUDGE}:{canonical_name(model_path)}"
 
 
@@ -89,8 +90,6 @@ def rating_tokens(tokenizer, head: str) -> tuple[str, list[int]]:
     end with `head` + ANSWER_PREFIX: the rating must be ONE token right after that text,
     as the tokenizer splits the whole prompt ("Rating: 4" is "Rating", ":", " ", "4" for
     some tokenizers and "Rating", ":", " 4" for others)."""
-    from magpie.tagging.scoring import token_paths
-
     if getattr(tokenizer, "encode", None) is None:
         raise InputError(
             "the judge needs its model's tokenizer on this machine (a folder, a .gguf file "
@@ -205,8 +204,6 @@ class JudgeScorer:
 
 def judge_head(tokenizer, instruction: str, response: str) -> str:
     """The judge's chat template over the rubric, the assistant's turn opened."""
-    from magpie.responses import chat_prompt
-
     text = RUBRIC.format(instruction=instruction, response=response)
     return chat_prompt(tokenizer, [{"role": "user", "content": text}])
 

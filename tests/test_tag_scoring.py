@@ -18,14 +18,8 @@ from magpie.records import read_records, write_records
 from magpie.tagging.job import TagOptions, run
 from magpie.tagging.prompts import few_shot_prompt
 from magpie.tagging.schemas import QUALITY
-from magpie.tagging.scoring import (
-    LabelScorer,
-    branch_points,
-    calibrate,
-    calibration_for,
-    read_label,
-    token_paths,
-)
+from magpie.tagging.scoring import LabelScorer, calibrate, calibration_for, read_label
+from magpie.tokens import branch_points, token_paths
 
 
 def test_calibration_divides_by_the_prior_and_renormalises():
