@@ -1,6 +1,6 @@
 """Tagging: difficulty, quality, sample_quality, classification, safety, reward, language
 
-The original's command line, unchanged; the code is magpie/cli/unitag.py, also installed
+The original's command line, unchanged; the code is magpie/stages/unitag.py, also installed
 as the `magpie-unitag` command."""
 
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from magpie.cli.unitag import cli, main  # noqa: E402,F401
+from magpie.stages.unitag import cli, main  # noqa: E402,F401
 
 if __name__ == "__main__":
     cli()

@@ -10,10 +10,11 @@ import json
 import pytest
 from conftest import REPO
 
-from magpie.cli import gen_conv, gen_mt, gen_po_multi_res, gen_res
 from magpie.engines import EngineOptions
 from magpie.records import read_records
 from magpie.stage import Summary
+from magpie.stages.gen_mt import GenConv, GenMt
+from magpie.stages.gen_res import GenPoMultiRes, GenRes
 
 # The numbers (BENCHMARKS.md, "Response settings for the embedded default").
 EMBEDDED = {"temperature": 0.7, "top_p": 0.9, "frequency_penalty": 0.3, "max_tokens": 512}
@@ -45,12 +46,12 @@ def built_params(monkeypatch, stage: str, tmp_path, model_path: str, **flags):
     src.write_text(json.dumps([{"instruction": "Name a colour.", "response": "Blue."}]))
     out = str(tmp_path / f"{stage}_{len(list(tmp_path.iterdir()))}.json")
     if stage == "gen_conv":
-        gen_conv.main(
+        GenConv(
             model_path=model_path, total_prompts=1, output_folder=out, timestamp=1, **flags
-        )
+        ).run()
     else:
-        module = {"gen_res": gen_res, "gen_po_multi_res": gen_po_multi_res, "gen_mt": gen_mt}
-        module[stage].main(input_file=str(src), model_path=model_path, output_file=out, **flags)
+        settings = {"gen_res": GenRes, "gen_po_multi_res": GenPoMultiRes, "gen_mt": GenMt}
+        settings[stage](input_file=str(src), model_path=model_path, output_file=out, **flags).run()
     (step,) = steps
     params = step.assistant_params if stage in ("gen_mt", "gen_conv") else step.params
     return {k: getattr(params, k) for k in EMBEDDED}
@@ -83,7 +84,7 @@ def test_gen_mt_on_the_embedded_model_records_the_embedded_defaults(tmp_path, sm
             ]
         )
     )
-    gen_mt.main(input_file=str(src), seed=7, engine="hf")
+    GenMt(input_file=str(src), seed=7).run(EngineOptions(engine="hf"))
     records = read_records(tmp_path / "res_mt.json")
     assert len(records) == 2
     for r in records:

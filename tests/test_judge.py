@@ -15,7 +15,6 @@ import subprocess
 import pytest
 from conftest import REPO
 from judge_cases import GOOD_BAD, VARIED, judge_text, records_of
-from test_preference import load_exp
 
 from magpie.engines.hf import HFEngine
 from magpie.judge import (
@@ -27,8 +26,7 @@ from magpie.judge import (
 )
 from magpie.models import DEFAULT_MODEL
 from magpie.records import InputError, read_records
-
-gen_po_rewards = load_exp("gen_po_rewards")
+from magpie.stages.gen_po_rewards import GenPoRewards
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +105,7 @@ def test_judge_scores_are_the_expected_rating_of_the_models_own_logits(direct, t
     judge's prompt, computed here; scores lie in [1, 5]; 20 varied answers do not tie."""
     src = tmp_path / "v_5res.json"
     src.write_text(json.dumps(records_of(VARIED)))
-    gen_po_rewards.main(input_file=str(src), reward_model="judge", dtype="float32", batch_size=4)
+    GenPoRewards(input_file=str(src), reward_model="judge", dtype="float32", batch_size=4).run()
     out = read_records(tmp_path / "v_5res_armorm.json")
     _, tok = direct
     digits = [tok.convert_tokens_to_ids(str(k)) for k in range(1, 6)]
@@ -133,7 +131,7 @@ def test_judge_in_bfloat16_rarely_ties(tmp_path):
     """The CLI's default dtype (bfloat16): within each record the five scores differ."""
     src = tmp_path / "v_5res.json"
     src.write_text(json.dumps(records_of(VARIED)))
-    gen_po_rewards.main(input_file=str(src), reward_model_path="judge")
+    GenPoRewards(input_file=str(src), reward_model_path="judge").run()
     out = read_records(tmp_path / "v_5res_armorm.json")
     assert len(out) == len(records_of(VARIED))  # every record scored, none left out
     ties = 0
@@ -168,7 +166,7 @@ def test_cli_names_the_judge_and_refuses_mixed_flags(tmp_path, tiny_model_dir, c
     src.write_text(json.dumps(records_of(VARIED[:2])))
     out = tmp_path / "x_2res_armorm.json"
     args = dict(input_file=str(src), judge_model_path=str(tiny_model_dir), dtype="float32")
-    gen_po_rewards.main(**args)
+    GenPoRewards(**args).run()
     first = read_records(out)
     assert len(first) == 2  # both records scored: the checks below run
     for record in first:
@@ -177,17 +175,17 @@ def test_cli_names_the_judge_and_refuses_mixed_flags(tmp_path, tiny_model_dir, c
         # rating is still one, strictly inside [1, 5].
         assert all(1 < s["score"] < 5 for s in record["rewards"])
     capsys.readouterr()
-    gen_po_rewards.main(**args)
+    GenPoRewards(**args).run()
     assert "complete" in capsys.readouterr().out
     assert read_records(out) == first
     with pytest.raises(InputError, match="overwrite"):
-        gen_po_rewards.main(input_file=str(src), reward_model="judge")  # the embedded judge
+        GenPoRewards(input_file=str(src), reward_model="judge").run()  # the embedded judge
     with pytest.raises(InputError, match="two scorers"):
-        gen_po_rewards.main(input_file=str(src), reward_model="judge", reward_model_path="x/y")
+        GenPoRewards(input_file=str(src), reward_model="judge", reward_model_path="x/y").run()
     with pytest.raises(InputError, match="goes with --reward_model judge"):
-        gen_po_rewards.main(input_file=str(src), reward_model="x/y", judge_model_path="m")
+        GenPoRewards(input_file=str(src), reward_model="x/y", judge_model_path="m").run()
     with pytest.raises(InputError, match="two judges"):
-        gen_po_rewards.main(input_file=str(src), reward_model="judge:a", judge_model_path="b")
+        GenPoRewards(input_file=str(src), reward_model="judge:a", judge_model_path="b").run()
 
 
 def test_example_script_without_a_reward_model_ends_with_judged_pairs(tmp_path):
@@ -242,10 +240,10 @@ def test_judge_on_two_ray_replicas_equals_local(ray_cluster, tmp_path, monkeypat
     src.write_text(json.dumps(records))
     local_out, ray_out = tmp_path / "local.json", tmp_path / "ray.json"
     args = dict(input_file=str(src), reward_model="judge", dtype="float32", batch_size=4)
-    gen_po_rewards.main(**args, output_file=str(local_out))
+    GenPoRewards(**args, output_file=str(local_out)).run()
     monkeypatch.setenv("MAGPIE_RAY_CHUNK_SIZE", "2")  # 5 records: 3 chunks
     capsys.readouterr()
-    gen_po_rewards.main(**args, output_file=str(ray_out), executor="ray", num_replicas=2)
+    GenPoRewards(**args, output_file=str(ray_out), executor="ray", num_replicas=2).run()
     rates = capsys.readouterr().out
     assert "r0 " in rates and "r1 " in rates and "records in 5, out 5" in rates
     scored, expected = read_records(ray_out), read_records(local_out)

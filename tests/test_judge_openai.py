@@ -20,14 +20,12 @@ from test_openai_engine import (
     fake,  # noqa: F401 - a fixture
     server,  # noqa: F401 - a fixture: llama-cpp-python's server on the embedded GGUF
 )
-from test_preference import load_exp
 
 from magpie.engines.openai import OpenAIEngine
 from magpie.judge import JudgeScorer
 from magpie.models import DEFAULT_MODEL
 from magpie.records import InputError, read_records
-
-gen_po_rewards = load_exp("gen_po_rewards")
+from magpie.stages.gen_po_rewards import GenPoRewards
 
 
 def server_top_logprobs(url: str, prompt: str) -> dict[str, float]:
@@ -54,14 +52,14 @@ def test_judge_through_llama_cpp_server(
     monkeypatch.setenv(KEY_ENV, SECRET)
     src = tmp_path / "v_5res.json"
     src.write_text(json.dumps(records_of(VARIED[:2])))
-    gen_po_rewards.main(
+    GenPoRewards(
         input_file=str(src),
         reward_model="judge",
         engine="openai",
         base_url=server,
         api_key_env=KEY_ENV,
         max_concurrency=1,
-    )
+    ).run()
     out = read_records(tmp_path / "v_5res_armorm.json")
     scores = []
     for record in out:

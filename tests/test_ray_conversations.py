@@ -9,12 +9,10 @@ the turns that one call over all dialogues makes here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 from test_compat import tiny_reward
 
 from magpie.conversations import MULTI_TURN_SYSTEM_PROMPT
@@ -24,6 +22,7 @@ from magpie.multiturn import ConversationJob, MultiTurnJob
 from magpie.preference import RewardJob, load_scorer
 from magpie.profiles import get_profile
 from magpie.records import read_records
+from magpie.stages.gen_po_rewards import GenPoRewards
 
 pytestmark = pytest.mark.slow
 
@@ -147,13 +146,6 @@ def test_gen_conv_on_two_replicas_equals_local(
     assert len(firsts) >= 3 and len(set(firsts)) == len(firsts)  # real, varied questions
 
 
-def load_exp(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "exp" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_gen_po_rewards_on_two_replicas_equals_local(
     ray_cluster, smol_tokenizer, tmp_path, monkeypatch, capsys
 ):
@@ -169,7 +161,7 @@ def test_gen_po_rewards_on_two_replicas_equals_local(
     local = RewardJob(src, local_out, reward_model=model, dtype="float32")
     local.run(load_scorer(model, dtype="float32", batch_size=4))
     monkeypatch.setenv("MAGPIE_RAY_CHUNK_SIZE", "2")  # 7 records: 4 chunks
-    load_exp("gen_po_rewards").main(
+    GenPoRewards(
         input_file=str(src),
         reward_model_path=model,
         dtype="float32",
@@ -177,7 +169,7 @@ def test_gen_po_rewards_on_two_replicas_equals_local(
         output_file=str(ray_out),
         executor="ray",
         num_replicas=2,
-    )
+    ).run()
     rates = capsys.readouterr().out
     assert "r0 " in rates and "r1 " in rates and "records in 7, out 7" in rates
     scored, expected = read_records(ray_out), read_records(local_out)
