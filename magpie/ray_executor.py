@@ -118,9 +118,7 @@ class RayExecutor:
 
         if ray.is_initialized():
             return
-        import magpie
-
-        package = Path(magpie.__file__).resolve().parent
+        package = Path(__file__).resolve().parent  # the magpie package folder
         if self.address:
             runtime_env = {"py_modules": [str(package)]}
             ray.init(address=self.address, runtime_env=runtime_env, logging_level=logging.WARNING)

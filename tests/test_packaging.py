@@ -187,3 +187,49 @@ def test_installed_console_command_runs_gen_ins_from_another_folder(venv, tiny_m
     math = json.loads((CONFIGS / "system_prompts.json").read_text())["math"]
     assert [r["id"] for r in records] == [0, 1, 2, 3]
     assert all(math in r["pre_query_template"] for r in records)
+
+
+def imported_modules(package: Path) -> dict[str, set[str]]:
+    """{module: package modules it imports}, every import in the file counted (also those
+    inside functions), `from a import b` naming a.b when that is a module."""
+    import ast
+
+    files = {}
+    for path in package.rglob("*.py"):
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def known(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    edges: dict[str, set[str]] = {m: set() for m in files}
+    for module, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            edges[module] |= {m for m in map(known, names) if m and m != module}
+    return edges
+
+
+def test_the_package_has_no_import_cycle():
+    edges = imported_modules(REPO / "magpie")
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = 1
+        for nxt in sorted(edges[module]):
+            assert state.get(nxt) != 1, "import cycle: " + " -> ".join([*trail, module, nxt])
+            if nxt not in state:
+                visit(nxt, [*trail, module])
+        state[module] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [])
+    assert {"magpie.pipeline", "magpie.stages.gen_res", "magpie.conversation"} <= set(edges)
