@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO
 
 from magpie.engines import EngineOptions
+from magpie.pipeline import plan
 from magpie.records import read_records
 from magpie.stage import Summary
 from magpie.stages.gen_mt import GenConv, GenMt
@@ -106,12 +107,11 @@ def test_gen_mt_on_the_embedded_model_records_the_embedded_defaults(tmp_path, sm
 
 
 @pytest.mark.parametrize("script", ["magpie.sh", "magpie_example_po.sh"])
-def test_driver_scripts_pass_the_same_embedded_settings(script):
-    """The bash drivers set response top_p/temperature positionally, so they pass the
-    embedded settings themselves: the same numbers."""
+def test_driver_scripts_leave_the_embedded_settings_to_the_stages(script):
+    """The bash drivers pass sampling only when given on their command line: the stage
+    settings resolve the embedded model's defaults (one place), so the drivers carry no
+    copy of them, and the default recipe resolves to them."""
     text = (REPO / "scripts" / script).read_text()
-    embedded = text.split('if [ -z "$model_path" ]; then', 1)[1].split("else", 1)[0]
-    assert f"default_res_topp={EMBEDDED['top_p']}" in embedded
-    assert f"default_res_temp={EMBEDDED['temperature']}" in embedded
-    penalty = EMBEDDED["frequency_penalty"]
-    assert f"--max_tokens {EMBEDDED['max_tokens']} --frequency_penalty {penalty}" in embedded
+    assert "frequency_penalty" not in text and "default_res_temp" not in text
+    ins, res = plan(None)  # the recipe magpie.sh runs with no arguments
+    assert res.settings.sampling() == {k: EMBEDDED[k] for k in res.settings.sampling()}
