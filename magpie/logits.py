@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+from magpie.records import InputError
+
 FLAMING_TOKENS_FACTOR = 1.2
 # A markdown header opener: one to six '#', then a space or nothing (after an optional
 # leading space, which tokenizers write as a space or a marker such as 'Ġ' / '▁').
@@ -23,8 +25,6 @@ HEADER_TOKEN = re.compile(r"[ \u0120\u2581]?#{1,6}( .*)?", re.DOTALL)
 def first_token_processor(logits_processor: bool = False, flaming_tokens: bool = False):
     """The stages' --logits_processor / --flaming_tokens flags as one processor name."""
     if logits_processor and flaming_tokens:
-        from magpie.records import InputError
-
         raise InputError("--logits_processor and --flaming_tokens cannot be used together")
     return "de_markdown" if logits_processor else ("flaming_tokens" if flaming_tokens else None)
 

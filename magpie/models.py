@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from magpie.records import InputError
+
 log = logging.getLogger("magpie")
 
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -93,8 +95,6 @@ def canonical_name(model_path: str | None) -> str:
 def load_tokenizer(model_path: str | None, trust_remote_code: bool = False):
     """The model's tokenizer (cheap), so stages can validate before loading weights."""
     from transformers import AutoTokenizer
-
-    from magpie.records import InputError
 
     local = resolve_model(model_path)
     try:

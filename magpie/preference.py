@@ -37,8 +37,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from magpie.executor import Made, Step
+from magpie.judge import is_judge, judge_model_of, load_judge
 from magpie.records import InputError, Journal, read_records, where, write_records
 from magpie.stage import Summary
+from magpie.tagging.inputs import Conversation
 
 REWARD_FIELD = "rewards_armorm"  # the original's field: ArmoRM's scores
 OTHER_REWARD_FIELD = "rewards"  # any other reward model's scores
@@ -128,7 +130,6 @@ class RewardJob(Step):
     def make(self, scorer, items: list[int]) -> Iterator[Made]:
         """Score every response of these records, `chunk_records` records at a time: each
         chunk is one length-sorted pass. Records without responses are marked skipped."""
-        from magpie.tagging.inputs import Conversation
 
         records, size = self.records, max(1, self.chunk_records)
         todo = []
@@ -186,7 +187,6 @@ def load_scorer(model_path: str, **options):
     functools.partial(load_scorer, path, dtype=..., ...)). "judge" (or "judge:<model>")
     is a chat model rating each response (`magpie.judge.load_judge`, with its options:
     judge_model_path, engine_options, max_length)."""
-    from magpie.judge import is_judge, judge_model_of, load_judge
 
     if is_judge(model_path):
         path = judge_model_of(model_path, options.pop("judge_model_path", None))

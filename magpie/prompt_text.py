@@ -22,6 +22,8 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 
+from magpie.conversation import read
+
 Span = tuple[int, int]
 
 
@@ -202,7 +204,6 @@ def flag_special_text(record: dict, tokenizer) -> dict:
     """The record with `special_tokens_in_text` set to the tokenizer's special-token
     strings that its conversation holds (they reached the model as text, never as
     control tokens), when it holds any; else the record as it was."""
-    from magpie.conversation import read
 
     if tokenizer is None:
         return record

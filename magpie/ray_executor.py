@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from magpie.executor import Step, log_start
 from magpie.records import InputError
-from magpie.stage import Summary
+from magpie.stage import Summary, quiet_libraries
 
 log = logging.getLogger("magpie")
 
@@ -61,7 +61,6 @@ def _replica_class():
         """One model, loaded once; makes the entries of the chunks it is given."""
 
         def __init__(self, load: Callable[[], Any]):
-            from magpie.stage import quiet_libraries
 
             quiet_libraries()
             self.model = load()

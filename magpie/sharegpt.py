@@ -35,7 +35,7 @@ from magpie.conversation import (
     without_stale_turns,
 )
 from magpie.labels import DIFFICULTY, INPUT_QUALITY, TASK_CATEGORIES
-from magpie.records import InputError, read_records, where, write_records
+from magpie.records import InputError, iter_records, read_records, where, write_records
 
 log = logging.getLogger("magpie")
 
@@ -231,7 +231,6 @@ def concatenate(
 def export_messages(sharegpt_file: str | os.PathLike, messages_file: str | os.PathLike) -> int:
     """OpenAI chat fine-tuning lines {"messages": [...]} from a ShareGPT file; records with
     no assistant turn cannot train and are left out (and counted)."""
-    from magpie.records import iter_records
 
     skipped = 0
 

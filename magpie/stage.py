@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from magpie.compat import original_argv, stage_name
 from magpie.records import InputError
 
 log = logging.getLogger("magpie")
@@ -86,8 +87,6 @@ def run_cli(main: Callable, argv: list[str] | None = None, stage: str | None = N
     are spelt out, its meaningless flags dropped with a note, unknown flags refused.
     """
     import fire
-
-    from magpie.compat import original_argv, stage_name
 
     setup_logging()
     args = sys.argv[1:] if argv is None else list(argv)

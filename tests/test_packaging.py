@@ -233,3 +233,15 @@ def test_the_package_has_no_import_cycle():
         if module not in state:
             visit(module, [])
     assert {"magpie.pipeline", "magpie.stages.gen_res", "magpie.conversation"} <= set(edges)
+
+
+def test_importing_the_api_loads_no_model_library():
+    """`import magpie` (the API, every stage's settings) stays light: torch, transformers,
+    vLLM, Ray and FAISS load when a stage needs a model, not before."""
+    code = (
+        "import sys, magpie; heavy = ('torch', 'transformers', 'vllm', 'ray', 'faiss', "
+        "'sentence_transformers'); print([m for m in heavy if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from magpie import embeddings
 from magpie.dedup.records import (
     annotate,
     distance_file_name,
@@ -20,7 +21,8 @@ from magpie.dedup.records import (
     write_annotated,
 )
 from magpie.dedup.search import DEFAULT_THRESHOLD, finite_rows, load_index, save_index
-from magpie.embeddings import pick_device, resolve_dtype
+from magpie.embeddings import _EMBEDDED_NAMES, DEFAULT_SENTENCE_MODEL, pick_device, resolve_dtype
+from magpie.executor import LocalExecutor
 from magpie.records import InputError
 from magpie.stage import Summary
 
@@ -36,7 +38,6 @@ MINILM_THRESHOLD = 0.1
 
 def default_threshold(sentence_model: str | None) -> tuple[float, str]:
     """The distance threshold for a sentence model when none is given, and why."""
-    from magpie.embeddings import _EMBEDDED_NAMES
 
     if (sentence_model or "") in _EMBEDDED_NAMES:
         return MINILM_THRESHOLD, "calibrated for all-MiniLM-L6-v2"
@@ -70,8 +71,6 @@ def embed_unique(
     `dtype` is already resolved (resolve_dtype): replicas use the driver's choice. Fills
     `timings` with model_load_s (local only: replicas load while they embed) and embed_s.
     """
-    from magpie import embeddings
-    from magpie.executor import LocalExecutor
 
     name = sentence_model or None
     load = functools.partial(embeddings.load_sentence_model, name, device, dtype)
@@ -215,6 +214,5 @@ def run_distance(
 
 
 def _model_name(name: str | None) -> str:
-    from magpie.embeddings import _EMBEDDED_NAMES, DEFAULT_SENTENCE_MODEL
 
     return DEFAULT_SENTENCE_MODEL if (name or "") in _EMBEDDED_NAMES else str(name)

@@ -8,7 +8,15 @@ import importlib.util
 import inspect
 import logging
 
+from magpie.compat import cuda_visible_devices
 from magpie.engines.base import Completion, Engine, SamplingParams
+from magpie.engines.openai import OpenAIEngine
+from magpie.engines.server_tokenizer import server_tokenizer
+from magpie.engines.vllm import VLLMEngine
+from magpie.executor import LocalExecutor
+from magpie.models import load_tokenizer, resolve_model
+from magpie.ray_executor import RayExecutor
+from magpie.records import InputError
 
 __all__ = [
     "Completion",
@@ -30,8 +38,6 @@ def pick_engine(engine: str | None) -> str:
     """The engine to use: as asked, else vllm when importable with a GPU, else hf."""
     if engine:
         if engine not in ENGINES:
-            from magpie.records import InputError
-
             raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not '{engine}'")
         return engine
     if importlib.util.find_spec("vllm") is not None:
@@ -46,14 +52,10 @@ def load_engine(engine: str | None, model_path: str, **options) -> Engine:
     """Build an engine. `options` not meant for the chosen back end are ignored."""
     name = pick_engine(engine)
     if options.get("response_mode") not in (None, "template", "chat"):
-        from magpie.records import InputError
-
         raise InputError(
             f"--response_mode must be template or chat, not {options['response_mode']!r}"
         )
     if options.get("response_mode") == "chat" and name != "openai":
-        from magpie.records import InputError
-
         raise InputError("--response_mode chat needs --engine openai (a server's chat endpoint)")
     log.info("engine: %s%s", name, "" if engine else " (picked automatically)")
     if name == "hf":
@@ -70,9 +72,6 @@ def load_engine(engine: str | None, model_path: str, **options) -> Engine:
         )
         return HFEngine(model_path, **{k: v for k, v in options.items() if k in keys})
     if name == "vllm":
-        from magpie.engines.vllm import VLLMEngine
-        from magpie.models import resolve_model
-
         keys = (
             "dtype",
             "tensor_parallel_size",
@@ -89,7 +88,6 @@ def load_engine(engine: str | None, model_path: str, **options) -> Engine:
         )
         engine_obj.model_path = model_path
         return engine_obj
-    from magpie.engines.openai import OpenAIEngine
 
     keys = (
         "base_url",
@@ -113,10 +111,7 @@ def load_tokenizer_for(
     engine then supplies a tokenizer-like object built from what the server reports.
     """
     if pick_engine(engine) == "openai":
-        from magpie.engines.server_tokenizer import server_tokenizer
-
         return server_tokenizer(model_path, trust_remote_code=trust_remote_code, **options)
-    from magpie.models import load_tokenizer
 
     return load_tokenizer(model_path, trust_remote_code)
 
@@ -157,7 +152,6 @@ class EngineOptions:
 
     def __post_init__(self) -> None:
         # The original's --device 0 / 0,1,2,3 named GPUs (CUDA_VISIBLE_DEVICES).
-        from magpie.compat import cuda_visible_devices
 
         self.device = cuda_visible_devices(self.device)
 
@@ -207,15 +201,11 @@ def make_executor(
 ):
     """An executor (magpie.executor): `local` (this process) or `ray` (replicas on a Ray
     cluster; see magpie.ray_executor.RayExecutor for the flags). InputError otherwise."""
-    from magpie.records import InputError
 
     if executor == "local":
-        from magpie.executor import LocalExecutor
-
         return LocalExecutor()
     if executor != "ray":
         raise InputError(f"--executor must be local or ray, not {executor!r}")
-    from magpie.ray_executor import RayExecutor
 
     return RayExecutor(
         ray_address,

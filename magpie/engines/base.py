@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from magpie.records import InputError
+
 Prompt = str | list[int]
 LogitsProcessorName = Literal["de_markdown", "flaming_tokens"]
 
@@ -44,7 +46,6 @@ class SamplingParams:
     def __post_init__(self) -> None:
         """Refuse settings no engine can honour, when a stage builds its params (before any
         model loads), with the flag to change; vLLM would fail a whole call on them."""
-        from magpie.records import InputError
 
         problems = []
         if self.n < 1:

@@ -51,6 +51,7 @@ from magpie.engines.base import (
 )
 from magpie.engines.repetition import WINDOW, repeats
 from magpie.logits import FLAMING_TOKENS_FACTOR, markdown_header_token_ids
+from magpie.models import resolve_model
 from magpie.prompt_text import encode
 
 log = logging.getLogger("magpie")
@@ -93,8 +94,6 @@ class HFEngine:
         tokenizer=None,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from magpie.models import resolve_model
 
         self.model_path = model_path
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -57,6 +57,7 @@ from magpie.engines import repetition
 from magpie.engines.base import Completion, Prompt, SamplingParams, collect, resolve_seeds
 from magpie.engines.http_client import ServerClient, ServerError, error_message
 from magpie.engines.server_tokenizer import server_tokenizer
+from magpie.models import canonical_name
 from magpie.prompt_text import can_encode, encode
 from magpie.records import InputError
 
@@ -155,7 +156,6 @@ class OpenAIEngine:
 
     def _discover(self, model_path: str) -> tuple[str, str | None]:
         """(server kind, model name to send) from GET /v1/models."""
-        from magpie.models import canonical_name
 
         status, payload = self.client.request("GET", self.client.api + "/models")
         if status in (401, 403):

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from magpie.engines.http_client import ServerClient
+from magpie.models import is_default_model, load_tokenizer
+from magpie.profiles import render_chat
 from magpie.records import InputError
 
 log = logging.getLogger("magpie")
@@ -74,7 +76,6 @@ class ServerTokenizer:
     ) -> str:
         if tokenize:
             raise NotImplementedError("a server-reported tokenizer renders text only")
-        from magpie.profiles import render_chat
 
         return render_chat(
             self.chat_template,
@@ -96,7 +97,6 @@ def _token_text(value: Any) -> str:
 
 def _local_tokenizer(model_path: str, trust_remote_code: bool):
     """The model's own tokenizer when it is on this machine, else None (never the network)."""
-    from magpie.models import is_default_model, load_tokenizer
 
     if is_default_model(model_path):
         return load_tokenizer(model_path, trust_remote_code)

