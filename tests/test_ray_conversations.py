@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from test_compat import tiny_reward
 
+from magpie.conversation import Turn
 from magpie.conversations import MULTI_TURN_SYSTEM_PROMPT
 from magpie.engines import EngineOptions
 from magpie.models import DEFAULT_MODEL
@@ -60,11 +61,11 @@ def mt_job(profile, tokenizer, src: Path, out: Path) -> MultiTurnJob:
 
 
 class WatchedConversations(ConversationJob):
-    """gen_conv keeping the dialogues it wrote, failed last turns aside (a record keeps
+    """gen_conv keeping the conversations it grew, failed last turns aside (a record keeps
     only complete exchanges: with small max_tokens most would show nothing)."""
 
     def finish(self, summary):
-        self.dialogues, _ = self.grown()
+        self.convs, _ = self.grown()
         return super().finish(summary)
 
 
@@ -131,18 +132,18 @@ def test_gen_conv_on_two_replicas_equals_local(
     assert [r["id"] for r in local] == list(range(5))
     # Each dialogue has the turns its stop reason says: all four, or those before the
     # turn that failed ("response 1 unfinished": the first question only).
-    for r, d in zip(local, local_job.dialogues, strict=True):
+    for r, d in zip(local, local_job.convs, strict=True):
         assert r["gen_input_configs"]["engine"] == "hf"
-        assert d.messages[0] == {"role": "system", "content": MULTI_TURN_SYSTEM_PROMPT}
+        assert d.turns[0] == Turn("system", MULTI_TURN_SYSTEM_PROMPT)
         reason = r["conversation_stop_reason"]
         if reason is None:
             expected = 4
         else:
             role, turn, _ = reason.split()
             expected = 2 * int(turn) - (2 if role == "instruction" else 1)
-        assert [m["role"] for m in d.turns] == ["user", "assistant", "user", "assistant"][:expected]
-        assert all(m["content"] for m in d.turns)
-    firsts = [d.turns[0]["content"] for d in local_job.dialogues if d.turns]
+        assert [t.role for t in d.chat] == ["user", "assistant", "user", "assistant"][:expected]
+        assert all(t.text for t in d.chat)
+    firsts = [d.chat[0].text for d in local_job.convs if d.chat]
     assert len(firsts) >= 3 and len(set(firsts)) == len(firsts)  # real, varied questions
 
 
