@@ -32,26 +32,41 @@ rejected item is kept, with the step and the reason.
 
 Prompt texts are files in magpie/configs/prompts/skills/ (`string.Template`, `$name` fields);
 a task's `prompt_templates_dir` holds files of the same names to override them.
+
+Where it runs: each engine call of a round is a `SkillsCall` (magpie.executor.Step) run by
+an executor, here (`LocalExecutor`) or on Ray replicas of the model (`magpie.ray_executor.
+RayExecutor`), like every other model stage. The builder is the driver: it renders a
+call's prompts (round N's depend on what rounds before kept, and a step's on the step
+before), hands the call to the executor and reads its journal entries back. Sample j of
+prompt k of the builder's c-th call draws from item_seeds(seed, "skills/c", [k], n) (calls
+are counted in a fixed order, restored on resume), so a record's text depends only on
+(seed, call, prompt, sample): local and Ray runs give the same records. Journal entries:
+"<round>/<step>/<k>" for each prompt's samples (a killed run resumes inside its round,
+nothing made twice) and the round number for a finished round's state.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from string import Template
 
-from tqdm import tqdm
-
+from magpie.chat_template import chat_prompt
 from magpie.engines.base import Engine, SamplingParams, item_seeds
+from magpie.executor import LocalExecutor, Made, Step
 from magpie.records import InputError, Journal
 from magpie.resources import SKILLS_PROMPTS_DIR
-from magpie.responses import chat_prompt
-from magpie.tagging.llm import constrained, json_prompt, json_text, parse_answer
+from magpie.stage import Summary
+from magpie.tagging.llm import LLMTagger, constrained, json_prompt, json_text, parse_answer
 from magpie.tagging.schemas import LabelError
+
+log = logging.getLogger("magpie")
 
 TEMPLATE_NAMES = (
     "generate_questions",
@@ -93,6 +108,10 @@ CANNOT_JUDGE = {
     (_EMBEDDED, "validate_answer"): _ANSWER_JUDGE,
     (_EMBEDDED, "validate_grounded_answer"): _ANSWER_JUDGE,
 }
+
+
+def _constrained(engine: Engine) -> bool:
+    return constrained(engine)
 
 
 def question_schema(seeds: list[str]) -> dict:
@@ -217,12 +236,102 @@ class StepCounts:
     rejected: Counter = field(default_factory=Counter)
 
 
-class SkillsBuilder:
-    """Grows question/answer items from a task's seed examples with one engine."""
+class MemoryJournal:
+    """The journal of a builder run without a file (tests, benchmarks): entries in memory,
+    as much of `magpie.records.Journal` as the executors use."""
+
+    def __init__(self) -> None:
+        self.done: dict = {}
+
+    def append(self, key, entry) -> None:
+        self.done[key] = entry
+
+    def append_many(self, entries, sync: bool = True) -> None:
+        self.done.update(entries)
+
+    def close(self) -> None:
+        pass
+
+
+class SkillsCall(Step):
+    """One engine call of a skills round, as a step an executor runs: item k is prompt k
+    (rendered by the builder); its journal entry, under "<round>/<step>/<k>", is the `n`
+    samples [text, finish_reason]. Sample j draws from item_seeds(seed, seed_stage, [k],
+    n) + j, so which replica or call made it does not matter.
+
+    The model is an engine, or an `LLMTagger` holding one (run_task loads one tagger per
+    task: it makes the items and tags them). `constrained`: whether the engine the prompts
+    were written for decodes to a JSON schema; a model that does otherwise is refused."""
+
+    unit = "prompt"
 
     def __init__(
         self,
-        engine: Engine,
+        name: str,
+        round_no: int,
+        seed_stage: str,
+        prompts: list,
+        params: SamplingParams,
+        seed: int | None,
+        journal,
+        constrained: bool | None = None,
+    ):
+        self.name, self.round_no, self.seed_stage = name, round_no, seed_stage
+        self.stage = f"skills r{round_no} {name}"
+        self.prompts, self.params, self.seed = prompts, params, seed
+        self.journal, self.constrained = journal, constrained
+
+    def key(self, k: int) -> str:
+        return f"{self.round_no}/{self.name}/{k}"
+
+    def todo(self) -> list[int]:
+        done = self.journal.done
+        return [k for k in range(len(self.prompts)) if self.key(k) not in done]
+
+    def progress(self) -> tuple[int, int]:
+        return len(self.prompts), len(self.prompts) - len(self.todo())
+
+    def summary(self) -> Summary:
+        return Summary(self.stage, len(self.prompts))
+
+    def make(self, model, items: list[int]) -> Iterator[Made]:
+        engine = model.engine if isinstance(model, LLMTagger) else model
+        if self.constrained is not None and constrained(engine) != self.constrained:
+            raise InputError(
+                f"{self.stage}: the engine loaded here {'does' if constrained(engine) else 'does not'} "
+                "decode to a JSON schema, unlike the one the run's prompts were written for "
+                "(a worker with other packages than the driver, e.g. xgrammar?)"
+            )
+        prompts = [self.prompts[k] for k in items]
+        seeds = item_seeds(self.seed, self.seed_stage, items, self.params.n)
+        for i, completions in engine.stream(prompts, self.params, seeds):
+            samples = [[c.text, c.finish_reason] for c in completions]
+            yield self.key(items[i]), samples, sum(c.completion_tokens for c in completions)
+
+    def finish(self, summary: Summary) -> Summary:
+        summary.records_out = len(self.prompts)  # read back from the journal by the builder
+        return summary
+
+    def results(self) -> list[list[tuple[str, str]]]:
+        """Per prompt, in order, its samples (text, finish_reason)."""
+        return [
+            [(t, f) for t, f in self.journal.done[self.key(k)]] for k in range(len(self.prompts))
+        ]
+
+
+class SkillsBuilder:
+    """Grows question/answer items from a task's seed examples with one model.
+
+    `engine`: the model, run here. Or None, and the model is loaded by `load` on
+    `executor` (a `LocalExecutor`, a `RayExecutor`: the same records), with `tokenizer`
+    (the model's, to render prompts) and `constrained` (whether that engine decodes to a
+    JSON schema: magpie.tagging.llm.constrained_for). The same `load` object serves every
+    call, so the model loads once (once per replica).
+    """
+
+    def __init__(
+        self,
+        engine: Engine | None,
         profile,
         task: dict,
         *,
@@ -233,8 +342,19 @@ class SkillsBuilder:
         judge_max_tokens: int = 160,
         frequency_penalty: float = 0.3,
         model_name: str = "",
+        tokenizer=None,
+        constrained: bool | None = None,
+        executor=None,
+        load: Callable | None = None,
     ):
+        if engine is None and (tokenizer is None or constrained is None or load is None):
+            raise ValueError("without an engine, give tokenizer, constrained and load")
         self.engine, self.task = engine, task
+        self.tokenizer = tokenizer if tokenizer is not None else engine.tokenizer
+        self.executor = executor if executor is not None else LocalExecutor()
+        self.load = load if load is not None else self._given_engine
+        self.journal = MemoryJournal()  # run() sets the run's own
+        self.round = 0
         self.seeds = task["seed_examples"]
         self.templates = load_templates(task.get("prompt_templates_dir"))
         self.rng = random.Random(seed)
@@ -243,7 +363,10 @@ class SkillsBuilder:
         self.n = int(task.get("num_questions_to_generate_per_prompt", 5))
         self.machine_batch_size = int(task.get("machine_batch_size", 0))
         self.machine_questions: list[str] = []  # kept in earlier rounds, for bootstrapping
-        self.constrained = constrained(engine)
+        # What the engine does (checked where it loads) and what the prompts use (the same
+        # unless a caller turns the grammar off: bench/sweep_skills.py).
+        self.engine_constrained = _constrained(engine) if constrained is None else constrained
+        self.constrained = self.engine_constrained
         # Questions and contexts: sampled, no penalty (a question is short). Answers: the
         # response stages' setting for small models, frequency penalty 0.3 (gen_res).
         self.gen = SamplingParams(
@@ -258,7 +381,7 @@ class SkillsBuilder:
         self.cannot_judge = {
             step: why for (model, step), why in CANNOT_JUDGE.items() if model == model_name
         }
-        eos = getattr(engine.tokenizer, "eos_token_id", None)
+        eos = getattr(self.tokenizer, "eos_token_id", None)
         self.judge_max_tokens = judge_max_tokens
         self.judge_stop_ids = list(profile.stop_token_ids) or ([eos] if eos is not None else [])
         self.grounded = any(s.get("context") for s in self.seeds)
@@ -266,9 +389,36 @@ class SkillsBuilder:
         self.rejected: list[dict] = []
         self.calls = 0
 
+    def _given_engine(self) -> Engine:
+        return self.engine
+
     # --------------------------------------------------------------- engine calls
+    def _call(
+        self, step: str, prompts: list, params: SamplingParams
+    ) -> list[list[tuple[str, str]]]:
+        """Per prompt, in order, its `params.n` samples (text, finish_reason): one
+        `SkillsCall` run by the executor (only the prompts its journal lacks are made)."""
+        if not prompts:
+            return []
+        self.calls += 1
+        # Prompt k of call c draws from item_seeds(seed, "skills/c", k): calls are counted
+        # in a fixed order and the count is restored on resume, so texts repeat exactly.
+        job = SkillsCall(
+            step,
+            self.round,
+            f"skills/{self.calls}",
+            prompts,
+            params,
+            self.seed,
+            self.journal,
+            self.engine_constrained,
+        )
+        self.executor.run(job, self.load)
+        return job.results()
+
     def _generate(
         self,
+        step: str,
         chats: list[list[dict]],
         n_tokens: int | None = None,
         n: int = 1,
@@ -278,23 +428,18 @@ class SkillsBuilder:
         next turn: (text, finish_reason) each, in order."""
         if not chats:
             return []
-        self.calls += 1
         sampling = SamplingParams(**{**self.gen.__dict__, "seed": self.seed, "n": n, **params})
         if n_tokens:
             sampling.max_tokens = n_tokens
-        prompts = [chat_prompt(self.engine.tokenizer, messages) for messages in chats]
-        # Item k of call c draws from item_seeds(seed, "skills/c", k): calls are counted
-        # in a fixed order and the count is restored on resume, so texts repeat exactly.
-        out = self.engine.generate(prompts, sampling, self._seeds(len(prompts), n))
-        return [[(c.text.strip(), c.finish_reason) for c in cs] for cs in out]
+        prompts = [chat_prompt(self.tokenizer, messages) for messages in chats]
+        out = self._call(step, prompts, sampling)
+        return [[(text.strip(), finish) for text, finish in samples] for samples in out]
 
-    def _seeds(self, count: int, n: int = 1) -> list[int] | None:
-        return item_seeds(self.seed, f"skills/{self.calls}", range(count), n)
-
-    def _judge(self, prompts: list[str], ratings: list[int]) -> list[tuple[int | None, str | None]]:
+    def _judge(
+        self, step: str, prompts: list[str], ratings: list[int]
+    ) -> list[tuple[int | None, str | None]]:
         if not prompts:
             return []
-        self.calls += 1
         params = SamplingParams(
             temperature=0.0,
             max_tokens=self.judge_max_tokens,
@@ -302,10 +447,10 @@ class SkillsBuilder:
             json_schema=judge_schema(ratings),
             seed=self.seed,
         )
-        chats = [json_prompt(self.engine.tokenizer, p, self.constrained) for p in prompts]
+        chats = [json_prompt(self.tokenizer, p, self.constrained) for p in prompts]
         return [
-            read_rating(c.text, ratings, self.constrained)
-            for (c,) in self.engine.generate(chats, params, self._seeds(len(chats)))
+            read_rating(text, ratings, self.constrained)
+            for [(text, _)] in self._call(step, chats, params)
         ]
 
     def _reject(self, step: str, item: Item, reason: str) -> None:
@@ -366,7 +511,7 @@ class SkillsBuilder:
         if self.constrained:
             params["json_schema"] = question_schema([s["question"] for s in self.seeds])
         items = []
-        for k, samples in enumerate(self._generate(chats, **params)):
+        for k, samples in enumerate(self._generate(step, chats, **params)):
             for text, finish in samples:
                 self.counts.made[step] += 1
                 question, why = self._read_question(text, finish)
@@ -426,7 +571,8 @@ class SkillsBuilder:
             messages.append({"role": "user", "content": another})
             chats.append(messages)
         contexts = []
-        for i, [(text, finish)] in zip(with_context, self._generate(chats), strict=True):
+        outs = self._generate("generate_context", chats)
+        for i, [(text, finish)] in zip(with_context, outs, strict=True):
             self.counts.made["generate_context"] += 1
             m = re.search(r"\[Start of Context\](.*?)(\[End of Context\]|$)", text, re.S)
             context = (m.group(1) if m else text).strip()
@@ -514,6 +660,7 @@ class SkillsBuilder:
             items = self._questions()
             step_q, step_a = "validate_question", "validate_answer"
         judged = self._judge(
+            step_q,
             [
                 fill(
                     self.templates[step_q],
@@ -530,7 +677,7 @@ class SkillsBuilder:
         step_gen = "generate_grounded_answer" if self.grounded else "generate_answer"
         chats = [self._answer_chat(it) for it in items]
         answered = []
-        outs = self._generate(chats, frequency_penalty=self.frequency_penalty)
+        outs = self._generate(step_gen, chats, frequency_penalty=self.frequency_penalty)
         for it, [(text, finish)] in zip(items, outs, strict=True):
             it.answer = text
             self.counts.made[step_gen] += 1
@@ -543,6 +690,7 @@ class SkillsBuilder:
         if step_a in self.cannot_judge:
             return self._not_judged(step_a, answered)
         judged = self._judge(
+            step_a,
             [
                 fill(
                     self.templates[step_a],
@@ -562,27 +710,26 @@ class SkillsBuilder:
     ) -> list[Item]:
         """Iterate until `num_samples` items pass or `max_iterations` rounds are done.
 
-        With a journal, every finished round is saved (its items and rejections, the counts,
-        the random state), so a killed run resumes after its last finished round and ends
-        with what an uninterrupted run would have made.
+        With a journal, every prompt's samples are saved as they are made and every
+        finished round's state (its items and rejections, the counts, the random state,
+        the call count), so a killed run resumes after its last finished round, makes only
+        what its unfinished round lacks, and ends with what an uninterrupted run would have
+        made.
         """
         kept: list[Item] = []
         start = 0
-        for round_no in sorted(journal.done) if journal is not None else []:
-            kept += self._restore(journal.done[round_no])
+        self.journal = journal if journal is not None else MemoryJournal()
+        for round_no in sorted(k for k in self.journal.done if isinstance(k, int)):
+            kept += self._restore(self.journal.done[round_no])
             start = round_no + 1
         self.machine_questions = [it.question for it in kept]
         seen = {s["question"].strip().lower() for s in self.seeds}
         seen |= {it.question.strip().lower() for it in kept}
-        bar = tqdm(
-            total=num_samples,
-            initial=min(len(kept), num_samples),
-            desc=f"skills {self.task['task_name']}",
-            unit="item",
-        )
+        name = self.task.get("task_name", "")
         for round_no in range(start, max_iterations):
             if len(kept) >= num_samples:
                 break
+            self.round = round_no
             n_rejected = len(self.rejected)
             new = []
             for it in self.iterate():
@@ -592,12 +739,17 @@ class SkillsBuilder:
                     continue
                 seen.add(key)
                 new.append(it)
-                bar.update(1)
             kept += new
             self.machine_questions += [it.question for it in new]
-            if journal is not None:
-                journal.append(round_no, self._state(new, self.rejected[n_rejected:]))
-        bar.close()
+            self.journal.append(round_no, self._state(new, self.rejected[n_rejected:]))
+            log.info(
+                "[skills %s] round %d: %d items kept (%d of %d)",
+                name,
+                round_no,
+                len(new),
+                min(len(kept), num_samples),
+                num_samples,
+            )
         return kept[:num_samples]
 
     def _state(self, items: list[Item], rejected: list[dict]) -> dict:

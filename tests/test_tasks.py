@@ -359,8 +359,9 @@ class Crash(Exception):
 
 
 class CountingEngine:
-    """The real engine, counting its calls. With a journal, it raises Crash (a kill) at
-    the second call after the first round was journaled: inside round 2."""
+    """The real engine, counting its calls (`stream`, what the skills steps call). With a
+    journal, it raises Crash (a kill) at the second call after the first round was
+    journaled: inside round 2, after its first call's samples were journaled."""
 
     def __init__(self, engine, journal=None):
         self.engine, self.journal = engine, journal
@@ -369,19 +370,20 @@ class CountingEngine:
     def __getattr__(self, name):
         return getattr(self.engine, name)
 
-    def generate(self, prompts, params, seeds=None):
+    def stream(self, prompts, params, seeds=None):
         self.calls += 1
         if self.journal is not None:
-            if not self.journal.done:
+            if 0 not in self.journal.done:  # the first round not finished
                 self.before_round_two = self.calls
             elif self.calls == self.before_round_two + 2:
                 raise Crash
-        return self.engine.generate(prompts, params, seeds)
+        return self.engine.stream(prompts, params, seeds)
 
 
 def test_skills_generation_resumes_after_a_crash(tmp_path, embedded_dir):
     """A run killed inside its second round resumes there and ends with exactly what an
-    uninterrupted run makes: the first round is not redone, nothing is lost or doubled."""
+    uninterrupted run makes: neither the first round nor the second round's call made
+    before the kill is redone, nothing is lost or doubled."""
     from magpie.engines.hf import HFEngine
     from magpie.models import DEFAULT_MODEL
     from magpie.profiles import get_profile
@@ -408,11 +410,15 @@ def test_skills_generation_resumes_after_a_crash(tmp_path, embedded_dir):
     with pytest.raises(Crash):
         crashed.run(100, 2, crashed.engine.journal)
     journal = Journal(path, {"t": 1})
-    assert sorted(journal.done) == [0]  # only the finished round was kept
+    rounds = [k for k in journal.done if isinstance(k, int)]
+    assert rounds == [0]  # only the finished round's state was kept
+    # and the samples of round 2's first call, made before the kill (one entry a prompt)
+    made = [k for k in journal.done if isinstance(k, str) and k.startswith("1/")]
+    assert made and all(k.startswith("1/generate_questions/") for k in made)
 
     resumed = builder()
     items = resumed.run(100, 2, journal)
-    assert resumed.engine.calls == whole.engine.calls - crashed.engine.before_round_two
+    assert resumed.engine.calls == whole.engine.calls - crashed.engine.before_round_two - 1
     assert [vars(i) for i in items] == [vars(i) for i in expected]
     assert resumed.rejected == whole.rejected
     assert resumed.steps() == whole.steps()
