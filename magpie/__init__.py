@@ -15,7 +15,7 @@ same as `magpie STAGE --help` and exp/STAGE.py); engine and executor flags go in
 
 from magpie.engines import EngineOptions
 from magpie.pipeline import STAGES, load_recipe, plan, run
-from magpie.records import InputError, read_records, write_records
+from magpie.records import InputError, iter_records, read_records, write_records
 from magpie.stages.concat import Concat
 from magpie.stages.filter import Filter
 from magpie.stages.gen_dis import GenDis
@@ -45,6 +45,7 @@ __all__ = [
     "InputError",
     "RunTask",
     "Unitag",
+    "iter_records",
     "load_recipe",
     "plan",
     "read_records",
