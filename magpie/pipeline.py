@@ -164,14 +164,14 @@ def _place_outputs(planned: list[Planned], shared: dict) -> None:
     if shared.get("output_dir"):
         first.output_folder = str(shared["output_dir"])
         return
-    if getattr(first, "timestamp", None) is None:
-        first.timestamp = int(time.time())
-    sampling = first.sampling() if hasattr(first, "sampling") else {}
-    top_p = sampling.get("top_p", getattr(first, "top_p", None))
-    temperature = sampling.get("temperature", getattr(first, "temperature", None))
-    model = canonical_name(getattr(first, "model_path", ""))
     first.output_folder = str(shared.get("data_dir") or "data")
-    first.job_name = f"{Path(model).name}_topp{top_p:g}_temp{temperature:g}_{first.timestamp}"
+    if first.stage != "gen_ins":
+        return
+    if first.timestamp is None:
+        first.timestamp = int(time.time())
+    sampling = first.sampling()
+    model = Path(canonical_name(first.model_path)).name
+    first.job_name = f"{model}_topp{sampling['top_p']:g}_temp{sampling['temperature']:g}_{first.timestamp}"
 
 
 def _run_state(planned: list[Planned], shared_dir: str | None) -> None:

@@ -18,7 +18,7 @@ from conftest import REPO
 
 import magpie
 from magpie.pipeline import STAGES, plan
-from magpie.records import InputError, read_records, state_path
+from magpie.records import InputError, read_records, state_path, write_records
 from magpie.resources import RECIPES_DIR
 
 PY = sys.executable
@@ -91,6 +91,75 @@ def test_recipe_gives_the_records_of_the_stage_scripts_chained_by_hand(ending_mo
     assert all(r["conversation_id"].startswith("run_") for r in read_records(outputs["concat"]))
     assert all("min_neighbor_distance" in r for r in read_records(outputs["gen_dis"]))
     assert 0 < len(final) <= 12
+
+
+def same_outputs(outputs: dict, by_hand: Path) -> None:
+    """Every output of a recipe equals, record for record, the file of the same name the
+    stages made by hand (a folder: each of its files)."""
+    for name, path in outputs.items():
+        mine = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+        assert mine, name
+        for file in mine:
+            other = by_hand / file.relative_to(path.parent)
+            assert without_time(read_records(file)) == without_time(read_records(other)), name
+
+
+@pytest.mark.slow
+def test_conversation_and_preference_stages_chain_in_a_recipe_as_by_hand(
+    ending_model_dir, tmp_path
+):
+    model = str(ending_model_dir)
+    turns = {"max_tokens": 16, "response_temperature": 0.8, "batch_size": 4}
+    conv = magpie.run(
+        {
+            "model": model,
+            "seed": 3,
+            "output_dir": str(tmp_path / "conv"),
+            "stages": [
+                {"gen_conv": {"total_prompts": 6, "n_turns": 1, "timestamp": 1000, **turns}},
+                {"gen_mt": {"num_turns": 2, **turns}},
+            ],
+        }
+    )
+    hand = tmp_path / "conv_hand"
+    first = magpie.GenConv(
+        model_path=model, total_prompts=6, n_turns=1, timestamp=1000, seed=3,
+        output_folder=str(hand), max_tokens=16, response_temperature=0.8,
+    ).run(magpie.EngineOptions(batch_size=4))  # fmt: skip
+    magpie.GenMt(
+        input_file=str(first), model_path=model, num_turns=2, seed=3, max_tokens=16,
+        response_temperature=0.8,
+    ).run(magpie.EngineOptions(batch_size=4))  # fmt: skip
+    same_outputs(conv, hand)
+    grown = read_records(conv["gen_mt"])
+    assert any(r.get("response_2") for r in grown)  # a second exchange was made
+
+    instructions = [{"instruction": f"Name {k} colours of the sea."} for k in range(2, 6)]
+    for folder in ("po", "po_hand"):
+        write_records(tmp_path / folder / "ins.jsonl", instructions)
+    po = magpie.run(
+        {
+            "model": model,
+            "seed": 3,
+            "stages": [
+                {"gen_po_multi_res": {"input_file": str(tmp_path / "po" / "ins.jsonl"),
+                                      "num_samples": 3, "max_tokens": 16}},
+                {"gen_po_rewards": {"reward_model": "judge", "judge_model_path": model}},
+                {"gen_po_pairs": {"test_size": 1}},
+            ],
+        }
+    )  # fmt: skip
+    hand = tmp_path / "po_hand"
+    res = magpie.GenPoMultiRes(
+        input_file=str(hand / "ins.jsonl"), model_path=model, num_samples=3, max_tokens=16, seed=3
+    ).run()
+    rewards = magpie.GenPoRewards(
+        input_file=str(res), reward_model="judge", judge_model_path=model
+    ).run()
+    magpie.GenPoPairs(input_file=str(rewards), test_size=1, seed=3).run()
+    same_outputs(po, hand)
+    pairs = read_records(po["gen_po_pairs"] / "train.jsonl")
+    assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
 
 
 def run_args(path: Path) -> list[str]:
