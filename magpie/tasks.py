@@ -16,7 +16,10 @@ Common fields: task_name, created_by, task_description, data_builder. Builders:
 Model fields: model_path, seed, max_tokens, temperature, and any engine or executor flag
 of the stage CLIs (magpie.engines.EngineOptions: engine, dtype, batch_size, device,
 executor, num_replicas...). A flag given on run_task's command line (other than its
-default) overrides the task file's; the batch size defaults to 32 for task files.
+default) overrides the task file's; the batch size defaults to 32 for task files. Both
+builders run their model stages on that executor (`--executor ray`: Ray replicas of the
+model, the same records as local): a skills task's generation calls and tagging share one
+loaded model (one `LLMTagger`, loaded once here or once per replica).
 
 Output goes to `<output_root>/<task_name>/`; every rejected item is kept in a file with
 the step and reason that rejected it, and a summary says generated, kept and rejected per
@@ -26,6 +29,8 @@ step. Relative paths in a task file are read from the task file's folder.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -329,18 +334,53 @@ def fit_to_seeds(rules: dict, tagged_seeds: list[dict]) -> tuple[dict, dict]:
     return rules, fitted
 
 
+def tagger_sampling(seed: int) -> dict:
+    """The sampling of a skills task's tagger: LLMTagger's defaults (greedy), the task's
+    seed (the settings the tagger's journal fingerprint holds)."""
+    from magpie.tagging.llm import LLMTagger
+
+    params = inspect.signature(LLMTagger.__init__).parameters.values()
+    defaults = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return {**defaults, "seed": seed}
+
+
 def run_skills(task: dict, out_dir: Path) -> dict:
+    """Generate a skills task's items, tag them, mark near-duplicates and filter. Every
+    model call runs on the executor the engine flags ask for, with one model loader."""
+    from magpie.engines import pick_engine
     from magpie.models import canonical_name
     from magpie.profiles import get_profile
-    from magpie.skills import SkillsBuilder, item_record
+    from magpie.tagging.job import load_llm_tagger
 
+    # The engine is named here, once: the prompts' form (JSON under a grammar or not)
+    # follows from it, and every replica loads that engine.
     options = task_engine_options(task)
-    if options.executor != "local":
-        log.info("note: skills tasks generate and tag in this process (--executor ignored)")
+    options = dataclasses.replace(options, engine=pick_engine(options.engine))
     model_path = task.get("model_path", "") or ""
     tokenizer = options.tokenizer(model_path)
     profile = get_profile(canonical_name(model_path), tokenizer)
-    engine = options.load(model_path, tokenizer=tokenizer, seed=task.get("seed", 0))
+    executor = options.make_executor()
+    # One loader object for the whole task (the executor keeps one model per loader): an
+    # LLMTagger, whose engine makes the items and which tags them. Here it gets the
+    # tokenizer loaded above; Ray replicas load their own.
+    local = executor.name == "local"
+    sampling = tagger_sampling(task.get("seed", 0))
+    load = functools.partial(
+        load_llm_tagger, options, model_path, sampling, tokenizer if local else None
+    )
+    try:
+        return _run_skills(task, out_dir, options, tokenizer, profile, executor, load, sampling)
+    finally:
+        executor.close()
+
+
+def _run_skills(task, out_dir, options, tokenizer, profile, executor, load, sampling) -> dict:
+    from magpie.models import canonical_name
+    from magpie.skills import SkillsBuilder, item_record
+    from magpie.tagging.llm import constrained_for
+
+    model_path = task.get("model_path", "") or ""
+    name = canonical_name(model_path)
     generated = out_dir / "generated.jsonl"
     done_file = out_dir / "generation_summary.json"  # written just before generated.jsonl
     made_by = {k: v for k, v in task.items() if k not in POST_PROCESSING}  # what makes items
@@ -351,15 +391,20 @@ def run_skills(task: dict, out_dir: Path) -> dict:
         n_generated, steps = done["generated"], done["steps"]
     else:
         builder = SkillsBuilder(
-            engine,
+            None,
             profile,
             task,
             seed=task.get("seed", 0),
             temperature=task.get("temperature", 0.7),
             max_tokens=task.get("max_tokens", 512),
-            model_name=canonical_name(model_path),
+            model_name=name,
+            tokenizer=tokenizer,
+            constrained=constrained_for(options.engine),
+            executor=executor,
+            load=load,
         )
-        journal = Journal(generated, fingerprint)  # resumes a killed run's finished rounds
+        # Every call's samples and every finished round: a killed run resumes where it was.
+        journal = Journal(generated, fingerprint)
         items = builder.run(
             int(task.get("num_samples", 10)), int(task.get("max_iterations", 5)), journal
         )
@@ -383,19 +428,21 @@ def run_skills(task: dict, out_dir: Path) -> dict:
         from magpie.executor import LocalExecutor
         from magpie.tagging import CANNOT_JUDGE
         from magpie.tagging.job import TagJob
-        from magpie.tagging.llm import LLMTagger
+        from magpie.tagging.llm import tagger_settings
 
-        name = canonical_name(model_path)
-        tagger = LLMTagger(engine, name, seed=task.get("seed", 0))
+        settings = tagger_settings(name, constrained_for(options.engine), **sampling)
 
         def tag(source: Path, missions: tuple[str, ...]) -> Path:
             for mission in missions:
                 out = out_dir / f"{source.stem}_{mission}.jsonl"
-                job = TagJob(mission, source, out, tagger.settings(), tagger.judge)
+                job = TagJob(mission, source, out, settings, name)
                 # As unitag: a mission the tagger cannot be trusted with gets null labels
                 # and the reason (the embedded model's difficulty), not an untrusted label.
                 job.cannot_judge = CANNOT_JUDGE.get((name, mission))
-                print(job.execute(LocalExecutor(), lambda: tagger).line())
+                if job.cannot_judge:  # no model call
+                    print(job.execute(LocalExecutor(), lambda: None).line())
+                else:
+                    print(job.execute(executor, load).line())
                 source = out
             return source
 
