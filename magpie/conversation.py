@@ -59,7 +59,7 @@ def _filled(text: str | None) -> bool:
 class Conversation:
     """The turns of a record (the system turn first, if any) and the field they came from.
 
-    A conversation being generated (magpie.conversations) also carries why it stopped
+    A conversation being generated (magpie.turns) also carries why it stopped
     early (`stop_reason`, e.g. "response 2 unfinished"), written to records as
     `conversation_stop_reason`; None while it may go on."""
 

@@ -1,4 +1,4 @@
-"""Two conversation stages built on `magpie.conversations`:
+"""Two conversation stages built on `magpie.turns`:
 
 - `MultiTurnJob` (exp/gen_mt.py): extend records to N turns, as the original's
   gen_mt.py: follow-up instructions are extracted with the multi-turn system prompt,
@@ -24,12 +24,12 @@ from magpie.chat_template import (
     user_turn_prompt,
 )
 from magpie.conversation import Conversation, Turn, message_list, read_all, write_back
-from magpie.conversations import MULTI_TURN_SYSTEM_PROMPT, SystemPrompts, TurnStep, growing
 from magpie.engines.base import SamplingParams
 from magpie.profiles import Profile
 from magpie.prompt_text import count_special_text, flag_special_text
 from magpie.records import InputError, Journal, read_records
 from magpie.stage import Summary, json_type
+from magpie.turns import MULTI_TURN_SYSTEM_PROMPT, SystemPrompts, TurnStep, growing
 
 log = logging.getLogger("magpie")
 

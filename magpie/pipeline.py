@@ -171,7 +171,9 @@ def _place_outputs(planned: list[Planned], shared: dict) -> None:
         first.timestamp = int(time.time())
     sampling = first.sampling()
     model = Path(canonical_name(first.model_path)).name
-    first.job_name = f"{model}_topp{sampling['top_p']:g}_temp{sampling['temperature']:g}_{first.timestamp}"
+    first.job_name = (
+        f"{model}_topp{sampling['top_p']:g}_temp{sampling['temperature']:g}_{first.timestamp}"
+    )
 
 
 def _run_state(planned: list[Planned], shared_dir: str | None) -> None:

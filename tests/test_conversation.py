@@ -539,8 +539,8 @@ def test_gemma_multi_turn_drops_the_system_prompt_before_loading(tmp_path, caplo
 
 
 def test_gemma_one_pass_conversations_decided_before_loading(tmp_path, caplog):
-    from magpie.conversations import parse_system_prompts
     from magpie.multiturn import ConversationJob
+    from magpie.turns import parse_system_prompts
 
     def job(**kw):
         return ConversationJob(

@@ -10,8 +10,8 @@ import pytest
 from conftest import FIXTURES
 
 from magpie.chat_template import assistant_turn_prompt, render_chat, user_turn_prompt
-from magpie.conversations import MULTI_TURN_SYSTEM_PROMPT, parse_system_prompts
 from magpie.records import InputError, read_records, state_path
+from magpie.turns import MULTI_TURN_SYSTEM_PROMPT, parse_system_prompts
 
 
 class FixtureTokenizer:
@@ -246,8 +246,8 @@ def test_real_three_turn_extension(smol_engine, tmp_path):
 
 
 def test_one_pass_columns_and_steering(smol_engine, tmp_path):
-    from magpie.conversations import parse_system_prompts as parse
     from magpie.multiturn import ConversationJob
+    from magpie.turns import parse_system_prompts as parse
 
     profile = smol_profile(smol_engine)
 

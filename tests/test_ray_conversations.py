@@ -16,7 +16,6 @@ import pytest
 from test_compat import tiny_reward
 
 from magpie.conversation import Turn
-from magpie.conversations import MULTI_TURN_SYSTEM_PROMPT
 from magpie.engines import EngineOptions
 from magpie.models import DEFAULT_MODEL
 from magpie.multiturn import ConversationJob, MultiTurnJob
@@ -24,6 +23,7 @@ from magpie.preference import RewardJob, load_scorer
 from magpie.profiles import get_profile
 from magpie.records import read_records
 from magpie.stages.gen_po_rewards import GenPoRewards
+from magpie.turns import MULTI_TURN_SYSTEM_PROMPT
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,6 @@ from conftest import FIXTURES, tiny_llama
 
 from magpie.chat_template import render_chat
 from magpie.conversation import Conversation, Turn
-from magpie.conversations import parse_system_prompts
 from magpie.engines.hf import HFEngine
 from magpie.profiles import get_profile
 from magpie.prompt_text import (
@@ -27,6 +26,7 @@ from magpie.prompt_text import (
     render_with_data,
 )
 from magpie.records import read_records, write_records
+from magpie.turns import parse_system_prompts
 
 SMOL_SYS = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "

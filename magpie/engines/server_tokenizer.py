@@ -14,9 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from magpie.chat_template import render_chat
 from magpie.engines.http_client import ServerClient
 from magpie.models import is_default_model, load_tokenizer
-from magpie.profiles import render_chat
 from magpie.records import InputError
 
 log = logging.getLogger("magpie")

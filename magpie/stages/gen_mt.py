@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from magpie.conversations import MULTI_TURN_SYSTEM_PROMPT, parse_system_prompts
 from magpie.engines import EngineOptions
 from magpie.logits import first_token_processor
 from magpie.models import canonical_name
@@ -24,6 +23,7 @@ from magpie.responses import response_file_name, response_settings, used_penalti
 from magpie.settings import Settings, command, console, flag
 from magpie.stage import already_complete
 from magpie.stages.gen_ins import OVERWRITE_HELP
+from magpie.turns import MULTI_TURN_SYSTEM_PROMPT, parse_system_prompts
 
 MODEL_PATH_HELP = "hub id or local folder; empty = the embedded SmolLM2-135M-Instruct."
 
