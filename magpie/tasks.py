@@ -37,8 +37,13 @@ from pathlib import Path
 
 import yaml
 
-from magpie.engines import EXECUTOR_FLAGS, EngineOptions
+from magpie.dedup import run_distance
+from magpie.engines import EXECUTOR_FLAGS, EngineOptions, pick_engine
+from magpie.executor import LocalExecutor
+from magpie.filters import load_filter_config, run_filter
 from magpie.labels import INPUT_QUALITY
+from magpie.models import canonical_name
+from magpie.profiles import get_profile
 from magpie.records import (
     InputError,
     Journal,
@@ -47,7 +52,12 @@ from magpie.records import (
     write_json,
     write_records,
 )
+from magpie.skills import Item, SkillsBuilder, item_record
 from magpie.stage import json_type
+from magpie.tagging import CANNOT_JUDGE
+from magpie.tagging.job import TagJob, TagOptions, load_llm_tagger
+from magpie.tagging.job import run as run_tagging
+from magpie.tagging.llm import LLMTagger, constrained_for, tagger_settings
 
 log = logging.getLogger("magpie")
 
@@ -164,7 +174,6 @@ def load_task(path: str | Path) -> dict:
 
 
 def _filter_config(spec):
-    from magpie.filters import load_filter_config
 
     if spec is None or spec is False:
         return None
@@ -198,7 +207,6 @@ def task_engine_options(task: dict) -> EngineOptions:
 
 
 def _tag_options(task: dict):
-    from magpie.tagging.job import TagOptions
 
     return TagOptions(
         model_path=task.get("model_path", "") or "",
@@ -214,8 +222,6 @@ def _tag_options(task: dict):
 
 def _post_process(task: dict, tagged: Path, out_dir: Path, summary: dict) -> Path:
     """Near-duplicate marking and filtering, as the task asks; returns the final file."""
-    from magpie.dedup import run_distance
-    from magpie.filters import run_filter
 
     current = tagged
     if task.get("dedup"):
@@ -273,7 +279,6 @@ def with_ids(records: list[dict], task_name: str) -> list[dict]:
 
 
 def run_tag_transform(task: dict, out_dir: Path) -> dict:
-    from magpie.tagging.job import run as run_tagging
 
     records = with_ids(read_records(task["seed_datastore"]["data_path"]), task["task_name"])
     source = out_dir / f"{task['task_name']}.jsonl"
@@ -297,7 +302,6 @@ _RULE_LABELS = {"input_quality": list(INPUT_QUALITY), "sample_quality": [1, 2, 3
 
 def seed_records(task: dict) -> list[dict]:
     """The task's seed examples as records (as generated items are written)."""
-    from magpie.skills import Item, item_record
 
     return [
         {
@@ -337,7 +341,6 @@ def fit_to_seeds(rules: dict, tagged_seeds: list[dict]) -> tuple[dict, dict]:
 def tagger_sampling(seed: int) -> dict:
     """The sampling of a skills task's tagger: LLMTagger's defaults (greedy), the task's
     seed (the settings the tagger's journal fingerprint holds)."""
-    from magpie.tagging.llm import LLMTagger
 
     params = inspect.signature(LLMTagger.__init__).parameters.values()
     defaults = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
@@ -347,10 +350,6 @@ def tagger_sampling(seed: int) -> dict:
 def run_skills(task: dict, out_dir: Path) -> dict:
     """Generate a skills task's items, tag them, mark near-duplicates and filter. Every
     model call runs on the executor the engine flags ask for, with one model loader."""
-    from magpie.engines import pick_engine
-    from magpie.models import canonical_name
-    from magpie.profiles import get_profile
-    from magpie.tagging.job import load_llm_tagger
 
     # The engine is named here, once: the prompts' form (JSON under a grammar or not)
     # follows from it, and every replica loads that engine.
@@ -375,9 +374,6 @@ def run_skills(task: dict, out_dir: Path) -> dict:
 
 
 def _run_skills(task, out_dir, options, tokenizer, profile, executor, load, sampling) -> dict:
-    from magpie.models import canonical_name
-    from magpie.skills import SkillsBuilder, item_record
-    from magpie.tagging.llm import constrained_for
 
     model_path = task.get("model_path", "") or ""
     name = canonical_name(model_path)
@@ -425,11 +421,6 @@ def _run_skills(task, out_dir, options, tokenizer, profile, executor, load, samp
         return summary
     current = generated
     if task.get("tag", True):
-        from magpie.executor import LocalExecutor
-        from magpie.tagging import CANNOT_JUDGE
-        from magpie.tagging.job import TagJob
-        from magpie.tagging.llm import tagger_settings
-
         settings = tagger_settings(name, constrained_for(options.engine), **sampling)
 
         def tag(source: Path, missions: tuple[str, ...]) -> Path:
