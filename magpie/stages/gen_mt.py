@@ -45,6 +45,36 @@ class Dialogues(Settings):
     }
     job_class: ClassVar[type]
 
+    model_path: str = flag("", MODEL_PATH_HELP)
+    instruction_temperature: float = flag(1.0, "sampling temperature for user turns.")
+    instruction_top_p: float = flag(1.0, "nucleus threshold for user turns.")
+    instruction_repetition_penalty: float = flag(1.0, "repetition penalty for user turns.")
+    response_temperature: float | None = flag(
+        None,
+        "sampling temperature for assistant turns (0 = greedy); default 0 (the original's), "
+        "0.7 on the embedded model (EMBEDDED_RESPONSE_DEFAULTS in magpie/responses.py, "
+        "since greedy answers of a 135M model loop).",
+    )
+    response_top_p: float | None = flag(
+        None, "nucleus threshold for assistant turns; default 1, 0.9 on the embedded model."
+    )
+    response_repetition_penalty: float = flag(1.0, "repetition penalty for assistant turns.")
+    response_frequency_penalty: float | None = flag(
+        None,
+        "OpenAI's penalty per occurrence of a token in the turn so far (not the prompt), "
+        "in [-2, 2], for assistant turns; default 0, 0.3 on the embedded model.",
+    )
+    response_presence_penalty: float = flag(
+        0.0,
+        "OpenAI's penalty on any token already in the turn, in [-2, 2], for assistant turns.",
+    )
+    max_tokens: int | None = flag(
+        None,
+        "most tokens per turn; a turn that hits it ends its conversation. Default 4096 for "
+        "gen_mt, 2048 for gen_conv, 512 on the embedded model.",
+    )
+    overwrite: bool = flag(False, OVERWRITE_HELP)
+
     def sampling(self) -> dict:
         """The response settings with their defaults resolved: as given, else the
         embedded model's measured ones on the embedded model, else the original's."""
@@ -118,39 +148,9 @@ class GenMt(Dialogues):
         "format magpie.conversation reads (flat `instruction_k`/`response_k`, "
         "`conversation`/`messages`, ShareGPT `conversations`).",
     )
-    model_path: str = flag("", MODEL_PATH_HELP)
     num_turns: int = flag(2, "total turns per conversation (at least 2).")
-    max_tokens: int | None = flag(
-        None,
-        "most tokens per turn; a turn that hits it ends its conversation. Default 4096, "
-        "512 on the embedded model.",
-    )
     early_stopping: bool = flag(True, "cut follow-up instructions at the first newline.")
     disable_early_stopping: bool = flag(False, "same as --early_stopping=False.")
-    instruction_temperature: float = flag(1.0, "sampling temperature for follow-up instructions.")
-    instruction_top_p: float = flag(1.0, "nucleus threshold for follow-up instructions.")
-    instruction_repetition_penalty: float = flag(
-        1.0, "repetition penalty for follow-up instructions."
-    )
-    response_temperature: float | None = flag(
-        None,
-        "sampling temperature for responses (0 = greedy); default 0 (the original's), 0.7 "
-        "on the embedded model (EMBEDDED_RESPONSE_DEFAULTS in magpie/responses.py, since "
-        "greedy answers of a 135M model loop).",
-    )
-    response_top_p: float | None = flag(
-        None, "nucleus threshold for responses; default 1, 0.9 on the embedded model."
-    )
-    response_repetition_penalty: float = flag(1.0, "repetition penalty for responses.")
-    response_frequency_penalty: float | None = flag(
-        None,
-        "OpenAI's penalty per occurrence of a token in the turn so far (not the prompt), "
-        "in [-2, 2], for responses; default 0, 0.3 on the embedded model.",
-    )
-    response_presence_penalty: float = flag(
-        0.0,
-        "OpenAI's penalty on any token already in the turn, in [-2, 2], for responses.",
-    )
     system_prompt: str = flag(
         MULTI_TURN_SYSTEM_PROMPT,
         "system prompt used when extracting follow-up instructions ('' for none); default "
@@ -162,7 +162,6 @@ class GenMt(Dialogues):
         20, "kept for compatibility; every turn is journaled as it is made."
     )
     output_file: str | None = flag(None, "default <input stem>_mt.json next to the input.")
-    overwrite: bool = flag(False, OVERWRITE_HELP)
 
     def prepare(self) -> tuple[Path, dict]:
         if not self.input_file:
@@ -194,7 +193,6 @@ class GenConv(Dialogues):
     job_class = ConversationJob
     original_defaults: ClassVar[dict] = {**Dialogues.original_defaults, "max_tokens": 2048}
 
-    model_path: str = flag("", MODEL_PATH_HELP)
     total_prompts: int = flag(100, "number of conversations (ignored with --input_file).")
     input_file: str | None = flag(
         None,
@@ -210,39 +208,12 @@ class GenConv(Dialogues):
         "a string; a list (chosen uniformly per record); a mapping name -> prompt; a "
         "mapping name -> [prompt, weight]; or a .json/.yaml file holding one.",
     )
-    instruction_temperature: float = flag(1.0, "sampling temperature for user turns.")
-    instruction_top_p: float = flag(1.0, "nucleus threshold for user turns.")
-    instruction_repetition_penalty: float = flag(1.0, "repetition penalty for user turns.")
     logits_processor: bool = flag(
         False, "forbid a markdown header as the first token of a user turn."
     )
     flaming_tokens: bool = flag(
         False,
         "a hotter first token of a user turn (logits / 1.2); not with --logits_processor.",
-    )
-    response_temperature: float | None = flag(
-        None,
-        "sampling temperature for assistant turns (0 = greedy); default 0 (the original's), "
-        "0.7 on the embedded model (EMBEDDED_RESPONSE_DEFAULTS in magpie/responses.py, "
-        "since greedy answers of a 135M model loop).",
-    )
-    response_top_p: float | None = flag(
-        None, "nucleus threshold for assistant turns; default 1, 0.9 on the embedded model."
-    )
-    response_repetition_penalty: float = flag(1.0, "repetition penalty for assistant turns.")
-    response_frequency_penalty: float | None = flag(
-        None,
-        "OpenAI's penalty per occurrence of a token in the turn so far (not the prompt), "
-        "in [-2, 2], for assistant turns; default 0, 0.3 on the embedded model.",
-    )
-    response_presence_penalty: float = flag(
-        0.0,
-        "OpenAI's penalty on any token already in the turn, in [-2, 2], for assistant turns.",
-    )
-    max_tokens: int | None = flag(
-        None,
-        "most tokens per turn; a turn that hits it ends its conversation. Default 2048, "
-        "512 on the embedded model.",
     )
     early_stopping: bool = flag(True, "cut user turns at the first newline.")
     seed: int | None = flag(
@@ -251,7 +222,6 @@ class GenConv(Dialogues):
     output_folder: str = flag("data", "where outputs go.")
     job_name: str | None = flag(None, "subfolder of output_folder.")
     timestamp: int | None = flag(None, "used in the output file name; pass the same one to resume.")
-    overwrite: bool = flag(False, OVERWRITE_HELP)
 
     def run(self, engine: EngineOptions | None = None) -> Path:
         timestamp = int(self.timestamp if self.timestamp is not None else time.time())
