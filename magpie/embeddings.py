@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from magpie.executor import Made, Step
-from magpie.records import InputError
+from magpie.records import InputError, MemoryJournal
 from magpie.stage import Summary
 
 log = logging.getLogger("magpie")
@@ -226,25 +226,6 @@ def embed_texts(
             out[rows] = encode_unit(model, [texts[i] for i in rows], size)
             bar.update(len(rows))
     return refine_non_finite(model, texts, out, float32_model)
-
-
-class MemoryJournal:
-    """The executor's journal interface, kept in memory: embeddings are not resumed
-    (they are remade in minutes; --save_faiss_index keeps them for a rerun)."""
-
-    complete = False
-
-    def __init__(self) -> None:
-        self.done: dict = {}
-
-    def append(self, key, entry) -> None:
-        self.done[key] = entry
-
-    def append_many(self, entries, sync: bool = True) -> None:
-        self.done.update(entries)
-
-    def close(self) -> None:
-        pass
 
 
 class EmbedStep(Step):

@@ -605,3 +605,23 @@ class Journal:
         if self._lock is not None:
             unlock_output(self.output, self._lock)
             self._lock = None
+
+
+class MemoryJournal:
+    """As much of `Journal` as the executors use, kept in memory: for steps that are not
+    resumed (embeddings are remade in minutes) and for runs without a file (tests,
+    benchmarks)."""
+
+    complete = False
+
+    def __init__(self) -> None:
+        self.done: dict = {}
+
+    def append(self, key, entry) -> None:
+        self.done[key] = entry
+
+    def append_many(self, entries, sync: bool = True) -> None:
+        self.done.update(entries)
+
+    def close(self) -> None:
+        pass

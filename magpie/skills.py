@@ -60,7 +60,7 @@ from string import Template
 from magpie.chat_template import chat_prompt
 from magpie.engines.base import Engine, SamplingParams, item_seeds
 from magpie.executor import LocalExecutor, Made, Step
-from magpie.records import InputError, Journal
+from magpie.records import InputError, Journal, MemoryJournal
 from magpie.resources import SKILLS_PROMPTS_DIR
 from magpie.stage import Summary
 from magpie.tagging.llm import LLMTagger, constrained, json_prompt, json_text, parse_answer
@@ -234,23 +234,6 @@ class StepCounts:
     made: Counter = field(default_factory=Counter)
     kept: Counter = field(default_factory=Counter)
     rejected: Counter = field(default_factory=Counter)
-
-
-class MemoryJournal:
-    """The journal of a builder run without a file (tests, benchmarks): entries in memory,
-    as much of `magpie.records.Journal` as the executors use."""
-
-    def __init__(self) -> None:
-        self.done: dict = {}
-
-    def append(self, key, entry) -> None:
-        self.done[key] = entry
-
-    def append_many(self, entries, sync: bool = True) -> None:
-        self.done.update(entries)
-
-    def close(self) -> None:
-        pass
 
 
 class SkillsCall(Step):
