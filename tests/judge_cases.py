@@ -1,4 +1,4 @@
-"""Cases for the judge tests (tests/test_judge*.py and tests/vllm_cpu/test_vllm_judge.py):
+"""Cases for the judge tests (tests/preference/test_judge*.py and tests/vllm_cpu/test_vllm_judge.py):
 answers of graded quality, clearly good and clearly bad ones, and the judge's prompt as
 the tests read its contract. No conftest import: tests/vllm_cpu has a conftest of its own."""
 

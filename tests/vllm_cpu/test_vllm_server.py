@@ -208,7 +208,7 @@ def test_record_text_with_template_markers_is_sent_as_token_ids(
 
 def test_judge_next_token_probs_through_the_real_server(server_engine, vllm_engine, bodies):
     """The judge's `next_token_probs` against vLLM's own server (issue 22; the unit test in
-    tests/test_judge_openai.py runs against a hand-written one): the server is asked for
+    tests/preference/test_judge_openai.py runs against a hand-written one): the server is asked for
     exactly the rating tokens (`logprob_token_ids`, `return_tokens_as_token_ids`) and
     answers with their probabilities, the offline engine's for the same prompts. A token
     far outside the top 20 still gets its own probability, which a top-logprobs reading

@@ -52,7 +52,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 import pytest  # noqa: E402
-from conftest import REPO  # noqa: E402
+from conftest import REPO, tiny_reward  # noqa: E402
 
 from magpie.compat import original_argv  # noqa: E402
 from magpie.engines import EngineOptions  # noqa: E402
@@ -256,27 +256,6 @@ def test_de_markdown_bans_headers_only(smol_tokenizer):
 
 # ---------------------------------------------------------------------------------------
 # 4, 10. Reward scores: named after their model; long inputs keep the answer.
-
-
-def tiny_reward(path, tokenizer, positions: int = 256):
-    import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=positions,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    LlamaForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_reward_truncation_cuts_the_instruction_start_and_keeps_the_answer(

@@ -12,7 +12,7 @@ import pytest
 from magpie.filters import RULES, apply_filters, check, load_filter_config, run_filter
 from magpie.records import InputError, read_records
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PRESETS_DIR = REPO / "magpie" / "configs" / "filters"
 PRESETS = sorted(PRESETS_DIR.glob("*.yaml"))
 

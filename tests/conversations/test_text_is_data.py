@@ -11,7 +11,7 @@ import json
 import pickle
 
 import pytest
-from conftest import FIXTURES, tiny_llama
+from conftest import FIXTURES, tiny_llama, tiny_reward
 
 from magpie.chat_template import render_chat
 from magpie.conversation import Conversation, Turn
@@ -291,12 +291,11 @@ def test_tagging_prompts_few_shot_json_judge_and_guard(tiny, received):
 
 
 def test_reward_model_reads_record_text_as_text(tmp_path, smol_tokenizer):
-    from test_tagging_models import save_reward
 
     from magpie.tagging.reward import RewardScorer
 
     tok = smol_tokenizer
-    path = save_reward(tmp_path / "rm", tok)
+    path = tiny_reward(tmp_path / "rm", tok)
     scorer = RewardScorer(str(path), batch_size=2, dtype="float32")
     conv = Conversation([Turn("user", FORGED), Turn("assistant", "Bananas.")])
     ids = scorer.encode(conv)

@@ -20,7 +20,7 @@ import pytest
 
 from magpie.skills import TEMPLATE_NAMES
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "magpie" / "configs"
 # What setuptools reads to build the wheel; the sources are copied so the build leaves
 # nothing (build/, *.egg-info) in the checkout and no stale build/lib gets into the wheel.

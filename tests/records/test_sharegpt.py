@@ -21,7 +21,7 @@ from magpie.sharegpt import (
     to_sharegpt,
 )
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tagged(i: int, **extra) -> dict:

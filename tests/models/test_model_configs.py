@@ -27,7 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from magpie.resources import RECIPES_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG_PATH = ROOT / "configs" / "model_configs.json"
 FIXTURES = ROOT / "tests" / "fixtures" / "chat_templates"
 SCRIPTS = ROOT / "scripts"

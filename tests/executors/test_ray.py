@@ -5,7 +5,7 @@ killed mid-run both end with exactly the expected records, text included.
 The local executor is the reference: its records are made in one process by the code the
 rest of the suite checks. These run in float32 (the faster exact setting here); the
 default bf16, exact through the batch-invariant attention (magpie.engines.invariant), is
-checked between 1 and 2 replicas in tests/test_batch_invariance.py.
+checked between 1 and 2 replicas in tests/engines/test_batch_invariance.py.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_compat import tiny_reward
+from conftest import tiny_reward
 
 from magpie.conversation import Turn
 from magpie.engines import EngineOptions

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, chained_llama, tiny_llama
+from conftest import REPO, chained_llama, tiny_llama, tiny_reward
 
 from magpie.engines import EngineOptions
 from magpie.engines.base import Completion
@@ -241,32 +241,12 @@ def test_random_guard_output_is_never_stored_unless_in_llama_guard_form(tmp_path
             assert r["tag_errors"]["safety"].startswith("guard_output")
 
 
-def save_reward(path: Path, tokenizer, num_labels: int = 1) -> Path:
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        num_labels=num_labels,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    LlamaForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def test_reward_model_scores_in_length_sorted_batches_like_one_at_a_time(tmp_path, smol_tokenizer):
     from transformers import AutoModelForSequenceClassification
 
     from magpie.tagging.reward import RewardScorer
 
-    path = save_reward(tmp_path / "rm", smol_tokenizer)
+    path = tiny_reward(tmp_path / "rm", smol_tokenizer)
     long_answer = "word " * 400  # over the model's 256 positions: truncated, still scored
     src = tmp_path / "x.json"
     write_records(src, [*RECORDS, {"instruction": "Long?", "response": long_answer}])
@@ -297,7 +277,7 @@ def test_reward_model_scores_in_length_sorted_batches_like_one_at_a_time(tmp_pat
 
 
 def test_reward_mission_loads_the_model_by_path(tmp_path, smol_tokenizer):
-    path = save_reward(tmp_path / "rm", smol_tokenizer)
+    path = tiny_reward(tmp_path / "rm", smol_tokenizer)
     src = tmp_path / "x.jsonl"
     write_records(src, RECORDS[:2])
     (out,) = run("reward", src, TagOptions(reward_model_path=str(path), save_as="jsonl"))
@@ -317,10 +297,10 @@ def test_reward_models_that_cannot_be_single_logit_are_refused_before_loading(
     from magpie.tagging.reward import check_reward_model
 
     with pytest.raises(InputError, match="has 3 labels"):
-        check_reward_model(str(save_reward(tmp_path / "rm3", smol_tokenizer, num_labels=3)))
+        check_reward_model(str(tiny_reward(tmp_path / "rm3", smol_tokenizer, num_labels=3)))
     with pytest.raises(InputError, match="not a sequence-classification model"):
         check_reward_model(str(tiny_model_dir))
-    custom = save_reward(tmp_path / "custom", smol_tokenizer)
+    custom = tiny_reward(tmp_path / "custom", smol_tokenizer)
     config = json.loads((custom / "config.json").read_text())
     config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_rm.RM"}
     (custom / "config.json").write_text(json.dumps(config))

@@ -17,7 +17,7 @@ from magpie.profiles import get_profile
 from magpie.records import InputError, read_records, write_records
 from magpie.responses import ResponseJob
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ANSWER = " Paris is the capital."
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from magpie.records import InputError, Journal, iter_records, read_records, write_records
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 REPAIRED = {"text_repaired": "unpaired surrogate replaced with U+FFFD"}
 
 # Characters str.splitlines() breaks on besides \n, \r: (raw UTF-8 bytes in the file as

@@ -17,7 +17,7 @@ from magpie.dedup.records import NON_FINITE, annotate, natural_key
 from magpie.dedup.search import _exact_torch, approximate_neighbours, exact_neighbours
 from magpie.records import InputError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
 # Groups of near-duplicates (exact copies, case, punctuation, light rewording); distances

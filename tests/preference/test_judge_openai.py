@@ -13,13 +13,7 @@ import urllib.request
 
 import pytest
 from judge_cases import VARIED, judge_text, records_of
-from test_openai_engine import (
-    KEY_ENV,
-    SECRET,
-    FakeHandler,
-    fake,  # noqa: F401 - a fixture
-    server,  # noqa: F401 - a fixture: llama-cpp-python's server on the embedded GGUF
-)
+from openai_servers import KEY_ENV, SECRET, FakeHandler
 
 from magpie.engines.openai import OpenAIEngine
 from magpie.judge import JudgeScorer

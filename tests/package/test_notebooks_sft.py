@@ -13,7 +13,7 @@ import pytest
 
 from magpie.dedup import run_distance
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "data_sft"
 
 

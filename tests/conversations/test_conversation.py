@@ -26,7 +26,7 @@ from magpie.engines.base import Completion
 from magpie.profiles import Profile
 from magpie.records import InputError, read_records, state_path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 GREEDY = {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0}
 
 
