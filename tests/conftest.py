@@ -139,6 +139,12 @@ def ending_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
     return path
 
 
+@pytest.fixture
+def tiny(smol_tokenizer):
+    """A fresh tiny_llama (seed 0, float32) for each test: tests may move it to another dtype."""
+    return tiny_llama(smol_tokenizer)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
     """A tiny random model saved as a model folder, loadable by --model_path."""

@@ -65,6 +65,7 @@ def contains(ids: list[int], part: list[int]) -> bool:
     return any(ids[k : k + len(part)] == part for k in range(len(ids) - len(part) + 1))
 
 
+# An engine on the model (conftest's `tiny` is the bare model), kept for the module.
 @pytest.fixture(scope="module")
 def tiny(smol_tokenizer):
     assert smol_tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"]) == [1, 2]

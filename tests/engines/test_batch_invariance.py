@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_llama
+from conftest import REPO
 
 from magpie.engines import EngineOptions, invariant
 from magpie.engines.base import SamplingParams
@@ -45,11 +45,6 @@ def smol(embedded_dir):
     assert eng.exact and next(eng.model.parameters()).dtype == torch.bfloat16
     assert eng.model.config._attn_implementation == invariant.ATTN_IMPLEMENTATION
     return eng
-
-
-@pytest.fixture
-def tiny(smol_tokenizer):
-    return tiny_llama(smol_tokenizer)
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,10 @@ import re
 
 import pytest
 import torch
-from conftest import tiny_llama
 
 from magpie.engines.base import SamplingParams, cut_at_stop
 from magpie.engines.hf import HFEngine
 from magpie.logits import markdown_header_token_ids
-
-
-@pytest.fixture(scope="module")
-def tiny(smol_tokenizer):
-    return tiny_llama(smol_tokenizer)
 
 
 def engine(tiny, tok, batch_size=3, seed=0):

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, tiny_reward
 
 from magpie.engines.base import Completion
 from magpie.preference import build_pairs, choose_pair, make_pairs, split_pairs
@@ -20,25 +20,7 @@ from magpie.stages.gen_res import GenPoMultiRes
 @pytest.fixture(scope="session")
 def tiny_reward_dir(tmp_path_factory, smol_tokenizer) -> Path:
     """A tiny random single-logit LlamaForSequenceClassification saved as a folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(smol_tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        num_labels=1,
-        pad_token_id=smol_tokenizer.pad_token_id,
-    )
-    path = tmp_path_factory.mktemp("tiny-rm")
-    LlamaForSequenceClassification(config).save_pretrained(path)
-    smol_tokenizer.save_pretrained(path)
-    return path
+    return tiny_reward(tmp_path_factory.mktemp("tiny-rm"), smol_tokenizer, positions=1024)
 
 
 def scored(scores, responses=None, **extra) -> dict:

@@ -33,7 +33,8 @@ OUTPUTS = ("generated.jsonl", "generation_rejected.jsonl", "generation_summary.j
 
 @pytest.fixture(scope="module")
 def judging_model_dir(tmp_path_factory, smol_tokenizer) -> Path:
-    """A tiny random model (seed 1) whose greedy judge answers rating 1."""
+    """A tiny random model (seed 1) whose greedy judge answers rating 1 (seed 1, not
+    conftest's seed-0 tiny_model_dir: that one's judge answers another rating)."""
     path = tmp_path_factory.mktemp("tiny-judge")
     tiny_llama(smol_tokenizer, seed=1).save_pretrained(path)
     smol_tokenizer.save_pretrained(path)
