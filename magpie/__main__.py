@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     if command != "run":
         print(f"error: no command {command!r}\n\n{USAGE}", file=sys.stderr)
         sys.exit(2)
+    if {"-h", "--help"} & set(rest):
+        print(USAGE)
+        return
     setup_logging()
     recipe = rest.pop(0) if rest and not rest[0].startswith("--") else None
     try:
