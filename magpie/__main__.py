@@ -17,7 +17,7 @@ import yaml
 
 from magpie.pipeline import STAGES, plan, run
 from magpie.records import InputError
-from magpie.settings import run_command
+from magpie.settings import INTERRUPTED, run_command
 from magpie.stage import setup_logging
 
 USAGE = __doc__ + "\nStages: " + ", ".join(STAGES) + "\n"
@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

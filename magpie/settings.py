@@ -25,6 +25,7 @@ from magpie.records import InputError
 from magpie.stage import setup_logging
 
 ENGINE_FLAGS = tuple(f.name for f in dataclasses.fields(EngineOptions))
+INTERRUPTED = "interrupted: what was made is journaled; rerun the same command to resume"
 
 
 def flag(default: Any, help: str, *, positional: bool = False) -> Any:
@@ -150,6 +151,9 @@ def run_command(cls: type[Settings], argv: list[str] | None = None) -> None:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)
 
 
 def console(cls: type[Settings]) -> Callable[[], None]:
