@@ -69,6 +69,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_records(vllm_engine, tmp_pa
     journal = state_path(final, ".journal.jsonl")
     args = [sys.executable, str(REPO / "exp" / "gen_ins.py"), "--engine", "vllm"]
     args += ["--total_prompts", str(TOTAL), "--n", str(N), "--max_tokens", str(MAX_TOKENS)]
+    args += ["--top_p", "1.0"]  # job()'s; gen_ins would use 0.9 on the embedded model
     args += ["--seed", str(SEED), "--timestamp", str(TIMESTAMP), "--output_folder", str(out)]
     args += ["--dtype", DTYPE]  # the session engine's
     env = {**os.environ, "MAGPIE_VLLM_CHUNK_SIZE": str(CHUNK), **SECOND_ENGINE_ENV}
