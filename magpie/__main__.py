@@ -17,8 +17,8 @@ import yaml
 
 from magpie.pipeline import STAGES, plan, run
 from magpie.records import InputError
-from magpie.settings import INTERRUPTED, run_command
-from magpie.stage import setup_logging
+from magpie.settings import run_command
+from magpie.stage import INTERRUPTED, setup_logging
 
 USAGE = __doc__ + "\nStages: " + ", ".join(STAGES) + "\n"
 

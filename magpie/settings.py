@@ -11,21 +11,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import sys
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-import fire
-
-from magpie.compat import original_argv
 from magpie.engines import ENGINE_FLAGS_HELP, EngineOptions
 from magpie.records import InputError
-from magpie.stage import setup_logging
+from magpie.stage import run_cli
 
 ENGINE_FLAGS = tuple(f.name for f in dataclasses.fields(EngineOptions))
-INTERRUPTED = "interrupted: what was made is journaled; rerun the same command to resume"
 
 
 def flag(default: Any, help: str, *, positional: bool = False) -> Any:
@@ -58,8 +53,7 @@ class Settings:
     @classmethod
     def keys(cls) -> set[str]:
         """Every key a recipe may give this stage (its flags, and the engine's)."""
-        own = {f.name for f in dataclasses.fields(cls)}
-        return own | set(ENGINE_FLAGS) if cls.uses_engine else own
+        return _names(cls) | set(ENGINE_FLAGS) if cls.uses_engine else _names(cls)
 
     @classmethod
     def from_mapping(
@@ -137,23 +131,9 @@ def command(cls: type[Settings]) -> Callable:
 
 
 def run_command(cls: type[Settings], argv: list[str] | None = None) -> None:
-    """Run one stage from a command line; bad input ends with one clear line, exit 2.
-
-    The original's command lines work unchanged (magpie.compat): its flag abbreviations
-    are spelt out, its meaningless flags dropped with a note, unknown flags refused.
-    """
-    setup_logging()
-    args = sys.argv[1:] if argv is None else list(argv)
-    main = command(cls)
-    try:
-        args = original_argv(cls.stage, args, set(inspect.signature(main).parameters))
-        fire.Fire(main, command=args, name=cls.stage)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
-        sys.exit(130)
+    """Run one stage from a command line (magpie.stage.run_cli: the original's flags
+    accepted, bad input one line and exit 2)."""
+    run_cli(command(cls), argv, stage=cls.stage)
 
 
 def console(cls: type[Settings]) -> Callable[[], None]:

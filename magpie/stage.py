@@ -14,6 +14,7 @@ from magpie.compat import original_argv, stage_name
 from magpie.records import InputError
 
 log = logging.getLogger("magpie")
+INTERRUPTED = "interrupted: what was made is journaled; rerun the same command to resume"
 
 
 def setup_logging() -> None:
@@ -94,7 +95,10 @@ def run_cli(main: Callable, argv: list[str] | None = None, stage: str | None = N
         params = inspect.signature(main).parameters
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             args = original_argv(stage or stage_name(), args, set(params))
-        fire.Fire(main, command=args)
+        fire.Fire(main, command=args, name=stage)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)

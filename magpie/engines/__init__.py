@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
-import inspect
 import logging
 
 from magpie.compat import cuda_visible_devices
@@ -27,7 +26,6 @@ __all__ = [
     "load_tokenizer_for",
     "make_executor",
     "pick_engine",
-    "with_engine_flags",
 ]
 
 log = logging.getLogger("magpie")
@@ -252,27 +250,3 @@ ENGINE_FLAGS_HELP = {
     "tensor_parallel_size for vLLM, 1 for hf when the cluster has GPUs, else 0.",
     "cpus_per_replica": "CPUs Ray reserves per replica (its torch threads on CPU).",
 }
-
-
-def with_engine_flags(main):
-    """Give a stage's `main(..., engine_options: EngineOptions)` the engine flags as flags
-    of its own (for fire and --help); they reach `main` gathered in `engine_options`."""
-    names = [f.name for f in dataclasses.fields(EngineOptions)]
-    signature = inspect.signature(main)
-    own = [p for p in signature.parameters.values() if p.name != "engine_options"]
-    flags = [
-        inspect.Parameter(
-            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type
-        )
-        for f in dataclasses.fields(EngineOptions)
-    ]
-
-    @functools.wraps(main)
-    def wrapper(*args, **kwargs):
-        options = EngineOptions(**{k: kwargs.pop(k) for k in names if k in kwargs})
-        return main(*args, engine_options=options, **kwargs)
-
-    wrapper.__signature__ = signature.replace(parameters=own + flags)
-    lines = "".join(f"      {k}: {ENGINE_FLAGS_HELP[k]}\n" for k in names)
-    wrapper.__doc__ = (main.__doc__ or "").rstrip() + "\n" + lines
-    return wrapper
