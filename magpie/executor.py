@@ -5,8 +5,8 @@ dialogues to extend, records to tag or embed). It says which items are still to 
 (`todo`, from its journal) and makes the journal entries of a batch of items with a
 model (`make`); `finish` turns the journal into the output file. An executor drives it:
 
-- `LocalExecutor`: one process; the whole to-do list goes to the model in one call (the
-  engine batches it), every entry is journaled as it is made.
+- `LocalExecutor`: one process; the to-do list goes to the model in chunks of
+  `LOCAL_CHUNK` items (the engine batches each), every entry is journaled as it is made.
 - `magpie.ray_executor.RayExecutor`: replicas of the model on a Ray cluster, chunks of
   items handed out from a queue, each chunk committed to the same journal as it returns.
 
@@ -18,7 +18,8 @@ them. No stage keeps its own loop of engine calls, checkpoints and progress.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from itertools import chain, islice
 from typing import Any
 
 from tqdm import tqdm
@@ -41,8 +42,10 @@ class Step:
     needs_gpu = True  # whether its model wants GPUs on a Ray replica (where there are any)
     journal = None
 
-    def todo(self) -> list:
-        """The work items not yet in the journal, in order (picklable values)."""
+    def todo(self) -> Iterable:
+        """The work items not yet in the journal, in order (picklable values): a list, or
+        an iterator that reads them from the input as the executor asks (a step over
+        millions of records holds none of them)."""
         raise NotImplementedError
 
     def make(self, model, items: list) -> Iterator[Made]:
@@ -72,6 +75,19 @@ class Step:
         return state
 
 
+# Items handed to a step's `make` at once by the local executor: enough for the engine to
+# keep its batch full, few enough that a step over millions of records holds a bounded
+# number of them (records made are journaled as they come, not held).
+LOCAL_CHUNK = 4096
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of up to `size` consecutive items, read lazily from `items`."""
+    items = iter(items)
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
 class LocalExecutor:
     """Run steps in this process. Models are loaded on first need and kept per loader
     (the same `load` object for several steps loads once) until `release`."""
@@ -98,13 +114,14 @@ class LocalExecutor:
         journal = step.journal
         summary = step.summary()
         summary.resumed = len(journal.done)
-        items = step.todo()
+        chunks = batched(step.todo(), LOCAL_CHUNK)
+        first = next(chunks, None)
         total, done = step.progress()
         log_start(step, total, done, "this process")
-        model = self.model(load) if items else None  # loaded before the bar starts
+        model = self.model(load) if first else None  # loaded before the bar starts
         bar = tqdm(total=total, initial=done, desc=step.stage, unit=step.unit)
         try:
-            if items:
+            for items in chain([first], chunks) if first else ():
                 for key, entry, tokens in step.make(model, items):
                     summary.tokens += tokens
                     if key not in journal.done:

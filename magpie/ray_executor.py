@@ -26,12 +26,13 @@ import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from magpie.executor import Step, log_start
+from magpie.executor import Step, batched, log_start
 from magpie.records import InputError
 from magpie.stage import Summary, quiet_libraries
 
@@ -200,22 +201,42 @@ class RayExecutor:
         summary.resumed = len(journal.done)
         items = step.todo()
         total, done = step.progress()
-        if not items:
+        if isinstance(items, list):
+            per_item = max(1, (total - done) // len(items)) if items else 1
+            left = len(items)
+        else:  # read lazily from the input: one journal entry per item
+            items = iter(items)
+            first = next(items, None)
+            items = chain([first], items) if first is not None else []
+            per_item, left = 1, total - done
+        if not left or not items:
             return step.finish(summary)
         log_start(step, total, done, f"Ray, {self.num_replicas} replicas")
         actors = self.pool(load, step.needs_gpu)
-        size = chunk_size_for(len(items), len(actors), max(1, (total - done) // len(items)))
-        chunks = [items[k : k + size] for k in range(0, len(items), size)]
+        size = chunk_size_for(left, len(actors), per_item)
+        # Chunks are cut from the to-do list as replicas ask for them; the driver holds
+        # only those queued for a retry and those in flight.
+        fresh = enumerate(batched(items, size))
+        chunks: dict[int, list] = {}
         step_ref = [ray.put(step)]
         step_id = f"{step.stage}/{id(step)}/{time.time()}"
-        queue, idle, in_flight = deque(range(len(chunks))), deque(range(len(actors))), {}
+        queue, idle, in_flight = deque(), deque(range(len(actors))), {}
         attempts: Counter = Counter()
         down_since: dict[int, float] = {}  # replica -> when it was found dead
         made_by: Counter = Counter()  # entries per replica
         busy: Counter = Counter()  # seconds per replica
         bar = tqdm(total=total, initial=done, desc=f"{step.stage} (ray)", unit=step.unit)
         try:
-            while queue or in_flight:
+            while True:
+                while fresh is not None and len(queue) < len(idle):
+                    c, chunk = next(fresh, (None, None))
+                    if chunk is None:
+                        fresh = None
+                        break
+                    chunks[c] = chunk
+                    queue.append(c)
+                if not queue and not in_flight:
+                    break
                 while queue and idle:
                     c, a = queue.popleft(), idle.popleft()
                     ref = actors[a].make.remote(step_id, step_ref, chunks[c])
@@ -262,6 +283,7 @@ class RayExecutor:
                     if c is None:  # a restarted replica answered its ping
                         continue
                     made, seconds = result
+                    del chunks[c]
                     new = [(key, entry) for key, entry, _ in made if key not in journal.done]
                     journal.append_many(new)  # the chunk's commit: synced before going on
                     summary.tokens += sum(tokens for _, _, tokens in made)

@@ -24,6 +24,7 @@ import codecs
 import contextlib
 import contextvars
 import hashlib
+import io
 import json
 import logging
 import os
@@ -31,7 +32,9 @@ import re
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
 from pathlib import Path
 
 log = logging.getLogger("magpie")
@@ -72,19 +75,159 @@ _REPORTED: set[tuple] = set()
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
-    """Records of a .json array or a .jsonl file; errors name the file, line and problem.
+    """Records of a .json array or a .jsonl file, all in memory; errors name the file, line
+    and problem. For large files use `iter_records`, which reads the same records one at a
+    time.
 
     A .jsonl file holds one record per line, lines split on "\\n" only ("\\r\\n" too): any
     other character (U+2028, U+2029, U+0085, form feed ...) is text. A .json file holds an
     array of records, one record, or one object wrapping the array under a single key
     (`{"data": [...]}`, `{"train": [...]}`: read, and logged). Unpaired surrogates are
     repaired (see `REPAIRED_FIELD`) with one warning naming the file and the count."""
+    records = list(iter_records(path))
+    if not records and Path(path).suffix == ".jsonl":
+        raise InputError(f"{path}: file is empty")
+    return records
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[dict]:
+    """The records of a .json or .jsonl file one at a time, in order, as `read_records`
+    reads them (same records, same errors), holding one record at a time: a .jsonl file
+    line by line, a .json array element by element through ijson's incremental parser.
+    Only a top-level object (one record, or a wrapper of records) is read whole."""
     path = _checked(path)
     if path.suffix == ".jsonl":
-        records = list(iter_records(path))
-        if not records:
-            raise InputError(f"{path}: file is empty")
-        return records
+        yield from _jsonl_records(path)
+    elif _first_byte(path) == b"[":
+        yield from _json_array_records(path)
+    else:
+        yield from _whole_json_records(path)
+
+
+def count_records(path: str | os.PathLike) -> int:
+    """How many records `iter_records(path)` yields, without holding them: a .jsonl file's
+    non-blank lines are counted as bytes (not parsed); a .json file is parsed."""
+    path = _checked(path)
+    if path.suffix != ".jsonl":
+        return sum(1 for _ in iter_records(path))
+    n = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            n += bool(raw.strip(b" \t\r\n"))
+    return n
+
+
+def _jsonl_records(path: Path) -> Iterator[dict]:
+    repaired: list[str] = []
+    try:
+        with open(path, "rb") as f:  # bytes: lines end at b"\n" and nowhere else
+            for lineno, raw in enumerate(f, start=1):
+                record = _jsonl_record(path, lineno, raw)
+                if record is None:
+                    continue
+                if _SURROGATE_ESCAPE_BYTES.search(raw) and _repair_record(record):
+                    repaired.append(f"{path}:{lineno}")
+                yield record
+    finally:
+        _report_repairs(path, repaired)
+
+
+def _first_byte(path: Path) -> bytes:
+    """The first byte of the file that is not JSON whitespace (b"" for none)."""
+    with open(path, "rb") as f:
+        while block := f.read(1 << 16):
+            rest = block.lstrip(b" \t\r\n")
+            if rest:
+                return rest[:1]
+    return b""
+
+
+# A surrogate escape without its pair: ijson's C parser reads it as "?", losing it.
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+# Files up to this size are read whole by the standard library when the fast parser
+# cannot go on (a lone surrogate, an integer beyond 64 bits, malformed JSON): its errors
+# give the line.
+_WHOLE_READ_LIMIT = 256 << 20
+
+
+class _ParseAgain(Exception):
+    """The fast parser cannot read on exactly (see `_LONE_SURROGATE`)."""
+
+
+class _Watched:
+    """A binary file read for ijson's C parser, watched for what that parser would not
+    read exactly: the first block holding a lone surrogate escape raises _ParseAgain
+    before the parser sees it (records already yielded came from earlier blocks)."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self.tail = b""  # the end of the last block: an escape may straddle two blocks
+
+    def read(self, n: int = -1) -> bytes:
+        block = self.f.read(n)
+        text = self.tail + block
+        match = _LONE_SURROGATE.search(text)
+        if match and (not block or match.end() + 6 <= len(text)):
+            raise _ParseAgain
+        # a high surrogate at the very end may find its pair in the next block
+        self.tail = text[match.start() :] if match else text[-12:]
+        return block
+
+
+def _json_array_records(path: Path) -> Iterator[dict]:
+    """A top-level JSON array, element by element (ijson, C backend). Where that parser
+    cannot read on exactly, the rest is read by a slower exact one: the standard library
+    for files up to _WHOLE_READ_LIMIT (its errors name the line), ijson's Python backend
+    beyond."""
+    import ijson
+
+    done = 0
+    try:
+        with open(path, "rb") as f:
+            for item in ijson.items(_Watched(f), "item", use_float=True):
+                _check_item(path, done, item)
+                yield item
+                done += 1
+        return
+    except (_ParseAgain, ijson.JSONError) as e:
+        problem = e
+    if path.stat().st_size <= _WHOLE_READ_LIMIT:
+        yield from islice(_whole_json_records(path), done, None)
+        return
+    if not isinstance(problem, _ParseAgain) and "integer overflow" not in str(problem):
+        raise InputError(f"{path}: record {done}: malformed JSON ({_first_line(problem)})")
+    from ijson.backends import python as exact
+
+    repaired: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            items = islice(exact.items(f, "item", use_float=True), done, None)
+            for i, item in enumerate(items, start=done):
+                _check_item(path, i, item)
+                if _repair_record(item):
+                    repaired.append(where(path, i))
+                yield item
+    except ijson.JSONError as e:
+        raise InputError(f"{path}: record {i + 1}: malformed JSON ({_first_line(e)})") from None
+    finally:
+        _report_repairs(path, repaired)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _check_item(path: Path, i: int, item) -> None:
+    if not isinstance(item, dict):
+        raise InputError(f"{path}: record {i}: expected a JSON object")
+
+
+def _whole_json_records(path: Path) -> list[dict]:
+    """A .json file read whole by the standard library (a top-level object, or an array
+    the incremental parser could not read on)."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -102,34 +245,11 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON array of records")
     for i, record in enumerate(data):
-        if not isinstance(record, dict):
-            raise InputError(f"{path}: record {i}: expected a JSON object")
+        _check_item(path, i, record)
     if _SURROGATE_ESCAPE.search(text):
         repaired = [i for i, record in enumerate(data) if _repair_record(record)]
         _report_repairs(path, [where(path, i) for i in repaired])
     return data
-
-
-def iter_records(path: str | os.PathLike) -> Iterator[dict]:
-    """Records one at a time: a .jsonl file is streamed, a .json file read whole (as
-    read_records reads it)."""
-    path = Path(path)
-    if path.suffix != ".jsonl":
-        yield from read_records(path)
-        return
-    path = _checked(path)
-    repaired: list[str] = []
-    try:
-        with open(path, "rb") as f:  # bytes: lines end at b"\n" and nowhere else
-            for lineno, raw in enumerate(f, start=1):
-                record = _jsonl_record(path, lineno, raw)
-                if record is None:
-                    continue
-                if _SURROGATE_ESCAPE_BYTES.search(raw) and _repair_record(record):
-                    repaired.append(f"{path}:{lineno}")
-                yield record
-    finally:
-        _report_repairs(path, repaired)
 
 
 def _checked(path: str | os.PathLike) -> Path:
@@ -301,20 +421,72 @@ JSON_ERRORS = "magpie.json_escape"  # `errors=` for files of JSON text (a codec 
 codecs.register_error(JSON_ERRORS, _escape_surrogates)
 
 
-def write_records(path: str | os.PathLike, records: Iterable[dict]) -> None:
-    """Write atomically: a reader sees the old file or the whole new one, never half.
-    Text is written as is (UTF-8, one record per line in a .jsonl file: any line separator
-    inside a string is escaped or stays text); a lone surrogate is written as its escape."""
+def write_records(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    """Write records atomically (see `RecordWriter`), one at a time as the iterable yields
+    them; returns how many were written."""
+    with RecordWriter(path) as out:
+        for record in records:
+            out.write(record)
+    return out.count
 
-    def write(f) -> None:
-        if Path(path).suffix == ".jsonl":
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+class RecordWriter:
+    """Writes records to `path` one at a time, holding none: a .jsonl file one record per
+    line, a .json file as the array `json.dump(records, indent=2)` writes (the original's
+    format, byte for byte), element by element. Atomic: the records go to a temporary
+    file beside `path`, renamed over it when the `with` block ends without an error (a
+    reader sees the old file or the whole new one, never half); on an error it is removed.
+    Text is written as is (UTF-8; a line separator inside a string is escaped or stays
+    text); a lone surrogate is written as its escape."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.jsonl = self.path.suffix == ".jsonl"
+        self.count = 0
+        self._file = None
+        self._tmp = None
+
+    def __enter__(self) -> RecordWriter:
+        self._file, self._tmp = _temporary_beside(self.path)
+        if not self.jsonl:
+            self._file.write(b"[")
+        return self
+
+    def write(self, record: dict) -> None:
+        """Append one record."""
+        if self.jsonl:
+            text = json.dumps(record, ensure_ascii=False) + "\n"
         else:
-            json.dump(list(records), f, ensure_ascii=False, indent=2)
-            f.write("\n")
+            text = json.dumps(record, ensure_ascii=False, indent=2).replace("\n", "\n  ")
+            text = ("\n  " if self.count == 0 else ",\n  ") + text
+        self._file.write(text.encode("utf-8", errors=JSON_ERRORS))
+        self.count += 1
 
-    _write_atomically(path, write, errors=JSON_ERRORS)
+    def __exit__(self, kind, error, trace) -> None:
+        f, tmp = self._file, self._tmp
+        try:
+            if kind is None:
+                if not self.jsonl:
+                    f.write(b"\n]\n" if self.count else b"]\n")
+                f.flush()
+                os.fsync(f.fileno())
+            f.close()
+            if kind is None:
+                os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def _temporary_beside(path: Path):
+    """(binary file, its path): a new temporary file in `path`'s folder, with the
+    permissions an ordinary new file gets (mkstemp makes owner-only files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return os.fdopen(fd, "wb"), tmp
 
 
 def write_json(path: str | os.PathLike, value) -> None:
@@ -329,18 +501,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def _write_atomically(path: str | os.PathLike, write, errors: str = "strict") -> None:
-    """`write(f)` into a temporary file beside `path`, synced, then renamed over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; outputs are ordinary
+    """`write(f)` into a temporary text file beside `path`, synced, then renamed over it."""
+    f, tmp = _temporary_beside(Path(path))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors=errors) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        with io.TextIOWrapper(f, encoding="utf-8", errors=errors) as text:
+            write(text)
+            text.flush()
+            os.fsync(text.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -489,8 +656,10 @@ class Journal:
     The first line holds the run's settings (`fingerprint`) and its input's SHA-256;
     resuming with other settings or a changed input is refused, since mixing them would
     silently corrupt the output. Each further line is one finished record under its key
-    (`{"key": k, "record": {...}}`); `done` maps keys to records. A line cut short by a
-    kill is dropped on resume.
+    (`{"key": k, "record": {...}}`). `done` maps keys to records, but holds only where each
+    line starts in the file (see `JournalIndex`): a record is read back when asked for, so
+    a run of millions of records keeps a few bytes per record in memory. A line cut short
+    by a kill is dropped on resume.
 
     A finished output with the same settings and input sets `complete` (the stage has
     nothing to do); one made otherwise is refused unless `overwrite`. The journal locks
@@ -501,7 +670,7 @@ class Journal:
         self.output = Path(output)
         self.path = state_path(output, ".journal.jsonl")
         self.fingerprint = fingerprint
-        self.done: dict = {}
+        self.done = JournalIndex(self.path)
         self._file = None
         if overwrite is None:
             overwrite = _OVERWRITE.get()
@@ -520,38 +689,57 @@ class Journal:
             self.release()  # nothing to write
 
     def _load(self, overwrite: bool = False) -> None:
+        """Index the lines of an earlier run's journal (keys and offsets; records stay on
+        disk), after checking its header; a last line cut short by a kill is cut off."""
         if not self.path.exists():
             return
-        raw = self.path.read_bytes()
-        good = raw[: raw.rfind(b"\n") + 1]  # drop a last line cut short by a kill
-        # Lines end at "\n" only: U+2028, U+0085 ... in a record are text.
-        lines = [x for x in good.decode("utf-8").split("\n") if x.strip(_JSON_SPACE)]
-        if not lines:
-            return
-        first = json.loads(lines[0])
-        header = first.get("__journal__")
-        changed = sorted(
-            k
-            for k in set(header or {}) | set(self.fingerprint)
-            if (header or {}).get(k) != self.fingerprint.get(k)
-        )
-        if "__input_sha256__" in first and first["__input_sha256__"] != self.meta["input_sha256"]:
-            changed.append("input file contents")
-        if changed and overwrite:
-            os.remove(self.path)  # an unfinished run with other settings: start over
-            return
-        if changed:
-            raise InputError(
-                f"{self.path}: an unfinished run with other settings ({', '.join(changed)}) "
-                "left this journal; rerun with the same arguments to resume it, or pass "
-                "--overwrite (or delete it) to start over"
-            )
-        for line in lines[1:]:
-            entry = json.loads(line)
-            self.done[entry["key"]] = entry["record"]
-        if len(good) != len(raw):
+        with open(self.path, "rb") as f:
+            first = f.readline()
+            if not first.endswith(b"\n") or not first.strip(_JSON_SPACE.encode()):
+                good = 0
+            else:
+                good = len(first)
+                header = json.loads(first)
+                changed = sorted(
+                    k
+                    for k in set(header.get("__journal__") or {}) | set(self.fingerprint)
+                    if (header.get("__journal__") or {}).get(k) != self.fingerprint.get(k)
+                )
+                stored_input = header.get("__input_sha256__", self.meta["input_sha256"])
+                if stored_input != self.meta["input_sha256"]:
+                    changed.append("input file contents")
+                if changed and overwrite:
+                    f.close()
+                    os.remove(self.path)  # an unfinished run with other settings: start over
+                    return
+                if changed:
+                    raise InputError(
+                        f"{self.path}: an unfinished run with other settings "
+                        f"({', '.join(changed)}) left this journal; rerun with the same "
+                        "arguments to resume it, or pass --overwrite (or delete it) to start over"
+                    )
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break  # cut short by a kill
+                    if line.strip(_JSON_SPACE.encode()):
+                        self.done.add(_entry_key(line), good)
+                    good += len(line)
+        if good != self.path.stat().st_size:
             with open(self.path, "r+b") as f:
-                f.truncate(len(good))
+                f.truncate(good)
+
+    def pending(self, input_file: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+        """(index, record) of the input's records not yet journaled (under their index),
+        read from the file as they are asked for: a step's `todo` over a large input."""
+        for i, record in enumerate(iter_records(input_file)):
+            if i not in self.done:
+                yield i, record
+
+    def in_order(self, count: int) -> Iterator[dict]:
+        """The journaled records of keys 0..count-1, in order, read back one at a time
+        (what `finish` writes, streamed)."""
+        for i in range(count):
+            yield self.done[i]
 
     def append(self, key, record: dict) -> None:
         self.append_many([(key, record)], sync=False)
@@ -560,35 +748,38 @@ class Journal:
         """Journal (key, record) pairs in one write; with `sync` they are on disk before
         this returns (a chunk committed by the Ray executor survives a crash of the node)."""
         if self._file is None:
-            new = not self.path.exists() or self.path.stat().st_size == 0
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8", errors=JSON_ERRORS)
-            if new:
+            self._file = open(self.path, "ab")
+            if self._file.tell() == 0:
                 header = {
                     "__journal__": self.fingerprint,
                     "__input_sha256__": self.meta["input_sha256"],
                 }
-                self._file.write(json.dumps(header) + "\n")
-        entries = list(entries)
-        self._file.write(
-            "".join(
-                json.dumps({"key": key, "record": record}, ensure_ascii=False) + "\n"
-                for key, record in entries
-            )
-        )
+                self._file.write((json.dumps(header) + "\n").encode("utf-8", JSON_ERRORS))
+        lines, offsets, at = [], [], self._file.tell()
+        for key, record in entries:
+            line = json.dumps({"key": key, "record": record}, ensure_ascii=False) + "\n"
+            line = line.encode("utf-8", JSON_ERRORS)
+            lines.append(line)
+            offsets.append((key, at))
+            at += len(line)
+        self._file.write(b"".join(lines))
         self._file.flush()  # in the OS after each write: a killed process loses none
         if sync:
             os.fsync(self._file.fileno())
-        self.done.update(entries)
+        for key, offset in offsets:
+            self.done.add(key, offset)
 
     def finish(self, records: Iterable[dict]) -> None:
-        """Write the final output atomically, then its meta file, then drop the journal
-        and the lock."""
+        """Write the final output atomically from `records` (an iterable, typically read
+        back from `done` in order: streamed, never held), then its meta file, then drop
+        the journal and the lock."""
         self.close()
         write_records(self.output, records)
         write_json(meta_path(self.output), self.meta)
         # An earlier version's meta file beside the output describes what was replaced.
         _old_meta_path(self.output).unlink(missing_ok=True)
+        self.done.close()
         if self.path.exists():
             os.remove(self.path)
         self.release()
@@ -605,6 +796,74 @@ class Journal:
         if self._lock is not None:
             unlock_output(self.output, self._lock)
             self._lock = None
+
+
+# A journal line as `Journal.append_many` writes it starts with its key.
+_KEY_PREFIX = re.compile(rb'\{"key": (-?\d+|"(?:[^"\\]|\\.)*"), "record": ')
+
+
+def _entry_key(line: bytes):
+    """The key of one journal line, read from its start (the record is not parsed)."""
+    match = _KEY_PREFIX.match(line)
+    if match:
+        return json.loads(match.group(1))
+    return json.loads(line)["key"]
+
+
+class JournalIndex(Mapping):
+    """Journal keys -> records, holding only each record's offset in the journal file: an
+    8-byte slot per key for keys 0..n-1 (an array), a dict entry for other keys. A record
+    is read back from the file when looked up (`journal.done[k]`), so iterating over
+    `done[i] for i in range(n)` streams the output in order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._slots = array("q")  # offset + 1 per integer key; 0: not done
+        self._other: dict = {}
+        self._count = 0
+        self._reader = None
+
+    def add(self, key, offset: int) -> None:
+        if type(key) is int and 0 <= key < (1 << 40):
+            if key >= len(self._slots):
+                grow = max(key + 1 - len(self._slots), len(self._slots) // 2, 1024)
+                self._slots.extend(array("q", bytes(8 * grow)))
+            self._count += self._slots[key] == 0
+            self._slots[key] = offset + 1
+        else:
+            self._count += key not in self._other
+            self._other[key] = offset
+
+    def _offset(self, key) -> int | None:
+        if type(key) is int and 0 <= key < len(self._slots):
+            return self._slots[key] - 1 if self._slots[key] else None
+        return self._other.get(key)
+
+    def __contains__(self, key) -> bool:
+        return self._offset(key) is not None
+
+    def __getitem__(self, key):
+        offset = self._offset(key)
+        if offset is None:
+            raise KeyError(key)
+        if self._reader is None:
+            self._reader = open(self.path, "rb")
+        self._reader.seek(offset)
+        return json.loads(self._reader.readline())["record"]
+
+    def __iter__(self) -> Iterator:
+        for key, slot in enumerate(self._slots):
+            if slot:
+                yield key
+        yield from self._other
+
+    def __len__(self) -> int:
+        return self._count
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 class MemoryJournal:
