@@ -169,11 +169,14 @@ class _Watched:
     def read(self, n: int = -1) -> bytes:
         block = self.f.read(n)
         text = self.tail + block
-        match = _LONE_SURROGATE.search(text)
-        if match and (not block or match.end() + 6 <= len(text)):
+        for match in _LONE_SURROGATE.finditer(text):
+            low = text[match.start() + 3] in b"cdefCDEF"
+            if low and match.end() <= len(self.tail):
+                continue  # checked with the block before, its predecessor in view
+            if not low and block and match.end() + 6 > len(text):
+                continue  # a high surrogate whose pair may start the next block
             raise _ParseAgain
-        # a high surrogate at the very end may find its pair in the next block
-        self.tail = text[match.start() :] if match else text[-12:]
+        self.tail = text[-12:]  # room for a pair cut by the block's end
         return block
 
 
