@@ -147,6 +147,8 @@ _LONE_SURROGATE = re.compile(
     rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
     rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
 )
+# What may follow a high surrogate escape at the end of a block: the start of its pair.
+_PAIR_START = re.compile(rb"(\\(u([dD]([c-fC-F][0-9a-fA-F]?)?)?)?)?")
 # Files up to this size are read whole by the standard library when the fast parser
 # cannot go on (a lone surrogate, an integer beyond 64 bits, malformed JSON): its errors
 # give the line.
@@ -173,8 +175,8 @@ class _Watched:
             low = text[match.start() + 3] in b"cdefCDEF"
             if low and match.end() <= len(self.tail):
                 continue  # checked with the block before, its predecessor in view
-            if not low and block and match.end() + 6 > len(text):
-                continue  # a high surrogate whose pair may start the next block
+            if not low and block and _PAIR_START.fullmatch(text[match.end() :]):
+                continue  # a high surrogate whose pair may go on in the next block
             raise _ParseAgain
         self.tail = text[-12:]  # room for a pair cut by the block's end
         return block
