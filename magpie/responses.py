@@ -32,7 +32,8 @@ reasoning; a reply with no final message (only a channel name, or cut mid-analys
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from magpie.chat_template import chat_prompt
@@ -50,7 +51,7 @@ from magpie.executor import Made, Step
 from magpie.models import is_default_model
 from magpie.profiles import Profile
 from magpie.prompt_text import count_special_text, flag_special_text
-from magpie.records import InputError, Journal, read_records, require_text_field, where
+from magpie.records import InputError, Journal, iter_records, where
 from magpie.stage import Summary
 
 log = logging.getLogger("magpie")
@@ -102,40 +103,67 @@ LOOKED_FOR = (
 )
 
 
-def open_conversations(
-    records: list[dict], path: str | Path, multi: bool = False
-) -> tuple[dict[int, Conversation], set[int]]:
-    """({index: conversation ending on a user turn}, {indices of conversations already
-    ending on an answer}) of the records that have no `instruction` field. InputError
-    naming the file, record and the fields looked for when a record has no user turn to
-    answer (or, for `multi`, gen_po_multi_res, no `instruction`)."""
-    open_turns, answered = {}, set()
-    for i, record in enumerate(records):
-        if "instruction" in record:
-            continue
-        if multi:
-            raise InputError(f"{where(path, i)}: gen_po_multi_res answers 'instruction' fields")
-        try:
-            conv = read(record)
-        except ConversationError as e:
-            raise InputError(f"{where(path, i)}: {e}") from None
-        chat = [t for t in conv.turns if t.role != "system"]
-        if not chat or not any(t.role == "user" and t.text.strip() for t in chat):
-            fields = ", ".join(sorted(record)[:8]) or "none"
+def input_kind(
+    record: dict, path: str | Path, i: int, multi: bool = False
+) -> tuple[str, Conversation | None]:
+    """What gen_res does with input record i: ("instruction", None) for a record with an
+    `instruction` field, ("open", conversation) for a conversation ending on a user turn
+    (answered as its next turn), ("answered", conversation) for one already ending on an
+    answer (left as it is). InputError naming the file and record for an instruction that
+    is not a string, a record with no user turn to answer (naming the fields looked for),
+    or, for `multi` (gen_po_multi_res), a record with no `instruction`."""
+    if "instruction" in record:
+        value = record["instruction"]
+        if value is not None and not isinstance(value, str):
             raise InputError(
-                f"{where(path, i)}: no user turn to answer (looked for {LOOKED_FOR}; "
-                f"the record has {fields})"
+                f"{where(path, i)}: field 'instruction' is not a string ({type(value).__name__})"
             )
-        if chat[-1].role == "user":
-            open_turns[i] = conv
-        else:
-            answered.add(i)
-    return open_turns, answered
+        return "instruction", None
+    if multi:
+        raise InputError(f"{where(path, i)}: gen_po_multi_res answers 'instruction' fields")
+    try:
+        conv = read(record)
+    except ConversationError as e:
+        raise InputError(f"{where(path, i)}: {e}") from None
+    chat = [t for t in conv.turns if t.role != "system"]
+    if not chat or not any(t.role == "user" and t.text.strip() for t in chat):
+        fields = ", ".join(sorted(record)[:8]) or "none"
+        raise InputError(
+            f"{where(path, i)}: no user turn to answer (looked for {LOOKED_FOR}; "
+            f"the record has {fields})"
+        )
+    return ("open" if chat[-1].role == "user" else "answered"), conv
+
+
+def check_input(input_file: str | Path, multi: bool = False) -> tuple[int, int]:
+    """(records, conversations already ending on an answer) of a gen_res input, read in
+    one streaming pass that fails on the first bad record (`input_kind`; an empty .jsonl
+    file, malformed JSON: as `read_records` says) before any model loads."""
+    count = answered = 0
+    for i, record in enumerate(iter_records(input_file)):
+        answered += input_kind(record, input_file, i, multi)[0] == "answered"
+        count += 1
+    if not count and Path(input_file).suffix == ".jsonl":
+        raise InputError(f"{input_file}: file is empty")
+    return count, answered
+
+
+def counted_flags(records: Iterable[dict], flags: Counter) -> Iterator[dict]:
+    """`records` passed on as they are, their response flags and special-token text
+    added to a summary's `flags` on the way (finish counts while the output is written)."""
+    for r in records:
+        if r.get("response_flag"):
+            flags[r["response_flag"]] += 1
+        flags.update(f for f in r.get("response_flags") or () if f)
+        count_special_text(flags, (r,))
+        yield r
 
 
 class ResponseJob(Step):
-    """One response run: input read and validated, journal opened, before any model loads.
-    Items are record indices."""
+    """One response run: input validated (one streaming pass) and journal opened before
+    any model loads. Items are (record index, record) pairs read from the input as the
+    executor asks for them: the step holds no records, so memory stays flat however
+    large the input, and a step shipped to Ray replicas carries none."""
 
     unit = "res"
 
@@ -163,15 +191,8 @@ class ResponseJob(Step):
         self.num_samples = num_samples
         self.seed = seed
         self.stage = "gen_res" if num_samples is None else "gen_po_multi_res"
-        self.records = read_records(input_file)
-        require_text_field(
-            [r for r in self.records if r.get("instruction") is not None],
-            "instruction",
-            input_file,
-        )
-        self.open_turns, self.answered = open_conversations(
-            self.records, input_file, multi=num_samples is not None
-        )
+        self.input_file = input_file
+        self.total, self.answered = check_input(input_file, multi=num_samples is not None)
         self.params = SamplingParams(
             n=num_samples or 1,
             temperature=temperature,
@@ -209,7 +230,7 @@ class ResponseJob(Step):
             {
                 "stage": self.stage,
                 "input": str(Path(input_file).resolve()),
-                "records": len(self.records),
+                "records": self.total,
                 "model": model_name,
                 "temperature": temperature,
                 "top_p": top_p,
@@ -253,12 +274,19 @@ class ResponseJob(Step):
         answer.update(write_back(record, Conversation(turns, conv.source)))
         return answer
 
-    def todo(self) -> list[int]:
-        return [i for i in range(len(self.records)) if i not in self.journal.done]
+    def todo(self) -> Iterator[tuple[int, dict]]:
+        return self.journal.pending(self.input_file)
 
-    def make(self, engine: Engine, items: list[int]) -> Iterator[Made]:
-        """Records of these indices: flagged instructions skipped, the rest answered."""
-        records = self.records
+    def progress(self) -> tuple[int, int]:
+        return self.total, len(self.journal.done)
+
+    def summary(self) -> Summary:
+        return Summary(self.stage, self.total)
+
+    def make(self, engine: Engine, items: list[tuple[int, dict]]) -> Iterator[Made]:
+        """Records of these (index, record) items: conversations already answered left as
+        they are, flagged instructions skipped, the rest answered."""
+        multi = self.num_samples is not None
         skipped = (
             {"response": None, "response_flag": "skipped"}
             if self.num_samples is None
@@ -276,20 +304,23 @@ class ResponseJob(Step):
             "engine": engine.name,
             "response_mode": "chat" if chat else "template",
         }
-        todo, prompts = [], []
-        for i in items:
-            if i in self.answered:  # a conversation already ending on an answer: as it is
-                yield i, records[i], 0
+        todo, records, convs, prompts = [], [], [], []
+        for i, record in items:
+            kind, conv = input_kind(record, self.input_file, i, multi)
+            if kind == "answered":  # a conversation already ending on an answer: as it is
+                yield i, record, 0
                 continue
-            if i in self.open_turns:  # a conversation ending on a user turn
-                messages = message_list(self.open_turns[i])
+            if kind == "open":  # a conversation ending on a user turn
+                messages = message_list(conv)
             else:
-                text = records[i].get("instruction")
-                if not text or records[i].get("instruction_flag"):
-                    yield i, {**records[i], **skipped}, 0
+                text = record.get("instruction")
+                if not text or record.get("instruction_flag"):
+                    yield i, {**record, **skipped}, 0
                     continue
                 messages = [{"role": "user", "content": text}]
             todo.append(i)
+            records.append(record)
+            convs.append(conv)
             prompts.append(
                 messages
                 if chat
@@ -298,26 +329,22 @@ class ResponseJob(Step):
         stream = engine.chat_stream if chat else engine.stream
         seeds = item_seeds(self.seed, self.stage, todo, self.params.n)
         for k, completions in stream(prompts, self.params, seeds):
-            i = todo[k]
             opened = not chat and prompts[k].rstrip().endswith(THINK_OPEN)
             answer = self._answer(completions, opened)
-            if i in self.open_turns:
-                answer = self._continued(records[i], self.open_turns[i], answer)
+            if convs[k] is not None:
+                answer = self._continued(records[k], convs[k], answer)
             record = {
-                **records[i],
+                **records[k],
                 **answer,
                 "gen_response_configs": {"prompt": None if chat else str(prompts[k]), **configs},
             }
             record = flag_special_text(record, engine.tokenizer)
-            yield i, record, sum(c.completion_tokens for c in completions)
+            yield todo[k], record, sum(c.completion_tokens for c in completions)
 
     def finish(self, summary: Summary) -> Summary:
-        out = [self.journal.done[i] for i in range(len(self.records))]
-        summary.flags.update(r["response_flag"] for r in out if r.get("response_flag"))
-        summary.flags.update(f for r in out for f in r.get("response_flags") or () if f)
-        count_special_text(summary.flags, out)
+        """Write the output in record order, streamed from the journal, counting flags."""
         if self.answered:
-            summary.flags["already answered (left as it was)"] += len(self.answered)
-        summary.records_out = len(out)
-        self.journal.finish(out)
+            summary.flags["already answered (left as it was)"] += self.answered
+        self.journal.finish(counted_flags(self.journal.in_order(self.total), summary.flags))
+        summary.records_out = self.total
         return summary

@@ -10,8 +10,13 @@ from typing import ClassVar
 from magpie.engines import EngineOptions
 from magpie.models import canonical_name
 from magpie.profiles import get_profile
-from magpie.records import InputError, overwriting, read_records
-from magpie.responses import ResponseJob, response_file_name, response_settings
+from magpie.records import InputError, overwriting
+from magpie.responses import (
+    ResponseJob,
+    check_input,
+    response_file_name,
+    response_settings,
+)
 from magpie.settings import Settings, command, console, flag
 from magpie.stage import already_complete
 from magpie.stages.gen_ins import MODEL_PATH_HELP, OVERWRITE_HELP
@@ -102,7 +107,8 @@ class GenRes(Settings):
         if not self.input_file:
             raise InputError("--input_file is required")
         output = self.output_path()
-        read_records(self.input_file)  # bad input fails before any model loads
+        # Bad input fails before any model (or tokenizer) loads: one streaming pass.
+        check_input(self.input_file, multi=self.stage == "gen_po_multi_res")
         name = canonical_name(self.model_path)
         tokenizer = engine.tokenizer(self.model_path)
         with overwriting(self.overwrite):

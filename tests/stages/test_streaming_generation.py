@@ -1,0 +1,217 @@
+"""The generation stages stream (issue 25): gen_res reads its input record by record (never
+whole), hands the executor (index, record) items, and writes its output from the journal
+in order; the records it makes do not depend on how the work is chunked, and a run killed
+with SIGKILL and rerun writes what an uninterrupted run writes.
+
+The engine here is a stub (`StubEngine`, with `StubTokenizer`): no model, only the
+bookkeeping. Its answer to a prompt is "A<seed>:<prompt>", so the expected records are
+written out by hand below from the records' indices alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import magpie.executor
+import magpie.records
+import magpie.responses
+from magpie.engines.base import Completion, stage_seed
+from magpie.profiles import Profile
+from magpie.records import state_path
+from magpie.responses import ResponseJob
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = 7
+STOP = ["<|end|>"]
+
+
+class StubTokenizer:
+    """Just enough of a tokenizer for chat_prompt: a visible one-line-per-turn template and
+    no special tokens."""
+
+    chat_template = "stub"
+    all_special_tokens: list[str] = []
+    added_tokens_decoder: dict = {}
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True, **kw):
+        turns = "".join(f"[{m['role']}]{m['content']}\n" for m in messages)
+        return turns + ("[assistant]" if add_generation_prompt else "")
+
+
+class StubEngine:
+    """A stub engine for the bookkeeping: answers "A<seed>:<prompt, newlines as spaces>".
+    With `block_after`, it hangs (for a kill) after that many answers."""
+
+    name = "stub"
+
+    def __init__(self, block_after: int | None = None):
+        self.tokenizer = StubTokenizer()
+        self.block_after = block_after
+        self.answered = 0
+
+    def stream(self, prompts, params, seeds=None):
+        for k, prompt in enumerate(prompts):
+            if self.answered == self.block_after:
+                time.sleep(3600)
+            self.answered += 1
+            text = f"A{seeds[k]}:" + prompt.replace("\n", " ")
+            yield k, [Completion(text, "stop", "<|end|>", 3, 2)]
+
+
+def input_record(i: int) -> dict:
+    """Record i of the inputs: mostly instructions, with flagged instructions, conversations
+    ending on a user turn, and conversations already answered mixed in."""
+    if i % 10 == 3:
+        return {"id": i, "instruction": "", "instruction_flag": "empty"}
+    if i % 10 == 5:
+        return {
+            "id": i,
+            "conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": "a"}],
+        }
+    if i % 10 == 7:
+        return {"id": i, "conversations": [{"from": "human", "value": f"q{i}"}]}
+    return {"id": i, "instruction": f"q{i}"}
+
+
+def expected_record(i: int) -> dict:
+    """What gen_res writes for input record i (by hand, from the module docstring's rules)."""
+    record = input_record(i)
+    if i % 10 == 3:
+        return {**record, "response": None, "response_flag": "skipped"}
+    if i % 10 == 5:
+        return record
+    prompt = f"[user]q{i}\n[assistant]"
+    answer = f"A{stage_seed(SEED, 'gen_res') + i}:[user]q{i} [assistant]"
+    configs = {
+        "prompt": prompt,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "repetition_penalty": 1.0,
+        "max_tokens": 64,
+        "stop_tokens": STOP,
+        "output_generator": "stub",
+        "enable_thinking": None,
+        "engine": "stub",
+        "response_mode": "template",
+    }
+    done = {"response_finish_reason": "stop", "response_flag": None}
+    if i % 10 == 7:  # the answer as the next turn, in every shape (conversation.write_back)
+        return {
+            **record,
+            "conversations": [*record["conversations"], {"from": "gpt", "value": answer}],
+            **done,
+            "instruction": f"q{i}",
+            "response": answer,
+            "conversation": [
+                {"role": "user", "content": f"q{i}"},
+                {"role": "assistant", "content": answer},
+            ],
+            "gen_response_configs": configs,
+        }
+    return {
+        **record,
+        "response": answer,
+        "reasoning": None,
+        **done,
+        "gen_response_configs": configs,
+    }
+
+
+def write_input(path: Path, n: int) -> None:
+    """A .json array of n records, written with the stdlib."""
+    path.write_text(json.dumps([input_record(i) for i in range(n)], indent=2))
+
+
+def job(src: Path) -> ResponseJob:
+    profile = Profile("stub", "", STOP, [])
+    return ResponseJob(profile, src, model_name="stub", max_tokens=64, seed=SEED)
+
+
+@pytest.fixture
+def never_whole(monkeypatch):
+    """Any read of a whole input fails the test."""
+
+    def whole(path):
+        raise AssertionError(f"{path} read whole")
+
+    monkeypatch.setattr(magpie.records, "read_records", whole)
+    monkeypatch.setattr(magpie.responses, "read_records", whole, raising=False)
+
+
+@pytest.mark.parametrize("chunk", [7, 4096])
+def test_gen_res_streams_its_input_and_writes_the_records_in_order(
+    tmp_path, monkeypatch, never_whole, chunk
+):
+    n = 3000
+    monkeypatch.setattr(magpie.executor, "LOCAL_CHUNK", chunk)
+    src = tmp_path / "in.json"
+    write_input(src, n)
+    summary = job(src).run(StubEngine())
+    out = json.loads((tmp_path / "in_res.json").read_text())
+    assert len(out) == n
+    assert out == [expected_record(i) for i in range(n)]
+    assert summary.records_in == summary.records_out == n
+    assert summary.flags["skipped"] == n // 10
+    assert summary.flags["already answered (left as it was)"] == n // 10
+    assert not state_path(tmp_path / "in_res.json", ".journal.jsonl").exists()
+
+
+def test_gen_res_bad_record_deep_in_a_json_array_is_named_before_any_output(tmp_path):
+    """The streaming validation names the record, as the whole-file reading did."""
+    records = [input_record(i) for i in range(2000)]
+    records[1500] = {"id": 1500, "question": "no user turn"}
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps(records))
+    with pytest.raises(magpie.records.InputError, match=r"in\.json: record 1500: no user turn"):
+        job(src)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.json"]
+
+
+def lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def test_gen_res_killed_on_a_large_input_resumes_to_the_uninterrupted_output(tmp_path):
+    """20k records: a run SIGKILLed once 5000 entries are journaled (wherever it is then;
+    it hangs at its 5001st answer at the latest), then rerun, writes the records an
+    uninterrupted run writes (by hand: `expected_record`), the journaled ones not made
+    again."""
+    n, killed_at = 20_000, 5000
+    src = tmp_path / "in.json"
+    write_input(src, n)
+    out = tmp_path / "in_res.json"
+    journal = state_path(out, ".journal.jsonl")
+    script = (
+        "import sys; from pathlib import Path; "
+        f"sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(REPO)!r}]; "
+        "import test_streaming_generation as t; "
+        f"t.job(Path({str(src)!r})).run(t.StubEngine(block_after={killed_at}))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
+    try:
+        deadline = time.time() + 300
+        while lines(journal) < 1 + killed_at and time.time() < deadline:
+            assert proc.poll() is None, "the run ended before it was killed"
+            time.sleep(0.2)
+        assert lines(journal) > killed_at
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not out.exists()
+    # Whole lines only (the kill may cut the last one short): the header, then entries.
+    entries = [json.loads(x) for x in journal.read_bytes().split(b"\n")[1:-1]]
+    answered = sum(e["record"].get("gen_response_configs") is not None for e in entries)
+
+    engine = StubEngine()
+    summary = job(src).run(engine)
+    assert summary.resumed == len(entries)
+    assert engine.answered == 8 * n // 10 - answered
+    records = json.loads(out.read_text())
+    assert records == [expected_record(i) for i in range(n)]
