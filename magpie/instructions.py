@@ -132,11 +132,11 @@ class InstructionJob(Step):
         """The record ids of round r (n of them, fewer in a short last round)."""
         return range(r * self.n, min((r + 1) * self.n, self.total))
 
-    def todo(self) -> list[int]:
-        """Rounds with a record not yet journaled."""
+    def todo(self) -> Iterator[int]:
+        """Rounds with a record not yet journaled, found as the executor asks for them."""
         done = self.journal.done
         rounds = math.ceil(self.total / self.n)
-        return [r for r in range(rounds) if any(i not in done for i in self._ids(r))]
+        return (r for r in range(rounds) if any(i not in done for i in self._ids(r)))
 
     def progress(self) -> tuple[int, int]:
         return self.total, len(self.journal.done)
@@ -165,11 +165,17 @@ class InstructionJob(Step):
                     yield i, self._record(i, c), c.completion_tokens
 
     def finish(self, summary: Summary) -> Summary:
-        """Write exactly `total_prompts` records."""
-        records = [self.journal.done[i] for i in range(self.total)]
-        summary.flags.update(r["instruction_flag"] for r in records if r["instruction_flag"])
-        summary.records_out = len(records)
-        self.journal.finish(records)
+        """Write exactly `total_prompts` records, streamed from the journal in order, their
+        flags counted as they pass."""
+
+        def counted(records: Iterator[dict]) -> Iterator[dict]:
+            for r in records:
+                if r["instruction_flag"]:
+                    summary.flags[r["instruction_flag"]] += 1
+                yield r
+
+        self.journal.finish(counted(self.journal.in_order(self.total)))
+        summary.records_out = self.total
         return summary
 
     def _record(self, i: int, c: Completion) -> dict:

@@ -215,3 +215,44 @@ def test_gen_res_killed_on_a_large_input_resumes_to_the_uninterrupted_output(tmp
     assert engine.answered == 8 * n // 10 - answered
     records = json.loads(out.read_text())
     assert records == [expected_record(i) for i in range(n)]
+
+
+class StubInstructionEngine:
+    """A stub engine for gen_ins's bookkeeping: sample j of a prompt seeded s answers
+    "I<s + j>", or nothing when s + j is a multiple of 7."""
+
+    name = "stub"
+    tokenizer = None
+
+    def stream(self, prompts, params, seeds=None):
+        for k in range(len(prompts)):
+            texts = [f"I{seeds[k] + j}" if (seeds[k] + j) % 7 else "" for j in range(params.n)]
+            yield k, [Completion(t, "stop", "\n", 3, 2) for t in texts]
+
+
+@pytest.mark.parametrize("chunk", [3, 4096])
+def test_gen_ins_writes_every_round_in_order_whatever_the_chunking(tmp_path, monkeypatch, chunk):
+    """5003 records in rounds of 50 (a short last round): record i is sample i of the
+    stage's seeds (by hand: stage_seed + i), flags counted as the output is written."""
+    from magpie.instructions import InstructionJob
+
+    total, n = 5003, 50
+    monkeypatch.setattr(magpie.executor, "LOCAL_CHUNK", chunk)
+    out = tmp_path / "ins.json"
+    job = InstructionJob(
+        Profile("stub", "<pre>", STOP, []),
+        out,
+        model_name="stub",
+        total_prompts=total,
+        n=n,
+        shuffle=False,
+        seed=SEED,
+    )
+    summary = job.run(StubInstructionEngine())
+    records = json.loads(out.read_text())
+    base = stage_seed(SEED, "gen_ins")
+    texts = [f"I{base + i}" if (base + i) % 7 else "" for i in range(total)]
+    assert [r["id"] for r in records] == list(range(total))
+    assert [r["instruction"] for r in records] == texts
+    assert [r["instruction_flag"] for r in records] == [None if t else "empty" for t in texts]
+    assert summary.flags == {"empty": texts.count("")} and summary.records_out == total
