@@ -35,25 +35,32 @@ original's DPO subsets), cut to the `top_k` longest responses and shuffled with 
 fewer survivors than a cap is fine. Rejected records keep the rule that
 rejected them (`filter_reason`, the first failed in the order above) and every rule they
 failed (`filter_failed`).
+
+A file is filtered in two passes over it (`run_filter`) that hold a few bytes per record,
+never the records, and write what `apply_filters` returns for the same records in memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import random
 import re
+import tempfile
 import time
+from array import array
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from magpie.conversation import Conversation, ConversationError, read
 from magpie.labels import DIFFICULTY, INPUT_QUALITY, SAMPLE_QUALITY_SCORES, TASK_CATEGORIES
-from magpie.records import InputError, read_records, write_records
+from magpie.records import InputError, RecordWriter, iter_records
 from magpie.resources import FILTER_PRESETS_DIR, filter_presets
 from magpie.sanitize import ends_with_colon
 from magpie.sharegpt import canonical_label
@@ -337,113 +344,221 @@ MISSION_OF = {
 }
 
 
-def not_applicable(records: list[dict], cfg: FilterConfig) -> dict[str, str]:
-    """{rule: why} for the active tag rules whose field no record has at all: the stage
-    that writes it did not run for this file. A field present but null (the stage ran
-    and could not judge) does not make a rule inapplicable: see `null_failures`."""
-    out = {}
-    for rule in cfg.active():
-        if rule not in MADE_BY or not records:
-            continue
-        fields = _fields(rule, cfg)
-        if not any(f in r for r in records for f in fields):
-            out[rule] = f"no record has {' or '.join(fields)}: {MADE_BY[rule]} did not run"
-    return out
+# ---------------------------------------------------------------------------------------
+# Applying the rules: one pass learns a few bytes per record, the caps and the order are
+# decided on those, and a second pass writes the records (see `run_filter`).
+
+_BIT = {rule: 1 << i for i, rule in enumerate(RULES)}
 
 
-def null_failures(records: list[dict], failed: list[list[str]], cfg: FilterConfig) -> dict:
-    """{rule: note} for the applied tag rules that records fail because their field is
-    null or missing, with the reasons their tagger gave (`tag_errors`), e.g. "difficulty
-    fails 32 of 32 records because their difficulty is null: its tagger could not judge
-    them (tag_errors.difficulty: cannot_judge 32)"."""
-    out = {}
-    for rule, mission in MISSION_OF.items():
-        if rule not in cfg.active():
-            continue
-        field = _fields(rule, cfg)[0]
-        reasons: Counter = Counter()
-        for record, fails in zip(records, failed, strict=True):
+@functools.cache
+def _rules_of(mask: int) -> tuple[str, ...]:
+    """The rules of a bit mask, in RULES order (the order `check` lists them in)."""
+    return tuple(rule for rule in RULES if mask & _BIT[rule])
+
+
+def _null_reason(record: dict, field: str, mission: str) -> str:
+    """Why a record's tag field is null, as its tagger said in `tag_errors` (first word)."""
+    why = (record.get("tag_errors") or {}).get(mission)
+    if field not in record:
+        why = "field missing"
+    return str(why).split(":")[0].strip() if why else "no reason recorded"
+
+
+class _Tally:
+    """What the rules, the caps and the report need of each record, learnt one record at a
+    time and kept in a few bytes per record: its failed rules (a bit mask of every rule of
+    the settings: which apply is known only at the end), its task category and response
+    length when a cap needs them; which tag fields some record has (`not_applicable`) and
+    the reasons of the records failing a tag rule on a null field (`null_failures`)."""
+
+    def __init__(self, cfg: FilterConfig) -> None:
+        self.cfg = cfg
+        self.count = 0
+        self.masks = array("H")
+        self.categories = array("b")  # index in TASK_CATEGORIES; -1: none
+        self.lengths = array("q")
+        active = cfg.active()
+        self.unseen = {r: _fields(r, cfg) for r in active if r in MADE_BY}  # no record has
+        self.reasons = {r: Counter() for r in MISSION_OF if r in active}  # MISSION_OF order
+
+    def add(self, record: dict) -> None:
+        fails = check(record, self.cfg)
+        self.count += 1
+        self.masks.append(sum(_BIT[rule] for rule in fails))
+        if self.cfg.max_per_category is not None:
+            label = canonical_label(record.get("task_category"), TASK_CATEGORIES)
+            self.categories.append(-1 if label is None else TASK_CATEGORIES.index(label))
+        if self.cfg.top_k is not None:
+            self.lengths.append(response_length(record))
+        for rule in [r for r, fields in self.unseen.items() if any(f in record for f in fields)]:
+            del self.unseen[rule]
+        for rule, reasons in self.reasons.items():
+            field = _fields(rule, self.cfg)[0]
             if rule in fails and record.get(field) is None:
-                why = (record.get("tag_errors") or {}).get(mission)
-                if field not in record:
-                    why = "field missing"
-                reasons[str(why).split(":")[0].strip() if why else "no reason recorded"] += 1
-        if not reasons:
-            continue
-        n = sum(reasons.values())
-        judged = "could not judge" if "cannot_judge" in reasons else "did not tag"
-        listed = ", ".join(f"{why} {count}" for why, count in reasons.most_common())
-        null = "null or missing" if "field missing" in reasons else "null"
-        out[rule] = (
-            f"{rule} fails {n} of {len(records)} records because their {field} is {null}: "
-            f"its tagger ({MADE_BY[rule]}) {judged} them (tag_errors.{mission}: {listed}); "
-            f"drop the {rule} rule to keep them"
-        )
-    return out
+                reasons[_null_reason(record, field, MISSION_OF[rule])] += 1
+
+    def not_applicable(self) -> dict[str, str]:
+        """{rule: why} for the active tag rules whose field no record has at all: the
+        stage that writes it did not run for this file. A field present but null (the
+        stage ran and could not judge) does not make a rule inapplicable: see
+        `null_failures`."""
+        if not self.count:
+            return {}
+        return {
+            rule: f"no record has {' or '.join(fields)}: {MADE_BY[rule]} did not run"
+            for rule, fields in self.unseen.items()
+        }
+
+    def null_failures(self, skipped: dict) -> dict[str, str]:
+        """{rule: note} for the applied tag rules that records fail because their field is
+        null or missing, with the reasons their tagger gave (`tag_errors`), e.g.
+        "difficulty fails 32 of 32 records because their difficulty is null: its tagger
+        could not judge them (tag_errors.difficulty: cannot_judge 32)"."""
+        out = {}
+        for rule, reasons in self.reasons.items():
+            if rule in skipped or not reasons:
+                continue
+            field, mission = _fields(rule, self.cfg)[0], MISSION_OF[rule]
+            n = sum(reasons.values())
+            judged = "could not judge" if "cannot_judge" in reasons else "did not tag"
+            listed = ", ".join(f"{why} {count}" for why, count in reasons.most_common())
+            null = "null or missing" if "field missing" in reasons else "null"
+            out[rule] = (
+                f"{rule} fails {n} of {self.count} records because their {field} is {null}: "
+                f"its tagger ({MADE_BY[rule]}) {judged} them (tag_errors.{mission}: {listed}); "
+                f"drop the {rule} rule to keep them"
+            )
+        return out
+
+
+@dataclass
+class _Plan:
+    """Where each record goes, by its position in the input."""
+
+    masks: np.ndarray  # the applied rules each record fails (bit mask; 0: passes them)
+    kept: np.ndarray  # positions of the kept records, in output order
+    capped: list[tuple[str, np.ndarray]]  # (cap, positions it rejects, ascending)
+    report: FilterReport
+
+
+def _plan(tally: _Tally, cfg: FilterConfig, start: float) -> _Plan:
+    """Rules whose field no record has are not applied (`FilterReport.not_applied`); the
+    records passing the others are capped at `max_per_category` (a seeded random choice
+    within each category, input order kept), cut to the `top_k` longest responses (longest
+    first, ties in input order) and shuffled with `seed`. The random draws are those of
+    the same calls on lists of the records, so a seed chooses what it always chose."""
+    skipped = tally.not_applicable()
+    applied = np.uint16(sum(_BIT[r] for r in RULES if r not in skipped))
+    masks = np.frombuffer(tally.masks, dtype=np.uint16) & applied
+    first, failed = Counter(), Counter()
+    # Counted mask by mask in the order each first occurs: the counters' keys come in the
+    # order record by record counting puts them in (most_common lists ties that way).
+    values, firsts, counts = np.unique(masks, return_index=True, return_counts=True)
+    for i in np.argsort(firsts):
+        if values[i]:
+            rules = _rules_of(int(values[i]))
+            first[rules[0]] += int(counts[i])
+            failed.update({rule: int(counts[i]) for rule in rules})
+    kept = np.flatnonzero(masks == 0)
+    capped = []
+    if cfg.max_per_category is not None:
+        kept, over = _cap_per_category(kept, tally, cfg.max_per_category, cfg.seed)
+        if len(over):  # a rule that rejected none is not listed with 0
+            capped.append(("max_per_category", over))
+            first["max_per_category"] += len(over)
+            failed["max_per_category"] += len(over)
+    if cfg.top_k is not None:
+        # stable: equal lengths stay in input order, as sorted() by -length keeps them
+        order = np.argsort(-np.frombuffer(tally.lengths, dtype=np.int64)[kept], kind="stable")
+        if len(kept) > cfg.top_k:
+            cut = np.sort(kept[order[cfg.top_k :]])
+            capped.append(("top_k", cut))
+            first["top_k"] += len(cut)
+            failed["top_k"] += len(cut)
+            order = order[: cfg.top_k]
+        kept = kept[order]
+    if cfg.shuffle:
+        # random.shuffle of a list of this length, on 8-byte slots instead of list items
+        shuffled = array("q", kept.astype(np.int64).tobytes())
+        random.Random(cfg.seed).shuffle(shuffled)
+        kept = np.frombuffer(shuffled, dtype=np.int64)
+    nulls = tally.null_failures(skipped)
+    report = FilterReport(
+        tally.count, len(kept), first, failed, time.time() - start, skipped, nulls
+    )
+    return _Plan(masks, kept, capped, report)
+
+
+def _cap_per_category(
+    kept: np.ndarray, tally: _Tally, cap: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, over): at most `cap` of the positions `kept` per task_category, chosen at
+    random (seeded) within each, both in input order. Records without a category form one
+    group, drawn last; the others are drawn in the order of their names."""
+    codes = np.frombuffer(tally.categories, dtype=np.int8)[kept]
+    labels = {int(c): None if c < 0 else TASK_CATEGORIES[c] for c in np.unique(codes)}
+    rng = random.Random(seed)
+    chosen = np.ones(len(kept), dtype=bool)
+    for code in sorted(labels, key=lambda c: (labels[c] is None, labels[c] or "")):
+        members = np.flatnonzero(codes == code)
+        if len(members) > cap:
+            # rng.sample draws positions from the length alone: sampling range(n) picks
+            # the positions sampling a list of the n members would pick.
+            chosen[members] = False
+            chosen[members[rng.sample(range(len(members)), cap)]] = True
+    return kept[chosen], kept[~chosen]
+
+
+def _rejected(record: dict, rules: tuple[str, ...]) -> dict:
+    """The record as the rejects file holds it: with the rule that rejected it first."""
+    return record | {"filter_reason": rules[0], "filter_failed": list(rules)}
 
 
 def apply_filters(
     records: list[dict], cfg: FilterConfig
 ) -> tuple[list[dict], list[dict], FilterReport]:
-    """Kept records (top-K, shuffled as configured) and rejected ones with their reason.
-    Rules whose field no record has are not applied (`FilterReport.not_applied`); records
-    failing a rule on a null field are counted with their reasons
+    """Kept records (capped, top-K, shuffled as configured) and rejected ones with their
+    reason, from records in memory (`run_filter` does the same to a file without holding
+    it). Rules whose field no record has are not applied (`FilterReport.not_applied`);
+    records failing a rule on a null field are counted with their reasons
     (`FilterReport.null_failed`)."""
     start = time.time()
-    skipped = not_applicable(records, cfg)
-    off = {r: (False if isinstance(getattr(cfg, r), bool) else None) for r in skipped}
-    cfg = dataclasses.replace(cfg, **off) if off else cfg
-    kept, rejected = [], []
-    first, failed = Counter(), Counter()
-    all_fails = [check(record, cfg) for record in records]
-    for record, fails in zip(records, all_fails, strict=True):
-        if fails:
-            first[fails[0]] += 1
-            failed.update(fails)
-            rejected.append(record | {"filter_reason": fails[0], "filter_failed": fails})
-        else:
-            kept.append(record)
-    if cfg.max_per_category is not None:
-        kept, over = _cap_per_category(kept, cfg.max_per_category, cfg.seed)
-        rejected.extend(
-            r | {"filter_reason": "max_per_category", "filter_failed": ["max_per_category"]}
-            for r in over
-        )
-        if over:  # a rule that rejected none is not listed with 0
-            first["max_per_category"] += len(over)
-            failed["max_per_category"] += len(over)
-    if cfg.top_k is not None and len(kept) > cfg.top_k:
-        order = sorted(range(len(kept)), key=lambda i: -response_length(kept[i]))  # stable
-        chosen = set(order[: cfg.top_k])
-        cut = [kept[i] for i in range(len(kept)) if i not in chosen]
-        kept = [kept[i] for i in order[: cfg.top_k]]
-        rejected.extend(r | {"filter_reason": "top_k", "filter_failed": ["top_k"]} for r in cut)
-        first["top_k"] += len(cut)
-        failed["top_k"] += len(cut)
-    elif cfg.top_k is not None:
-        kept.sort(key=lambda r: -response_length(r))
-    if cfg.shuffle:
-        random.Random(cfg.seed).shuffle(kept)
-    nulls = null_failures(records, all_fails, cfg)
-    report = FilterReport(
-        len(records), len(kept), first, failed, time.time() - start, skipped, nulls
-    )
-    return kept, rejected, report
+    tally = _Tally(cfg)
+    for record in records:
+        tally.add(record)
+    plan = _plan(tally, cfg, start)
+    kept = [records[i] for i in plan.kept]
+    rejected = [
+        _rejected(records[i], _rules_of(int(plan.masks[i]))) for i in np.flatnonzero(plan.masks)
+    ]
+    for rule, positions in plan.capped:
+        rejected.extend(_rejected(records[i], (rule,)) for i in positions)
+    return kept, rejected, plan.report
 
 
-def _cap_per_category(records: list[dict], cap: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """At most `cap` records per task_category, chosen at random (seeded) within each;
-    the kept ones stay in input order. Records without a category form one group."""
-    groups: dict = {}
-    for i, r in enumerate(records):
-        groups.setdefault(canonical_label(r.get("task_category"), TASK_CATEGORIES), []).append(i)
-    rng = random.Random(seed)
-    chosen: set[int] = set()
-    for label in sorted(groups, key=lambda g: (g is None, g or "")):  # stable draw order
-        members = groups[label]
-        chosen.update(members if len(members) <= cap else rng.sample(members, cap))
-    kept = [r for i, r in enumerate(records) if i in chosen]
-    return kept, [r for i, r in enumerate(records) if i not in chosen]
+class _Spool:
+    """Records set aside as JSON lines in an unnamed temporary file (gone when closed, or
+    when the process dies) and read back by their number: how kept records are put in
+    another order without being held. ASCII JSON, so every string reads back as it was."""
+
+    def __init__(self, folder: Path) -> None:
+        self.file = tempfile.TemporaryFile(dir=folder)
+        self.offsets = array("q")
+        self.end = 0
+
+    def add(self, record: dict) -> None:
+        line = (json.dumps(record) + "\n").encode("ascii")
+        self.offsets.append(self.end)
+        self.file.write(line)
+        self.end += len(line)
+
+    def __getitem__(self, n: int) -> dict:
+        self.file.seek(self.offsets[n])
+        return json.loads(self.file.readline())
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def filtered_file_names(input_file: str | os.PathLike) -> tuple[Path, Path]:
@@ -458,14 +573,44 @@ def run_filter(
     output_file: str | os.PathLike | None = None,
     rejected_file: str | os.PathLike | None = None,
 ) -> FilterReport:
-    """Filter a file; kept and rejected records are written atomically."""
-    records = read_records(input_file)
+    """Filter a file; kept and rejected records are written atomically, in the order
+    `apply_filters` gives them, without holding the records: a first pass over the input
+    checks each record and keeps a few bytes of it (`_Tally`), a second writes the records
+    that fail a rule to the rejects as they come, and the kept ones to the output as they
+    come, or, when a cap or the order needs all of them first, to a spool (`_Spool`)
+    beside the output, read back in the output's order."""
+    start = time.time()
     default_out, default_rej = filtered_file_names(input_file)
     output = Path(output_file) if output_file else default_out
     rejected_path = Path(rejected_file) if rejected_file else default_rej
-    kept, rejected, report = apply_filters(records, cfg)
-    write_records(output, kept)
-    write_records(rejected_path, rejected)
+    tally = _Tally(cfg)
+    for record in iter_records(input_file):
+        tally.add(record)
+    plan = _plan(tally, cfg, start)
+    masks, kept = plan.masks, plan.kept
+    in_order = not plan.capped and bool(np.all(kept[1:] > kept[:-1]))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    spool = None if in_order else _Spool(output.parent)
+    try:
+        with RecordWriter(output) as out, RecordWriter(rejected_path) as rejects:
+            for i, record in enumerate(iter_records(input_file)):
+                if masks[i]:
+                    rejects.write(_rejected(record, _rules_of(int(masks[i]))))
+                elif spool is None:
+                    out.write(record)
+                else:
+                    spool.add(record)
+            if spool is not None:  # spooled in input order: number n is passing[n]
+                passing = np.flatnonzero(masks == 0)
+                for rule, positions in plan.capped:
+                    for n in np.searchsorted(passing, positions):
+                        rejects.write(_rejected(spool[int(n)], (rule,)))
+                for n in np.searchsorted(passing, kept):
+                    out.write(spool[int(n)])
+    finally:
+        if spool is not None:
+            spool.close()
+    report = plan.report
     print(report.line())
     for rule, why in report.not_applied.items():
         print(f"[filter] {rule} not applied: {why}")

@@ -35,7 +35,7 @@ from magpie.conversation import (
     without_stale_turns,
 )
 from magpie.labels import DIFFICULTY, INPUT_QUALITY, TASK_CATEGORIES
-from magpie.records import InputError, iter_records, read_records, where, write_records
+from magpie.records import InputError, iter_records, where, write_records
 
 log = logging.getLogger("magpie")
 
@@ -181,7 +181,8 @@ def concatenate(
     """Shards → one ShareGPT JSONL (written atomically); returns counts for the summary.
 
     Every shard is checked before anything is written, so a bad record in the last shard
-    leaves no half-made output.
+    leaves no half-made output: a first streaming pass checks and counts the records, a
+    second converts and writes them one at a time (neither holds a shard).
     """
     start = time.time()
     paths = expand_shards(shards)
@@ -191,22 +192,13 @@ def concatenate(
         else Path(paths[0]).with_name(f"{id_prefix}_sharegpt.jsonl")
     )
     counts: Counter = Counter()
-    sizes = []
-    for path in paths:  # validate all shards first
-        records = read_records(path)
-        for i, record in enumerate(records):
-            try:
-                conversations_of(record, include_system)
-            except ValueError as e:
-                raise InputError(f"{where(path, i)}: {e}") from None
-        sizes.append(len(records))
-    total = sum(sizes)
+    total = sum(_checked_shard_size(path, include_system) for path in paths)
 
     def converted() -> Iterator[dict]:
         n = start_id
         with tqdm(total=total, desc="concatenate", unit="rec", disable=not progress) as bar:
             for path in paths:
-                for record in read_records(path):
+                for record in iter_records(path):
                     yield to_sharegpt(
                         record, f"{id_prefix}_{n}", include_system, counts, with_reasoning
                     )
@@ -226,6 +218,20 @@ def concatenate(
         f"{time.time() - start:.1f} s; wrote {output}"
     )
     return result
+
+
+def _checked_shard_size(path: str, include_system: bool) -> int:
+    """How many records the shard holds, after checking that each has a readable
+    conversation (InputError naming the record otherwise); read one record at a time."""
+    n = 0
+    for n, record in enumerate(iter_records(path), start=1):
+        try:
+            conversations_of(record, include_system)
+        except ValueError as e:
+            raise InputError(f"{where(path, n - 1)}: {e}") from None
+    if n == 0 and Path(path).suffix == ".jsonl":  # as read_records says it
+        raise InputError(f"{path}: file is empty")
+    return n
 
 
 def export_messages(sharegpt_file: str | os.PathLike, messages_file: str | os.PathLike) -> int:
