@@ -28,7 +28,15 @@ from magpie.engines import EngineOptions, pick_engine
 from magpie.executor import LocalExecutor, Made, Step
 from magpie.models import canonical_name
 from magpie.prompt_text import count_special_text, flag_special_text
-from magpie.records import InputError, Journal, check_finished_output, overwriting, read_records
+from magpie.records import (
+    InputError,
+    Journal,
+    check_finished_output,
+    count_records,
+    iter_records,
+    overwriting,
+    read_records,
+)
 from magpie.stage import Summary
 from magpie.tagging import CANNOT_JUDGE, LLM_MISSIONS, expand, output_file
 from magpie.tagging.guard import GuardTagger, guard_settings
@@ -76,10 +84,21 @@ def _view(mission: str, conv: Conversation) -> tuple[Conversation | None, str | 
     return conv, None
 
 
+def checked_count(path: str | Path) -> int:
+    """How many records `path` holds, every one of them read once (so a bad file fails
+    here, with read_records' messages) and none kept."""
+    n = sum(1 for _ in iter_records(path))
+    if not n:
+        read_records(path)  # an empty .jsonl file is refused there
+    return n
+
+
 class TagJob(Step):
-    """One mission over one file: input read and journal opened before any model loads.
-    Items are (record index, the conversation the mission reads or None, why not); the
-    model is a tagger (LLMTagger, GuardTagger, RewardScorer, LanguageTagger).
+    """One mission over one file: input checked and journal opened before any model loads.
+    Items are (record index, record), read from the input as the executor asks for them,
+    so no process holds the file; the model is a tagger (LLMTagger, GuardTagger,
+    RewardScorer, LanguageTagger). `count` is the input's number of records when the
+    caller already knows it (it read the file through); else the file is read through here.
 
     `settings` (the tagger's part of the journal fingerprint) and `judge` are given, not
     asked of a loaded tagger: the run decides them where it starts, and each tagger that
@@ -94,11 +113,12 @@ class TagJob(Step):
         output: Path,
         settings: dict,
         judge: str,
-        records: list[dict] | None = None,
+        count: int | None = None,
     ):
         self.mission, self.stage = mission, f"unitag {mission}"
         self.needs_gpu = mission != "language"  # lingua runs on CPU
-        self.records = read_records(input_file) if records is None else records
+        self.input_file = Path(input_file)
+        self.count = checked_count(input_file) if count is None else count
         self.output, self.settings, self.judge = Path(output), settings, judge
         self.journal = Journal(
             output,
@@ -106,38 +126,42 @@ class TagJob(Step):
                 "stage": "unitag",
                 "mission": mission,
                 "input": str(Path(input_file).resolve()),
-                "records": len(self.records),
+                "records": self.count,
                 **settings,
             },
         )
 
     cannot_judge: str | None = None  # set: every record gets null fields and this reason
 
-    def todo(self) -> list[tuple[int, Conversation | None, str | None]]:
-        done, out = self.journal.done, []
-        for i, record in enumerate(self.records):
-            if i in done:
-                continue
-            if self.cannot_judge:
-                out.append((i, None, self.cannot_judge))
-                continue
-            conv, reason = conversation_of(record)
-            if conv is not None:
-                conv, reason = _view(self.mission, conv)
-            out.append((i, conv, reason))
-        return out
+    def todo(self) -> Iterator[tuple[int, dict]]:
+        return self.journal.pending(self.input_file)
+
+    def progress(self) -> tuple[int, int]:
+        return self.count, len(self.journal.done)
 
     def summary(self) -> TagSummary:
-        return TagSummary(self.mission, len(self.records), self.judge)
+        return TagSummary(self.mission, self.count, self.judge)
 
-    def make(self, tagger, items: list) -> Iterator[Made]:
+    def view(self, record: dict) -> tuple[Conversation | None, str | None]:
+        """What the mission reads of a record, or the reason it gets no label."""
+        if self.cannot_judge:
+            return None, self.cannot_judge
+        conv, reason = conversation_of(record)
+        if conv is not None:
+            conv, reason = _view(self.mission, conv)
+        return conv, reason
+
+    def make(self, tagger, items: list[tuple[int, dict]]) -> Iterator[Made]:
         """Records without anything to judge first (their reason, no model call), then
         the tagger's answers; a record's tokens are those the tagger spent up to it."""
-        mission, records = self.mission, self.records
-        for i, conv, reason in items:
+        mission, records, todo = self.mission, {}, []
+        for i, record in items:
+            conv, reason = self.view(record)
             if conv is None:
-                yield i, annotate(records[i], mission, {}, reason), 0
-        todo = [(i, conv) for i, conv, _ in items if conv is not None]
+                yield i, annotate(record, mission, {}, reason), 0
+            else:
+                records[i] = record
+                todo.append((i, conv))
         if not todo:
             return
         if tagger.settings() != self.settings:
@@ -156,16 +180,20 @@ class TagJob(Step):
             yield i, record, spent
 
     def finish(self, summary: TagSummary) -> TagSummary:
-        out = [self.journal.done[i] for i in range(len(self.records))]
-        for record in out:
-            reason = (record.get("tag_errors") or {}).get(self.mission)
-            if reason:
-                summary.flags[reason.split(":")[0]] += 1
-            else:
-                summary.tagged += 1
-        count_special_text(summary.flags, out)
-        summary.records_out = len(out)
-        self.journal.finish(out)
+        """Write the output from the journal, counting the summary as records pass."""
+
+        def counted(records: Iterator[dict]) -> Iterator[dict]:
+            for record in records:
+                reason = (record.get("tag_errors") or {}).get(self.mission)
+                if reason:
+                    summary.flags[reason.split(":")[0]] += 1
+                else:
+                    summary.tagged += 1
+                count_special_text(summary.flags, (record,))
+                summary.records_out += 1
+                yield record
+
+        self.journal.finish(counted(self.journal.in_order(self.count)))
         return summary
 
     def execute(self, executor, load: Callable) -> TagSummary:
@@ -173,7 +201,7 @@ class TagJob(Step):
         and left as it is."""
         if self.journal.complete:  # made before with these settings from this input
             summary = self.summary()
-            summary.records_out = summary.tagged = len(read_records(self.output))
+            summary.records_out = summary.tagged = count_records(self.output)
             print(
                 f"[unitag {self.mission}] {self.output} is already complete (same settings and input)"
             )
@@ -181,12 +209,10 @@ class TagJob(Step):
         return executor.run(self, load)
 
 
-def tag_file(
-    mission: str, tagger, input_file: Path, output: Path, records: list[dict] | None = None
-) -> TagSummary:
-    """Tag every record of `input_file` (already read: `records`) for one mission into
-    `output`, resumably, with an already loaded tagger, in this process."""
-    job = TagJob(mission, input_file, output, tagger.settings(), tagger.judge, records)
+def tag_file(mission: str, tagger, input_file: Path, output: Path) -> TagSummary:
+    """Tag every record of `input_file` for one mission into `output`, resumably, with an
+    already loaded tagger, in this process."""
+    job = TagJob(mission, input_file, output, tagger.settings(), tagger.judge)
     return job.execute(LocalExecutor(), lambda: tagger)
 
 
@@ -349,7 +375,7 @@ def run(tag_mission: str, input_file: str | Path, opts: TagOptions) -> list[Path
     loaded once and released when no later mission needs it."""
 
     missions = expand(tag_mission)
-    first_records = read_records(input_file)  # bad input fails before any model loads
+    count = checked_count(input_file)  # bad input fails before any model loads
     if "reward" in missions and not opts.reward_model_path:
         if tag_mission == "reward":
             raise InputError(
@@ -384,9 +410,10 @@ def run(tag_mission: str, input_file: str | Path, opts: TagOptions) -> list[Path
                 print(f"[unitag {mission}] {out} is already complete; skipped")
                 continue
             judge = judges[_needs(mission, opts)]
-            records, first_records = (first_records if src == Path(input_file) else None), None
+            # A later mission's input is an earlier one's output: counted, not checked.
+            n = count if src == Path(input_file) else count_records(src)
             with overwriting(opts.overwrite):
-                job = TagJob(mission, src, out, judge.settings, judge.name, records)
+                job = TagJob(mission, src, out, judge.settings, judge.name, n)
                 job.cannot_judge = cannot_judge(mission, opts)
                 if job.cannot_judge:  # no model call: every record gets the reason
                     log.info("[unitag %s] %s", mission, job.cannot_judge)

@@ -98,6 +98,15 @@ def _spaced_word(token: str) -> str:
     return core
 
 
+@lru_cache(maxsize=1 << 14)
+def _spaced_counts(token: str) -> tuple[str, int]:
+    """(`_spaced_word(token)`, its letters). Cached (a bounded cache: memory stays flat):
+    words repeat from text to text, and looking at each of their characters in Python
+    took a sixth of the language mission's time."""
+    word = _spaced_word(token)
+    return word, sum(1 for c in word if _is_letter(c))
+
+
 def _run_counts(run: str) -> tuple[int, int]:
     """(words, letters) of a run of letters of scripts written without spaces."""
     han = len(_HAN.findall(run))
@@ -117,21 +126,23 @@ def natural_text(text: str) -> tuple[str, int, int]:
 
     def spaced(part: str) -> None:
         nonlocal n_words, n_letters
-        word = _spaced_word(part)
-        if word:
-            words.append(word)
-            n_words += 1
-            n_letters += sum(1 for c in word if _is_letter(c))
+        for token in part.split():
+            word, letters = _spaced_counts(token)
+            if word:
+                words.append(word)
+                n_words += 1
+                n_letters += letters
 
-    for token in unicodedata.normalize("NFC", text).split():
-        pos = 0
-        for run in _UNSPACED.finditer(token):
-            spaced(token[pos : run.start()])
-            pos = run.end()
-            words.append(run.group())
-            w, n = _run_counts(run.group())
-            n_words, n_letters = n_words + w, n_letters + n
-        spaced(token[pos:])
+    # A run holds no whitespace, so the runs of the whole text are those of its tokens,
+    # and what lies between two runs splits into the tokens (or parts of tokens) between.
+    text, pos = unicodedata.normalize("NFC", text), 0
+    for run in _UNSPACED.finditer(text):
+        spaced(text[pos : run.start()])
+        pos = run.end()
+        words.append(run.group())
+        w, n = _run_counts(run.group())
+        n_words, n_letters = n_words + w, n_letters + n
+    spaced(text[pos:])
     return " ".join(words), n_words, n_letters
 
 
@@ -147,20 +158,23 @@ def detect_language(texts: Sequence[str]) -> list[tuple[str | None, str | None]]
             todo.append(i)
             natural.append(words)
             counts.append(n_words)
-    if todo:
-        found = _detector().detect_languages_in_parallel_of(natural)
-        for i, lang in zip(todo, found, strict=True):
-            out[i] = (lang.iso_code_639_1.name, None) if lang is not None else (None, UNDETECTABLE)
-        # words as natural_text counts them: a Chinese sentence is one run between spaces
-        short = [k for k, n in enumerate(counts) if n <= SHORT_WORDS]
-        if short:
-            values = _detector().compute_language_confidence_values_in_parallel(
-                [natural[k] for k in short]
-            )
-            for k, ranked in zip(short, values, strict=True):
-                code = _unsure_short(ranked)
-                if code is not None:
-                    out[todo[k]] = (code, None)
+    if not todo:
+        return out
+    # lingua's answer depends on the words alone: each distinct text is asked once (a
+    # batch of generated instructions repeats many).
+    detector = _detector()
+    unique = list(dict.fromkeys(natural))
+    found = dict(zip(unique, detector.detect_languages_in_parallel_of(unique), strict=True))
+    # words as natural_text counts them: a Chinese sentence is one run between spaces
+    short = list(dict.fromkeys(w for w, n in zip(natural, counts, strict=True) if n <= SHORT_WORDS))
+    values = detector.compute_language_confidence_values_in_parallel(short) if short else []
+    ranked = dict(zip(short, values, strict=True))
+    for i, words, n in zip(todo, natural, counts, strict=True):
+        lang = found[words]
+        out[i] = (lang.iso_code_639_1.name, None) if lang is not None else (None, UNDETECTABLE)
+        code = _unsure_short(ranked[words]) if n <= SHORT_WORDS else None
+        if code is not None:
+            out[i] = (code, None)
     return out
 
 
