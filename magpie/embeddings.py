@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from magpie.executor import Made, Step
-from magpie.records import InputError, MemoryJournal
+from magpie.records import InputError
 from magpie.stage import Summary
 
 log = logging.getLogger("magpie")
@@ -149,16 +149,17 @@ def sentence_max_tokens(name: str | None) -> int:
 
 
 def plan_batches(
-    texts: list[str], batch_size: int, max_tokens: int, token_budget: int = 16384
+    lengths: Sequence[int], batch_size: int, max_tokens: int, token_budget: int = 16384
 ) -> list[tuple[np.ndarray, int]]:
     """(rows, encode batch size) per encode call, longest texts first, so that a batch
     holds texts of similar length (little padding). A call takes 8 batches of
     `batch_size` sentences, fewer for long texts (`token_budget` tokens per batch: bounded
-    attention memory; ~3 characters per token, at most `max_tokens`)."""
-    order = np.argsort([-len(t) for t in texts], kind="stable")
+    attention memory; ~3 characters per token, at most `max_tokens`). Only the texts'
+    lengths (in characters) are needed, not the texts."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     plan, start = [], 0
     while start < len(order):
-        longest = min(max_tokens, len(texts[order[start]]) // 3 + 2)
+        longest = min(max_tokens, int(lengths[order[start]]) // 3 + 2)
         size = max(8, min(batch_size, token_budget // longest)) * 8
         plan.append((order[start : start + size], size // 8))
         start += size
@@ -220,7 +221,8 @@ def embed_texts(
     if batch_size is None:
         batch_size = default_batch_size(str(model.device))
     out = np.zeros((len(texts), _dimension(model)), dtype=np.float32)
-    plan = plan_batches(texts, batch_size, model_max_tokens(model), token_budget)
+    lengths = [len(t) for t in texts]
+    plan = plan_batches(lengths, batch_size, model_max_tokens(model), token_budget)
     with tqdm(total=len(texts), desc="embedding", unit="text", disable=not progress) as bar:
         for rows, size in plan:
             out[rows] = encode_unit(model, [texts[i] for i in rows], size)
@@ -228,53 +230,112 @@ def embed_texts(
     return refine_non_finite(model, texts, out, float32_model)
 
 
+# Texts held at once while embedding (one segment of the plan; see embed_planned).
+SEGMENT_TEXTS = 1 << 17
+
+
+class VectorJournal:
+    """The embedding steps' journal: each entry (one encode call's vectors) goes straight
+    into its rows of one float32 array (`vectors`, allocated at the first entry, when the
+    dimension is known), so the vectors are held once. Not resumed: embeddings are remade
+    in minutes. Shared by the segments of a plan (embed_planned)."""
+
+    complete = False
+
+    def __init__(self, plan: list[tuple[np.ndarray, int]], n: int) -> None:
+        self.plan, self.n = plan, n
+        self.vectors: np.ndarray | None = None
+        self.done: set = set()
+
+    def append(self, key: int, entry: np.ndarray) -> None:
+        if self.vectors is None:
+            self.vectors = np.zeros((self.n, entry.shape[1]), dtype=np.float32)
+        self.vectors[self.plan[key][0]] = entry
+        self.done.add(key)
+
+    def append_many(self, entries, sync: bool = True) -> None:
+        for key, entry in entries:
+            self.append(key, entry)
+
+    def close(self) -> None:
+        pass
+
+
 class EmbedStep(Step):
-    """Unit float32 embeddings of texts, as a Step: items are encode calls planned here
-    (plan_batches), so a call holds the same texts whichever executor runs it and the
-    vectors are the same, here or on Ray replicas. The model is a SentenceTransformer
+    """Unit float32 embeddings of texts, as a Step: items are encode calls of a plan made
+    once over all texts (plan_batches; key k), so a call holds the same texts whichever
+    executor runs it and the vectors are the same, here or on Ray replicas. The step holds
+    the texts of its calls only (`calls`: key -> (texts, encode batch size)): one segment
+    of the plan (embed_planned). The model is a SentenceTransformer
     (load_sentence_model); `float32_model` a picklable loader of it in float32 for the
-    rows that come out non-finite. `finish` leaves the vectors in `self.vectors`."""
+    rows that come out non-finite. The vectors land in the journal's array
+    (VectorJournal)."""
 
     stage, unit = "embedding", "batch"
 
-    def __init__(
-        self,
-        texts: list[str],
-        batch_size: int,
-        max_tokens: int,
-        float32_model=None,
-        token_budget: int = 16384,
-    ):
-        self.texts = texts
-        self.plan = plan_batches(texts, batch_size, max_tokens, token_budget)
+    def __init__(self, calls: dict, journal: VectorJournal, float32_model=None):
+        self.calls = calls
+        self.journal = journal
         self.float32_model = float32_model
-        self.journal = MemoryJournal()
-        self.vectors: np.ndarray | None = None
 
     def todo(self) -> list[int]:
-        return [k for k in range(len(self.plan)) if k not in self.journal.done]
+        return [k for k in self.calls if k not in self.journal.done]
 
     def progress(self) -> tuple[int, int]:
-        return len(self.plan), len(self.journal.done)
+        return len(self.calls), sum(k in self.journal.done for k in self.calls)
 
     def summary(self) -> Summary:
-        return Summary(self.stage, len(self.texts))
+        return Summary(self.stage, sum(len(texts) for texts, _ in self.calls.values()))
 
     def make(self, model, items: list[int]) -> Iterator[Made]:
         for k in items:
-            rows, size = self.plan[k]
-            texts = [self.texts[i] for i in rows]
+            texts, size = self.calls[k]
             vectors = encode_unit(model, texts, size)
             yield k, refine_non_finite(model, texts, vectors, self.float32_model), 0
 
     def finish(self, summary: Summary) -> Summary:
-        done = self.journal.done
-        dim = done[0].shape[1] if done else 1
-        self.vectors = np.zeros((len(self.texts), dim), dtype=np.float32)
-        for k, (rows, _) in enumerate(self.plan):
-            self.vectors[rows] = done[k]
-        summary.records_out = len(self.texts)
+        summary.records_out = summary.records_in
         return summary
+
+
+def embed_planned(
+    executor,
+    load,
+    lengths: Sequence[int],
+    texts_of: Callable[[np.ndarray], list[str]],
+    batch_size: int,
+    max_tokens: int,
+    float32_model=None,
+    token_budget: int = 16384,
+    segment: int = SEGMENT_TEXTS,
+) -> np.ndarray:
+    """Unit float32 embeddings of n texts known by their `lengths` (characters), one row
+    per text, as EmbedSteps on `executor` with the model of `load`.
+
+    Why segments: the plan (plan_batches) is made over all texts, but the texts of a
+    million records need not be in memory at once: consecutive encode calls are run as
+    one step of about `segment` texts, whose texts `texts_of(rows)` reads (from a file
+    on disk, say). Each call is the same whatever the segments, so are the vectors.
+    """
+    plan = plan_batches(lengths, batch_size, max_tokens, token_budget)
+    journal = VectorJournal(plan, len(lengths))
+    k = 0
+    while k < len(plan):
+        keys, size = [], 0
+        while k < len(plan) and (not keys or size + len(plan[k][0]) <= segment):
+            keys.append(k)
+            size += len(plan[k][0])
+            k += 1
+        texts = texts_of(np.concatenate([plan[j][0] for j in keys]))
+        calls, at = {}, 0
+        for j in keys:
+            rows, call_size = plan[j]
+            calls[j] = (texts[at : at + len(rows)], call_size)
+            at += len(rows)
+        executor.run(EmbedStep(calls, journal, float32_model), load)
+    if journal.vectors is None:
+        return np.zeros((len(lengths), 1), dtype=np.float32)
+    return journal.vectors
 
 
 def _dtype_of(model):

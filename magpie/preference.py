@@ -27,18 +27,20 @@ The original's path is gen_po_multi_res.py (N responses, see magpie.responses wi
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
 import shutil
 import tempfile
+from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from magpie.executor import Made, Step
 from magpie.judge import is_judge, judge_model_of, load_judge
-from magpie.records import InputError, Journal, read_records, where, write_records
+from magpie.records import InputError, Journal, iter_records, where, write_records
 from magpie.stage import Summary
 from magpie.tagging.inputs import Conversation
 
@@ -52,8 +54,9 @@ def reward_field_for(reward_model: str) -> str:
     return REWARD_FIELD if "armorm" in reward_model.lower() else OTHER_REWARD_FIELD
 
 
-def detect_reward_field(records: list[dict]) -> str:
-    """The scores' field of scored records: `rewards_armorm` or `rewards`."""
+def detect_reward_field(records: Iterable[dict]) -> str:
+    """The scores' field of scored records: `rewards_armorm` or `rewards`, whichever the
+    first record with either carries (read no further than that one)."""
     for record in records:
         for field in (REWARD_FIELD, OTHER_REWARD_FIELD):
             if field in record:
@@ -88,13 +91,23 @@ def _responses(record: dict, path, index: int) -> list[str] | None:
     return responses
 
 
+def check_responses(input_file: str | os.PathLike) -> int:
+    """Validate every record's responses (see `_responses`) in one streaming pass, so bad
+    input fails before any model loads; returns how many records there are."""
+    count = 0
+    for count, record in enumerate(iter_records(input_file), 1):
+        _responses(record, input_file, count - 1)
+    return count
+
+
 # ---------------------------------------------------------------------------------------
 # Rewards
 
 
 class RewardJob(Step):
-    """One scoring run: input read and validated, journal opened, before any model loads.
-    Items are record indices; the model is a `magpie.tagging.reward.RewardScorer` or a
+    """One scoring run: input validated (one streaming pass) and journal opened, before any
+    model loads. Items are (index, record) pairs read from the input as the executor asks
+    for them (the step holds no records, also when shipped to Ray replicas); the model is a `magpie.tagging.reward.RewardScorer` or a
     `magpie.judge.JudgeScorer` (the same `fit`, `scores` and `model_path`)."""
 
     stage = "gen_po_rewards"
@@ -109,44 +122,49 @@ class RewardJob(Step):
         max_length: int = 4096,
         dtype: str = "bfloat16",
     ):
-        self.records = read_records(input_file)
-        self.responses = [_responses(r, input_file, i) for i, r in enumerate(self.records)]
+        self.input_file = input_file
+        self.count = check_responses(input_file)
         self.field = reward_field_for(reward_model)
         self.journal = Journal(
             output_path or reward_file_name(input_file),
             {
                 "stage": "gen_po_rewards",
                 "input": str(Path(input_file).resolve()),
-                "records": len(self.records),
+                "records": self.count,
                 "reward_model": reward_model,
                 "max_length": max_length,
                 "dtype": dtype,
             },
         )
 
-    def todo(self) -> list[int]:
-        return [i for i in range(len(self.records)) if i not in self.journal.done]
+    def todo(self) -> Iterator[tuple[int, dict]]:
+        return self.journal.pending(self.input_file)
+
+    def progress(self) -> tuple[int, int]:
+        return self.count, len(self.journal.done)
 
     def make(self, scorer, items: list[int]) -> Iterator[Made]:
         """Score every response of these records, `chunk_records` records at a time: each
         chunk is one length-sorted pass. Records without responses are marked skipped."""
 
-        records, size = self.records, max(1, self.chunk_records)
-        todo = []
-        for i in items:
-            if self.responses[i] is None:
+        size = max(1, self.chunk_records)
+        records, responses, todo = {}, {}, []
+        for i, record in items:
+            responses[i] = _responses(record, self.input_file, i)
+            if responses[i] is None:
                 skipped = {self.field: None, REWARD_MODEL_FIELD: None, "rewards_flag": "skipped"}
-                yield i, {**records[i], **skipped}, 0
+                yield i, {**record, **skipped}, 0
             else:
+                records[i] = record
                 todo.append(i)
         for start in range(0, len(todo), size):
             chunk = todo[start : start + size]
-            pairs = [(i, j) for i in chunk for j in range(len(self.responses[i]))]
-            texts = [(records[i]["instruction"], self.responses[i][j]) for i, j in pairs]
+            pairs = [(i, j) for i in chunk for j in range(len(responses[i]))]
+            texts = [(records[i]["instruction"], responses[i][j]) for i, j in pairs]
             fitted = [scorer.fit(Conversation([("user", q), ("assistant", a)])) for q, a in texts]
             encoded = [ids for ids, _ in fitted]
             cut = {pairs[k][0] for k, (_, truncated) in enumerate(fitted) if truncated}
-            scores: dict[int, list] = {i: [None] * len(self.responses[i]) for i in chunk}
+            scores: dict[int, list] = {i: [None] * len(responses[i]) for i in chunk}
             tokens = dict.fromkeys(chunk, 0)
             for k, value in scorer.scores(encoded):
                 i, j = pairs[k]
@@ -162,23 +180,25 @@ class RewardJob(Step):
                 yield i, record, tokens[i]
 
     def summary(self) -> Summary:
-        return Summary(self.stage, len(self.records))
+        return Summary(self.stage, self.count)
 
     def finish(self, summary: Summary) -> Summary:
-        """Write the scored records; flags count skipped records, records with a
-        truncated response and scores that were not finite."""
-        out = [self.journal.done[i] for i in range(len(self.records))]
-        summary.flags.update(r["rewards_flag"] for r in out if r.get("rewards_flag"))
-        truncated = sum(1 for r in out if r.get("rewards_truncated"))
-        if truncated:
-            summary.flags["truncated"] += truncated
-        non_finite = sum(
-            1 for r in out for s in r.get(self.field) or () if s is not None and s["score"] is None
-        )
-        if non_finite:
-            summary.flags["non_finite_score"] += non_finite
-        summary.records_out = len(out)
-        self.journal.finish(out)
+        """Write the scored records, streamed from the journal; flags count skipped
+        records, records with a truncated response and scores that were not finite."""
+
+        def counted() -> Iterator[dict]:
+            for r in self.journal.in_order(self.count):
+                if r.get("rewards_flag"):
+                    summary.flags[r["rewards_flag"]] += 1
+                if r.get("rewards_truncated"):
+                    summary.flags["truncated"] += 1
+                for s in r.get(self.field) or ():
+                    if s is not None and s["score"] is None:
+                        summary.flags["non_finite_score"] += 1
+                yield r
+
+        self.journal.finish(counted())
+        summary.records_out = self.count
         return summary
 
 
@@ -275,16 +295,18 @@ def pair_record(record: dict, chosen: int, rejected: int, scores: list) -> dict:
     }
 
 
-def make_pairs(
-    records: list[dict],
+def iter_pairs(
+    records: Iterable[dict],
     path: str | os.PathLike = "<records>",
     *,
     min_margin: float = 0.0,
     reward_field: str = REWARD_FIELD,
     use_flagged: bool = False,
-) -> tuple[list[dict], Counter]:
-    """Preference pairs from scored records, and the count of records dropped by reason."""
-    pairs, dropped = [], Counter()
+    dropped: Counter | None = None,
+) -> Iterator[dict]:
+    """Preference pairs from scored records, yielded as the records stream past; records
+    that give none are counted by reason in `dropped`."""
+    dropped = Counter() if dropped is None else dropped
     for index, record in enumerate(records):
         responses = _responses(record, path, index)
         if responses is None:
@@ -304,25 +326,84 @@ def make_pairs(
         if isinstance(choice, str):
             dropped[choice] += 1
         else:
-            pairs.append(pair_record(record, *choice, scores))
+            yield pair_record(record, *choice, scores)
+
+
+def make_pairs(
+    records: Iterable[dict],
+    path: str | os.PathLike = "<records>",
+    *,
+    min_margin: float = 0.0,
+    reward_field: str = REWARD_FIELD,
+    use_flagged: bool = False,
+) -> tuple[list[dict], Counter]:
+    """Preference pairs from scored records (a list), and the count of records dropped by
+    reason."""
+    dropped: Counter = Counter()
+    pairs = list(
+        iter_pairs(
+            records,
+            path,
+            min_margin=min_margin,
+            reward_field=reward_field,
+            use_flagged=use_flagged,
+            dropped=dropped,
+        )
+    )
     return pairs, dropped
 
 
-def split_pairs(pairs: list[dict], test_size: float = 0.02, seed: int = 42):
-    """A seeded shuffle into (train, test). `test_size` below 1 is a share (rounded up,
-    as `datasets` does, and never all the rows), 1 or more a count."""
-    n = len(pairs)
+def split_order(n: int, test_size: float = 0.02, seed: int = 42) -> tuple[list[int], list[int]]:
+    """(train, test) positions of `n` pairs after a seeded shuffle. `test_size` below 1 is
+    a share (rounded up, as `datasets` does, and never all the rows), 1 or more a count."""
     n_test = math.ceil(test_size * n) if test_size < 1 else int(test_size)
     n_test = max(0, min(n_test, n - 1))
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    return [pairs[i] for i in order[n_test:]], [pairs[i] for i in order[:n_test]]
+    return order[n_test:], order[:n_test]
 
 
-def write_split(out: Path, train: list[dict], test: list[dict]) -> None:
-    """train.jsonl and test.jsonl (none when `test` is empty) as one unit: both are
-    written into a new folder that then replaces `out`, so a crash never leaves one
-    split of this run beside one of another (overlapping rows) or a half file."""
+def split_pairs(pairs: list[dict], test_size: float = 0.02, seed: int = 42):
+    """`pairs` shuffled into (train, test) by `split_order`."""
+    train, test = split_order(len(pairs), test_size, seed)
+    return [pairs[i] for i in train], [pairs[i] for i in test]
+
+
+class PairSpill:
+    """Pairs parked in an unnamed temporary file as they are made, read back in any
+    order: the split shuffles all pairs, so the rows are written in an order known only
+    once every record has been read, and a million pairs are not held meanwhile. Holds
+    8 bytes per pair (where its line starts); the file disappears when closed."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.file = tempfile.TemporaryFile(dir=folder)
+        self.starts = array("q")
+
+    def add(self, pair: dict) -> None:
+        self.starts.append(self.file.tell())
+        self.file.write(json.dumps(pair).encode("ascii") + b"\n")
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def read(self, positions: Iterable[int]) -> Iterator[dict]:
+        """The pairs at `positions`, in that order (exactly as added: JSON round-trips)."""
+        for k in positions:
+            self.file.seek(self.starts[k])
+            yield json.loads(self.file.readline())
+
+    def __enter__(self) -> PairSpill:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+def write_split(out: Path, train: Iterable[dict], test: Iterable[dict] | None) -> None:
+    """train.jsonl and test.jsonl (none when `test` is None or an empty list) as one unit:
+    both are written (streamed from the iterables) into a new folder that then replaces
+    `out`, so a crash never leaves one split of this run beside one of another
+    (overlapping rows) or a half file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     new = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -359,36 +440,47 @@ def build_pairs(
     use_flagged: bool = False,
 ) -> dict:
     """Scored records (gen_po_rewards' output) → <output_dir>/train.jsonl and test.jsonl;
-    returns the counts that the summary line shows."""
+    returns the counts that the summary line shows. The input is streamed once (twice
+    when the reward field is found from it); the pairs wait in a `PairSpill` for the
+    shuffled split, so memory holds 8 bytes per pair, not the pairs."""
     summary = Summary("gen_po_pairs")
     if min_margin < 0:
         raise InputError(f"--min_margin must be at least 0, not {min_margin}")
     if test_size < 0:
         raise InputError(f"--test_size must be at least 0, not {test_size}")
-    records = read_records(input_file)
-    summary.records_in = len(records)
-    reward_field = reward_field or detect_reward_field(records)
-    pairs, dropped = make_pairs(
-        records,
-        input_file,
-        min_margin=min_margin,
-        reward_field=reward_field,
-        use_flagged=use_flagged,
-    )
-    if not pairs:
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
-        raise InputError(f"{input_file}: no record gives a preference pair ({reasons})")
-    train, test = split_pairs(pairs, test_size, seed)
+    reward_field = reward_field or detect_reward_field(iter_records(input_file))
     out = Path(output_dir) if output_dir else pairs_dir_name(input_file)
-    write_split(out, train, test)
-    summary.records_out = len(pairs)
+    dropped: Counter = Counter()
+    seen = [0]  # records read
+
+    def records() -> Iterator[dict]:
+        for seen[0], record in enumerate(iter_records(input_file), 1):
+            yield record
+
+    with PairSpill(out.parent if out.parent.is_dir() else None) as spill:
+        for pair in iter_pairs(
+            records(),
+            input_file,
+            min_margin=min_margin,
+            reward_field=reward_field,
+            use_flagged=use_flagged,
+            dropped=dropped,
+        ):
+            spill.add(pair)
+        summary.records_in = seen[0]
+        if not len(spill):
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
+            raise InputError(f"{input_file}: no record gives a preference pair ({reasons})")
+        train, test = split_order(len(spill), test_size, seed)
+        write_split(out, spill.read(train), spill.read(test) if test else None)
+    summary.records_out = len(train) + len(test)
     summary.flags.update(dropped)
     print(summary.line())
     print(f"[gen_po_pairs] train {len(train)}, test {len(test)}; wrote {out}")
     return {
         "output_dir": str(out),
-        "records": len(records),
-        "pairs": len(pairs),
+        "records": seen[0],
+        "pairs": len(train) + len(test),
         "train": len(train),
         "test": len(test),
         "dropped": dict(dropped),

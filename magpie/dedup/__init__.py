@@ -27,10 +27,15 @@ faiss-gpu sees one), whose recall against exact search is measured in bench/benc
 
 The stage is three modules: `records` (ids, the text compared, records read and
 annotated), `search` (exact and FAISS neighbours over vectors, the index saved and
-loaded) and `stage` (`run_distance`: embedding on the executor, search, output).
+loaded) and `stage` (`run_distance`: embedding on the executor, search, output;
+`run_distance_on_vectors`: the same on embeddings made elsewhere).
+
+Memory: the input is streamed twice (`scan_input`, then `write_annotated`); between the
+passes only ids, a few numbers per record and the unique texts' vectors are held, the
+texts themselves wait on disk for the embedding (`TextSpill`).
 """
 
 from magpie.dedup.search import DEFAULT_THRESHOLD
-from magpie.dedup.stage import default_threshold, run_distance
+from magpie.dedup.stage import default_threshold, run_distance, run_distance_on_vectors
 
-__all__ = ["DEFAULT_THRESHOLD", "default_threshold", "run_distance"]
+__all__ = ["DEFAULT_THRESHOLD", "default_threshold", "run_distance", "run_distance_on_vectors"]

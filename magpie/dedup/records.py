@@ -9,10 +9,13 @@ longer depends on the order of the input. Identical texts are embedded and searc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+import tempfile
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,27 +96,19 @@ class DistanceResult:
     errors: list = field(default_factory=list)  # str | None: why a record was not searched
 
 
-def annotate(
-    ids: list, texts: list[str | None], vectors_of=None, **search
-) -> tuple[DistanceResult, object, np.ndarray]:
-    """Near-duplicate outputs for records given by id and text (None or blank: no text).
-
-    `vectors_of(unique_texts) -> array` embeds; exact copies are embedded once. Returns
-    the result, the FAISS index (if one was built) and the unique vectors.
-    """
+def neighbours_of(
+    ids: list, which: np.ndarray, vectors: np.ndarray, **search
+) -> tuple[DistanceResult, object]:
+    """Near-duplicate outputs of records given by id and `which[i]`, the row of `vectors`
+    (one per unique text) holding record i's embedding, -1 for a record without text.
+    `search` goes to find_neighbours. Returns the result and the FAISS index, if one was
+    built."""
     rank = np.empty(len(ids), dtype=np.int64)
     rank[sorted(range(len(ids)), key=lambda i: natural_key(ids[i]))] = np.arange(len(ids))
-    unique: dict[str, int] = {}
-    which = np.full(len(texts), -1, dtype=np.int64)
-    for i, t in enumerate(texts):
-        t = t.strip() if isinstance(t, str) else ""
-        if t:  # copies up to surrounding spaces share one embedding
-            which[i] = unique.setdefault(t, len(unique))
     has_text = which >= 0
-    weights = np.bincount(which[has_text], minlength=len(unique)).astype(np.int64)
-    min_rank = np.full(len(unique), _NONE, dtype=np.int64)
+    weights = np.bincount(which[has_text], minlength=len(vectors)).astype(np.int64)
+    min_rank = np.full(len(vectors), _NONE, dtype=np.int64)
     np.minimum.at(min_rank, which[has_text], rank[has_text])
-    vectors = vectors_of(list(unique)) if unique else np.zeros((0, 1), dtype=np.float32)
     found, index = find_neighbours(vectors, weights, min_rank, **search)
     good = finite_rows(vectors)
     by_rank = np.empty(len(ids), dtype=np.int64)
@@ -138,16 +133,102 @@ def annotate(
             errors.append(NON_FINITE)
         counts.append(n_near)
         reps.append(int(by_rank[min(min_rank[u], found.rep_rank[u])]) if n_near else None)
-    return DistanceResult(dist, counts, reps, len(unique), found.method, errors), index, vectors
+    return DistanceResult(dist, counts, reps, len(vectors), found.method, errors), index
 
 
-def read_ids_and_texts(
-    input_file: str | os.PathLike, text_field: str = "instruction", id_field: str | None = None
-) -> tuple[list, list[str | None], str]:
-    """(ids, texts compared, the id field) of every record, read as a stream; ids must be
-    present, of one JSON type and unique. Bad records raise InputError naming the line."""
-    ids, texts = [], []
+def annotate(
+    ids: list, texts: list[str | None], vectors_of=None, **search
+) -> tuple[DistanceResult, object, np.ndarray]:
+    """Near-duplicate outputs for records given by id and text (None or blank: no text).
+
+    `vectors_of(unique_texts) -> array` embeds; exact copies are embedded once. Returns
+    the result, the FAISS index (if one was built) and the unique vectors.
+    """
+    unique: dict[str, int] = {}
+    which = np.full(len(texts), -1, dtype=np.int64)
+    for i, t in enumerate(texts):
+        t = t.strip() if isinstance(t, str) else ""
+        if t:  # copies up to surrounding spaces share one embedding
+            which[i] = unique.setdefault(t, len(unique))
+    vectors = vectors_of(list(unique)) if unique else np.zeros((0, 1), dtype=np.float32)
+    result, index = neighbours_of(ids, which, vectors, **search)
+    return result, index, vectors
+
+
+# Text as bytes: a lone surrogate (JSON can hold one) passes through unchanged.
+_UTF8 = ("utf-8", "surrogatepass")
+
+
+def encode(text: str) -> bytes:
+    return text.encode(*_UTF8)
+
+
+class TextSpill:
+    """Texts parked in an unnamed temporary file as they are read, read back by position:
+    the embedding wants them in an order (by length) known only once all are read, and
+    the texts of a million records are not held meanwhile. Holds 8 bytes per text (where
+    it starts); the file disappears when closed."""
+
+    def __init__(self, folder: str | os.PathLike | None = None) -> None:
+        self.file = tempfile.TemporaryFile(dir=folder)
+        self.starts = array("q", [0])
+
+    def add(self, data: bytes) -> None:
+        """Park one text, UTF-8 encoded (see `encode`)."""
+        self.file.write(data)
+        self.starts.append(self.starts[-1] + len(data))
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def take(self, rows) -> list[str]:
+        """The texts at positions `rows`, in that order."""
+        out = []
+        for r in rows:
+            self.file.seek(self.starts[r])
+            out.append(self.file.read(self.starts[r + 1] - self.starts[r]).decode(*_UTF8))
+        return out
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass
+class Scan:
+    """What the first pass over the input keeps: per record its id and `which` unique
+    text it has (-1: none); per unique text (in order of first appearance) its first
+    record and its length in characters; the SHA-1 of the unique texts (texts_digest).
+    The texts themselves are parked in a TextSpill when one is given, never held."""
+
+    ids: list
+    which: np.ndarray
+    id_field: str
+    first: np.ndarray
+    lengths: np.ndarray
+    texts_sha1: str
+
+    @property
+    def n_unique(self) -> int:
+        return len(self.first)
+
+
+def scan_input(
+    input_file: str | os.PathLike,
+    text_field: str = "instruction",
+    id_field: str | None = None,
+    spill: TextSpill | None = None,
+) -> Scan:
+    """Ids and unique texts of every record, read as a stream; ids must be present, of
+    one JSON type and unique. Bad records raise InputError naming the line.
+
+    Why a hash: exact copies are found by a 128-bit BLAKE2 digest of the text, not the
+    text (a million texts are not held; two texts sharing a digest have odds of about
+    1e-26 at a million). Unique texts go to `spill`, if given, for the embedding."""
+    ids: list = []
+    which, first, lengths = array("q"), array("q"), array("q")
+    unique: dict[bytes, int] = {}
     seen: dict = {}
+    sha1 = hashlib.sha1()
     for i, record in enumerate(iter_records(input_file)):
         if id_field is None:
             try:
@@ -156,21 +237,23 @@ def read_ids_and_texts(
                 raise InputError(f"{where(input_file, i)}: {e}") from None
         if id_field not in record:
             raise InputError(f"{where(input_file, i)}: field '{id_field}' is missing")
-        if ids and json_type(record[id_field]) != json_type(ids[0]):
+        value = record[id_field]
+        if ids and json_type(value) != json_type(ids[0]):
             raise InputError(
-                f"{where(input_file, i)}: {id_field} {record[id_field]!r} is a "
-                f"{json_type(record[id_field])} but earlier ids are {json_type(ids[0])}s; "
+                f"{where(input_file, i)}: {id_field} {value!r} is a "
+                f"{json_type(value)} but earlier ids are {json_type(ids[0])}s; "
                 "one id column holds one type"
             )
-        key = json.dumps(record[id_field], sort_keys=True)
+        # a string id is its own key (json.dumps is one-to-one on strings)
+        key = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         if key in seen:
             raise InputError(
-                f"{where(input_file, i)}: {id_field} {record[id_field]!r} repeats "
+                f"{where(input_file, i)}: {id_field} {value!r} repeats "
                 f"{where(input_file, seen[key])}; ids must be unique"
             )
         seen[key] = i
         try:
-            texts.append(text_of(record, text_field))
+            text = text_of(record, text_field)
         except KeyError:
             raise InputError(
                 f"{where(input_file, i)}: field '{text_field}' is missing "
@@ -178,10 +261,38 @@ def read_ids_and_texts(
             ) from None
         except ConversationError as e:
             raise InputError(f"{where(input_file, i)}: {e}") from None
-        ids.append(record[id_field])
+        ids.append(value)
+        if text is None:
+            which.append(-1)
+            continue
+        data = encode(text)
+        u = unique.setdefault(hashlib.blake2b(data, digest_size=16).digest(), len(unique))
+        if u == len(first):  # a new text
+            first.append(i)
+            lengths.append(len(text))
+            sha1.update(data + b"\0")
+            if spill is not None:
+                spill.add(data)
+        which.append(u)
     if not ids:
         raise InputError(f"{input_file}: no records")
-    return ids, texts, id_field
+    return Scan(
+        ids,
+        np.frombuffer(which, dtype=np.int64),
+        id_field,
+        np.frombuffer(first, dtype=np.int64),
+        np.frombuffer(lengths, dtype=np.int64),
+        sha1.hexdigest(),
+    )
+
+
+def texts_digest(texts: Iterable[str]) -> str:
+    """SHA-1 of unique texts in order, as a saved index's description holds it (what
+    scan_input computes as it reads)."""
+    h = hashlib.sha1()
+    for t in texts:
+        h.update(encode(t) + b"\0")
+    return h.hexdigest()
 
 
 def write_annotated(
