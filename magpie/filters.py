@@ -48,7 +48,6 @@ import json
 import os
 import random
 import re
-import tempfile
 import time
 from array import array
 from collections import Counter
@@ -60,7 +59,7 @@ import yaml
 
 from magpie.conversation import Conversation, ConversationError, read
 from magpie.labels import DIFFICULTY, INPUT_QUALITY, SAMPLE_QUALITY_SCORES, TASK_CATEGORIES
-from magpie.records import InputError, RecordWriter, iter_records
+from magpie.records import InputError, RecordWriter, Spool, iter_records
 from magpie.resources import FILTER_PRESETS_DIR, filter_presets
 from magpie.sanitize import ends_with_colon
 from magpie.sharegpt import canonical_label
@@ -537,30 +536,6 @@ def apply_filters(
     return kept, rejected, plan.report
 
 
-class _Spool:
-    """Records set aside as JSON lines in an unnamed temporary file (gone when closed, or
-    when the process dies) and read back by their number: how kept records are put in
-    another order without being held. ASCII JSON, so every string reads back as it was."""
-
-    def __init__(self, folder: Path) -> None:
-        self.file = tempfile.TemporaryFile(dir=folder)
-        self.offsets = array("q")
-        self.end = 0
-
-    def add(self, record: dict) -> None:
-        line = (json.dumps(record) + "\n").encode("ascii")
-        self.offsets.append(self.end)
-        self.file.write(line)
-        self.end += len(line)
-
-    def __getitem__(self, n: int) -> dict:
-        self.file.seek(self.offsets[n])
-        return json.loads(self.file.readline())
-
-    def close(self) -> None:
-        self.file.close()
-
-
 def filtered_file_names(input_file: str | os.PathLike) -> tuple[Path, Path]:
     """<stem>_filtered.jsonl and <stem>_rejected.jsonl next to the input."""
     p = Path(input_file)
@@ -577,7 +552,7 @@ def run_filter(
     `apply_filters` gives them, without holding the records: a first pass over the input
     checks each record and keeps a few bytes of it (`_Tally`), a second writes the records
     that fail a rule to the rejects as they come, and the kept ones to the output as they
-    come, or, when a cap or the order needs all of them first, to a spool (`_Spool`)
+    come, or, when a cap or the order needs all of them first, to a spool (`magpie.records.Spool`)
     beside the output, read back in the output's order."""
     start = time.time()
     default_out, default_rej = filtered_file_names(input_file)
@@ -590,7 +565,7 @@ def run_filter(
     masks, kept = plan.masks, plan.kept
     in_order = not plan.capped and bool(np.all(kept[1:] > kept[:-1]))
     output.parent.mkdir(parents=True, exist_ok=True)
-    spool = None if in_order else _Spool(output.parent)
+    spool = None if in_order else Spool(output.parent)
     try:
         with RecordWriter(output) as out, RecordWriter(rejected_path) as rejects:
             for i, record in enumerate(iter_records(input_file)):

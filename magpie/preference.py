@@ -27,20 +27,18 @@ The original's path is gen_po_multi_res.py (N responses, see magpie.responses wi
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import shutil
 import tempfile
-from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from magpie.executor import Made, Step
 from magpie.judge import is_judge, judge_model_of, load_judge
-from magpie.records import InputError, Journal, iter_records, where, write_records
+from magpie.records import InputError, Journal, Spool, iter_records, where, write_records
 from magpie.stage import Summary
 from magpie.tagging.inputs import Conversation
 
@@ -369,36 +367,6 @@ def split_pairs(pairs: list[dict], test_size: float = 0.02, seed: int = 42):
     return [pairs[i] for i in train], [pairs[i] for i in test]
 
 
-class PairSpill:
-    """Pairs parked in an unnamed temporary file as they are made, read back in any
-    order: the split shuffles all pairs, so the rows are written in an order known only
-    once every record has been read, and a million pairs are not held meanwhile. Holds
-    8 bytes per pair (where its line starts); the file disappears when closed."""
-
-    def __init__(self, folder: Path | None = None) -> None:
-        self.file = tempfile.TemporaryFile(dir=folder)
-        self.starts = array("q")
-
-    def add(self, pair: dict) -> None:
-        self.starts.append(self.file.tell())
-        self.file.write(json.dumps(pair).encode("ascii") + b"\n")
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def read(self, positions: Iterable[int]) -> Iterator[dict]:
-        """The pairs at `positions`, in that order (exactly as added: JSON round-trips)."""
-        for k in positions:
-            self.file.seek(self.starts[k])
-            yield json.loads(self.file.readline())
-
-    def __enter__(self) -> PairSpill:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.file.close()
-
-
 def write_split(out: Path, train: Iterable[dict], test: Iterable[dict] | None) -> None:
     """train.jsonl and test.jsonl (none when `test` is None or an empty list) as one unit:
     both are written (streamed from the iterables) into a new folder that then replaces
@@ -441,7 +409,7 @@ def build_pairs(
 ) -> dict:
     """Scored records (gen_po_rewards' output) → <output_dir>/train.jsonl and test.jsonl;
     returns the counts that the summary line shows. The input is streamed once (twice
-    when the reward field is found from it); the pairs wait in a `PairSpill` for the
+    when the reward field is found from it); the pairs wait in a `magpie.records.Spool` for the
     shuffled split, so memory holds 8 bytes per pair, not the pairs."""
     summary = Summary("gen_po_pairs")
     if min_margin < 0:
@@ -457,7 +425,7 @@ def build_pairs(
         for seen[0], record in enumerate(iter_records(input_file), 1):
             yield record
 
-    with PairSpill(out.parent if out.parent.is_dir() else None) as spill:
+    with Spool(out.parent if out.parent.is_dir() else None) as spill:
         for pair in iter_pairs(
             records(),
             input_file,

@@ -871,6 +871,48 @@ class JournalIndex(Mapping):
             self._reader = None
 
 
+class Spool:
+    """JSON values set aside in an unnamed temporary file as they come, read back by their
+    number in any order: for a stage whose output order (a shuffle, a sort by length) is
+    known only once every record has been read (filter's kept records, gen_dis's texts,
+    gen_po_pairs' pairs), so that millions of them are not held meanwhile. Holds 8 bytes
+    per value (where its line starts). The file has no name: it disappears when closed,
+    or when the process dies. ASCII JSON, so every string (a lone surrogate too) reads
+    back exactly."""
+
+    def __init__(self, folder: str | os.PathLike | None = None) -> None:
+        self.file = tempfile.TemporaryFile(dir=folder)
+        self.starts = array("q")
+        self._end = 0
+
+    def add(self, value) -> None:
+        line = (json.dumps(value) + "\n").encode("ascii")
+        self.starts.append(self._end)
+        self.file.write(line)
+        self._end += len(line)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, n: int):
+        self.file.seek(self.starts[n])
+        return json.loads(self.file.readline())
+
+    def read(self, positions: Iterable[int]) -> Iterator:
+        """The values at `positions`, in that order, one at a time."""
+        for n in positions:
+            yield self[n]
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class MemoryJournal:
     """As much of `Journal` as the executors use, kept in memory: for steps that are not
     resumed (embeddings are remade in minutes) and for runs without a file (tests,

@@ -32,7 +32,7 @@ loaded) and `stage` (`run_distance`: embedding on the executor, search, output;
 
 Memory: the input is streamed twice (`scan_input`, then `write_annotated`); between the
 passes only ids, a few numbers per record and the unique texts' vectors are held, the
-texts themselves wait on disk for the embedding (`TextSpill`).
+texts themselves wait on disk for the embedding (`magpie.records.Spool`).
 """
 
 from magpie.dedup.search import DEFAULT_THRESHOLD

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import numpy as np
 
 from magpie.conversation import ConversationError, read
 from magpie.dedup.search import _NONE, find_neighbours, finite_rows
-from magpie.records import InputError, iter_records, where, write_records
+from magpie.records import InputError, Spool, iter_records, where, write_records
 from magpie.stage import json_type
 
 # `dedup_error` of a record whose embedding stayed NaN/inf, in float32 too.
@@ -163,42 +162,12 @@ def encode(text: str) -> bytes:
     return text.encode(*_UTF8)
 
 
-class TextSpill:
-    """Texts parked in an unnamed temporary file as they are read, read back by position:
-    the embedding wants them in an order (by length) known only once all are read, and
-    the texts of a million records are not held meanwhile. Holds 8 bytes per text (where
-    it starts); the file disappears when closed."""
-
-    def __init__(self, folder: str | os.PathLike | None = None) -> None:
-        self.file = tempfile.TemporaryFile(dir=folder)
-        self.starts = array("q", [0])
-
-    def add(self, data: bytes) -> None:
-        """Park one text, UTF-8 encoded (see `encode`)."""
-        self.file.write(data)
-        self.starts.append(self.starts[-1] + len(data))
-
-    def __len__(self) -> int:
-        return len(self.starts) - 1
-
-    def take(self, rows) -> list[str]:
-        """The texts at positions `rows`, in that order."""
-        out = []
-        for r in rows:
-            self.file.seek(self.starts[r])
-            out.append(self.file.read(self.starts[r + 1] - self.starts[r]).decode(*_UTF8))
-        return out
-
-    def close(self) -> None:
-        self.file.close()
-
-
 @dataclass
 class Scan:
     """What the first pass over the input keeps: per record its id and `which` unique
     text it has (-1: none); per unique text (in order of first appearance) its first
     record and its length in characters; the SHA-1 of the unique texts (texts_digest).
-    The texts themselves are parked in a TextSpill when one is given, never held."""
+    The texts themselves are parked in a Spool when one is given, never held."""
 
     ids: list
     which: np.ndarray
@@ -216,7 +185,7 @@ def scan_input(
     input_file: str | os.PathLike,
     text_field: str = "instruction",
     id_field: str | None = None,
-    spill: TextSpill | None = None,
+    spill: Spool | None = None,
 ) -> Scan:
     """Ids and unique texts of every record, read as a stream; ids must be present, of
     one JSON type and unique. Bad records raise InputError naming the line.
@@ -272,7 +241,7 @@ def scan_input(
             lengths.append(len(text))
             sha1.update(data + b"\0")
             if spill is not None:
-                spill.add(data)
+                spill.add(text)
         which.append(u)
     if not ids:
         raise InputError(f"{input_file}: no records")

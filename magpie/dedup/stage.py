@@ -15,7 +15,6 @@ import numpy as np
 from magpie import embeddings
 from magpie.dedup.records import (
     Scan,
-    TextSpill,
     distance_file_name,
     neighbours_of,
     scan_input,
@@ -25,7 +24,7 @@ from magpie.dedup.records import (
 from magpie.dedup.search import DEFAULT_THRESHOLD, finite_rows, load_index, save_index
 from magpie.embeddings import _EMBEDDED_NAMES, DEFAULT_SENTENCE_MODEL, pick_device, resolve_dtype
 from magpie.executor import LocalExecutor
-from magpie.records import InputError
+from magpie.records import InputError, Spool
 from magpie.stage import Summary
 
 log = logging.getLogger("magpie")
@@ -58,7 +57,7 @@ def _texts_digest(texts: list[str]) -> str:
 
 
 def embed_unique(
-    texts: TextSpill,
+    texts: Spool,
     lengths: np.ndarray,
     sentence_model: str = "",
     device: str | int | None = None,
@@ -90,7 +89,7 @@ def embed_unique(
             executor,
             load,
             lengths,
-            texts.take,
+            lambda rows: list(texts.read(rows)),
             batch_size or embeddings.default_batch_size(pick_device(device)),
             embeddings.sentence_max_tokens(name),
             float32_model=float32_model,
@@ -157,7 +156,7 @@ def run_distance(
     The input is read twice as a stream (ids and texts first, then each record on its way
     out), and the output written atomically, replacing any earlier run's. What is held:
     ids, per-record numbers and the unique texts' vectors; the unique texts wait on disk
-    (TextSpill) for the embedding. They are embedded on `executor`
+    (a records.Spool) for the embedding. They are embedded on `executor`
     (magpie.executor.LocalExecutor by default, or a magpie.ray_executor.RayExecutor: the
     same vectors); the search runs here.
     """
@@ -166,7 +165,7 @@ def run_distance(
     output = Path(output_file) if output_file else distance_file_name(input_file)
     timings: dict = {}
     dtype = resolve_dtype(dtype, pick_device(device))
-    spill = None if faiss_index else TextSpill(output.parent if output.parent.is_dir() else None)
+    spill = None if faiss_index else Spool(output.parent if output.parent.is_dir() else None)
     try:
         scan = scan_input(input_file, text_field, id_field, spill)
         meta = {

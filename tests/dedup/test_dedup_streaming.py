@@ -153,7 +153,8 @@ def test_texts_are_embedded_a_segment_at_a_time_with_the_same_calls():
 
 
 def test_scan_holds_ids_and_hashes_not_texts(tmp_path):
-    from magpie.dedup.records import TextSpill, scan_input, texts_digest
+    from magpie.dedup.records import scan_input, texts_digest
+    from magpie.records import Spool
 
     lines = [
         {"conversation_id": "c_2", "instruction": " Héllo ✓ "},
@@ -163,13 +164,13 @@ def test_scan_holds_ids_and_hashes_not_texts(tmp_path):
     ]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    spill = TextSpill(tmp_path)
+    spill = Spool(tmp_path)
     try:
         scan = scan_input(src, spill=spill)
         assert scan.ids == ["c_2", "c_1", "c_3", "c_4"] and scan.id_field == "conversation_id"
         assert scan.which.tolist() == [0, 1, 0, -1]
         assert scan.first.tolist() == [0, 1] and scan.lengths.tolist() == [7, 5]
-        assert spill.take([1, 0, 1]) == ["World", "Héllo ✓", "World"]
+        assert list(spill.read([1, 0, 1])) == ["World", "Héllo ✓", "World"]
         # what a saved index's description holds: SHA-1 of the unique texts, 0-separated
         want = hashlib.sha1("Héllo ✓\0World\0".encode()).hexdigest()
         assert scan.texts_sha1 == want == texts_digest(["Héllo ✓", "World"])
