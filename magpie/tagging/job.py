@@ -411,9 +411,9 @@ def run(tag_mission: str, input_file: str | Path, opts: TagOptions) -> list[Path
                 continue
             judge = judges[_needs(mission, opts)]
             # A later mission's input is an earlier one's output: counted, not checked.
-            n = count if src == Path(input_file) else count_records(src)
+            size = count if src == Path(input_file) else count_records(src)
             with overwriting(opts.overwrite):
-                job = TagJob(mission, src, out, judge.settings, judge.name, n)
+                job = TagJob(mission, src, out, judge.settings, judge.name, size)
                 job.cannot_judge = cannot_judge(mission, opts)
                 if job.cannot_judge:  # no model call: every record gets the reason
                     log.info("[unitag %s] %s", mission, job.cannot_judge)

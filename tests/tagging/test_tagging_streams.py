@@ -128,3 +128,19 @@ def test_tagging_job_reads_its_input_as_it_goes(tmp_path, monkeypatch):
     _peak_of_a_run(tmp_path, 100)  # modules a run imports are loaded before measuring
     small, large = _peak_of_a_run(tmp_path, 10_000), _peak_of_a_run(tmp_path, 40_000)
     assert large < 1.5 * small, (small, large)
+
+
+def test_a_group_chains_missions_each_reading_the_one_before(tmp_path, monkeypatch):
+    """Two missions on one model in a group: the second reads the first's output, and the
+    model stays loaded for it."""
+    from magpie.tagging import GROUPS
+
+    monkeypatch.setitem(GROUPS, "twice", ("language", "language"))
+    records, written = _records(60)
+    src = tmp_path / "x.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    first, second = run("twice", src, TagOptions(save_as="jsonl"))
+    assert (first.name, second.name) == ("x_language.jsonl", "x_language_language.jsonl")
+    assert first.read_bytes() == second.read_bytes()
+    with open(second, encoding="utf-8") as f:
+        assert [json.loads(line)["language"] for line in f] == written
