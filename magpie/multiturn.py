@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 from magpie.chat_template import (
@@ -23,11 +24,19 @@ from magpie.chat_template import (
     supports_system,
     user_turn_prompt,
 )
-from magpie.conversation import Conversation, Turn, message_list, read_all, write_back
+from magpie.conversation import (
+    Conversation,
+    ConversationError,
+    Turn,
+    message_list,
+    read,
+    write_back,
+)
 from magpie.engines.base import SamplingParams
 from magpie.profiles import Profile
 from magpie.prompt_text import count_special_text, flag_special_text
-from magpie.records import InputError, Journal, read_records
+from magpie.records import InputError, Journal, iter_records, where
+from magpie.responses import stream_records
 from magpie.stage import Summary, json_type
 from magpie.turns import MULTI_TURN_SYSTEM_PROMPT, SystemPrompts, TurnStep, growing
 
@@ -66,6 +75,16 @@ def _sampling(
     )
 
 
+def flagged(record: dict, conv: Conversation, tokenizer, summary: Summary) -> dict:
+    """An output record with its special-token text flagged, its conversation's stop
+    reason and special-token text counted in the summary as it passes to the output."""
+    if conv.stop_reason:
+        summary.flags[conv.stop_reason] += 1
+    record = flag_special_text(record, tokenizer)
+    count_special_text(summary.flags, (record,))
+    return record
+
+
 class MultiTurnJob(TurnStep):
     """Extend records of `input_file` to `num_turns` turns; output <stem>_mt.json.
     Items are conversations (see TurnStep)."""
@@ -90,14 +109,29 @@ class MultiTurnJob(TurnStep):
     ):
         if num_turns < 2:
             raise InputError("--num_turns must be at least 2")
-        self.records = read_records(input_file)
-        self.conversations = read_all(self.records, input_file)
+        self.input_file = input_file
         self.tokenizer, self.num_turns = tokenizer, num_turns
         self.max_turns = 2 * num_turns
+        # One streaming pass before any weights load: every record's conversation read
+        # (the first malformed one named), whether any has a system turn, and the fewest
+        # exchanges of those to grow: steps count from the shortest (conversation i's turn
+        # at step s has the seed of item i of "gen_mt/<s>", whichever chunk it is in).
+        self.total, any_system, shortest = 0, False, None
+        for i, record in enumerate(stream_records(input_file)):
+            try:
+                any_system = any_system or read(record).system is not None
+            except ConversationError as e:
+                raise InputError(f"{where(input_file, i)}: {e}") from None
+            conv = self.opening(record)
+            if growing(conv, self.max_turns):
+                exchanges = len(conv.chat) // 2
+                shortest = exchanges if shortest is None else min(shortest, exchanges)
+            self.total += 1
+        shortest = num_turns if shortest is None else shortest
         # Decided before any weights load: templates without a system turn (Gemma) get
         # none, neither the multi-turn prompt nor a record's own.
         self.with_system = supports_system(tokenizer)
-        if not self.with_system and (system_prompt or any(c.system for c in self.conversations)):
+        if not self.with_system and (system_prompt or any_system):
             log.info(
                 "gen_mt: model %s: its chat template has no system turn; prompts are built "
                 "without the multi-turn system prompt and without records' system turns",
@@ -111,20 +145,14 @@ class MultiTurnJob(TurnStep):
         self.assistant_params = _sampling(
             profile, max_tokens=max_tokens, seed=seed, answer=True, **response_params
         )
-        # Records that have turns already are continued from their last exchange; steps
-        # count from the shortest one (conversation i's turn at step s has the seed of
-        # item i of "gen_mt/<s>", whichever chunk it is in).
-        convs = (self.opening(i) for i in range(len(self.records)))
-        shortest = min(
-            (len(c.chat) // 2 for c in convs if growing(c, self.max_turns)), default=num_turns
-        )
+        # Records that have turns already are continued from their last exchange.
         self.roles = ["user", "assistant"] * (num_turns - shortest)
         self.journal = Journal(
             output_path,
             {
                 "stage": "gen_mt",
                 "input": str(Path(input_file).resolve()),
-                "records": len(self.records),
+                "records": self.total,
                 "model": model_name,
                 "num_turns": num_turns,
                 "system_prompt": system_prompt,
@@ -144,12 +172,12 @@ class MultiTurnJob(TurnStep):
             "mt_generator": model_name,
         }
 
-    def count(self) -> int:
-        return len(self.records)
+    def sources(self) -> Iterator[dict]:
+        """The input records (read from the file each time: validated in __init__)."""
+        return iter_records(self.input_file)
 
-    def opening(self, i: int) -> Conversation:
-        conv = self.conversations[i].complete()
-        r = self.records[i]
+    def opening(self, r: dict) -> Conversation:
+        conv = read(r).complete()
         if not conv.has_response or r.get("instruction_flag") or r.get("response_flag"):
             conv.stop_reason = "input has no usable instruction and response"
         return conv
@@ -164,26 +192,26 @@ class MultiTurnJob(TurnStep):
         return assistant_turn_prompt(self.tokenizer, messages)
 
     def summary(self) -> Summary:
-        return Summary("gen_mt", len(self.records))
+        return Summary("gen_mt", self.total)
 
     def finish(self, summary: Summary) -> Summary:
-        convs, engine = self.grown()
-        out = []
-        for r, conv in zip(self.records, convs, strict=True):
-            if conv.stop_reason and not conv.has_response:
-                record = dict(r)  # nothing usable: left as it came
-            else:
-                record = write_back(r, conv)
-            record.update(
-                conversation_stop_reason=conv.stop_reason,
-                gen_mt_configs={**self.configs, "engine": engine},
-            )
-            if conv.stop_reason:
-                summary.flags[conv.stop_reason] += 1
-            out.append(flag_special_text(record, self.tokenizer))
-        count_special_text(summary.flags, out)
-        summary.records_out = len(out)
-        self.journal.finish(out)
+        """Write every record grown as the journal says, streamed, flags counted."""
+        engine = self.last_engine()
+
+        def records() -> Iterator[dict]:
+            for r, conv in self.replay():
+                if conv.stop_reason and not conv.has_response:
+                    record = dict(r)  # nothing usable: left as it came
+                else:
+                    record = write_back(r, conv)
+                record.update(
+                    conversation_stop_reason=conv.stop_reason,
+                    gen_mt_configs={**self.configs, "engine": engine},
+                )
+                yield flagged(record, conv, self.tokenizer, summary)
+
+        self.journal.finish(records())
+        summary.records_out = self.total
         return summary
 
 
@@ -215,20 +243,30 @@ class ConversationJob(TurnStep):
     ):
         if n_turns < 1:
             raise InputError("--n_turns must be at least 1")
-        rows = read_records(input_file) if input_file else [{} for _ in range(total or 0)]
-        if not rows:
+        self.input_file, self.total = input_file, total or 0
+        # One streaming pass over the rows before any weights load (the ids' types, the
+        # first row whose system prompt is not a string, whether any row has one).
+        id_types, bad_system, any_row, any_system = set(), None, False, False
+        self.rows = 0
+        for i, row in enumerate(self._rows()):
+            id_types.add(json_type(row["id"]) if "id" in row else "missing")
+            value = row.get("system_prompt")
+            if bad_system is None and value is not None and not isinstance(value, str):
+                bad_system = i
+            any_row, any_system = any_row or bool(row), any_system or bool(value)
+            self.rows += 1
+        if not self.rows:
             raise InputError("give --total_prompts (at least 1) or --input_file")
-        id_types = {json_type(row["id"]) if "id" in row else "missing" for row in rows}
         if len(id_types) > 1:
             raise InputError(
                 f"{input_file}: the rows' ids are {' and '.join(sorted(id_types))}; give every "
                 "row an id of one type, or none (then ids are 0, 1, ...)"
             )
-        for i, row in enumerate(rows):
-            value = row.get("system_prompt")
-            if value is not None and not isinstance(value, str):
-                raise InputError(f"{input_file}: record {i}: field 'system_prompt' is not a string")
-        self.rows, self.profile, self.tokenizer = rows, profile, tokenizer
+        if bad_system is not None:
+            raise InputError(
+                f"{input_file}: record {bad_system}: field 'system_prompt' is not a string"
+            )
+        self.any_row, self.profile, self.tokenizer = any_row, profile, tokenizer
         self.model_name, self.only_instruction = model_name, only_instruction
         self.include_system_prompt, self.system_prompts = include_system_prompt, system_prompts
         self.roles = ["user"] if only_instruction else ["user", "assistant"] * n_turns
@@ -245,10 +283,9 @@ class ConversationJob(TurnStep):
                 "are generated without the multi-turn system prompt",
                 model_name,
             )
-        if not with_system and (system_prompts or any(r.get("system_prompt") for r in rows)):
+        if not with_system and (system_prompts or any_system):
             raise InputError(f"model {model_name}: its chat format has no system turn")
         self.seed = seed
-        self.systems = self._systems()  # (key, prompt) per row, drawn before any chunking
         self.user_params = _sampling(
             profile, max_tokens=max_tokens, seed=seed, newline=early_stopping, **instruction_params
         )
@@ -271,7 +308,7 @@ class ConversationJob(TurnStep):
             output_path,
             {
                 "stage": "gen_conv",
-                "rows": len(rows),
+                "rows": self.rows,
                 "input": str(Path(input_file).resolve()) if input_file else None,
                 "system_prompts": spec,
                 "roles": self.roles,
@@ -280,11 +317,17 @@ class ConversationJob(TurnStep):
             },
         )
 
-    def _systems(self) -> list[tuple[str | None, str | None]]:
-        """(key, system prompt) of every row, drawn in row order from the run seed."""
+    def _rows(self) -> Iterator[dict]:
+        """The input rows, or `total` empty ones, one at a time."""
+        if self.input_file:
+            return stream_records(self.input_file)
+        return ({} for _ in range(self.total))
+
+    def sources(self) -> Iterator[tuple[dict, tuple[str | None, str | None]]]:
+        """(row, (key, system prompt)) of every row, the system prompts drawn in row order
+        from the run seed (the same draws whatever the chunking, and on a resume)."""
         rng = random.Random(self.seed)
-        chosen = []
-        for row in self.rows:
+        for row in self._rows():
             key, prompt = (None, None)
             if self.system_prompts:
                 key, prompt = self.system_prompts.choose(rng)  # drawn for every row: stable
@@ -292,14 +335,10 @@ class ConversationJob(TurnStep):
                 key, prompt = None, row["system_prompt"]
             elif prompt is None:
                 prompt = self.default_system
-            chosen.append((key, prompt))
-        return chosen
+            yield row, (key, prompt)
 
-    def count(self) -> int:
-        return len(self.rows)
-
-    def opening(self, i: int) -> Conversation:
-        prompt = self.systems[i][1]
+    def opening(self, source: tuple[dict, tuple[str | None, str | None]]) -> Conversation:
+        prompt = source[1][1]
         return Conversation([Turn("system", prompt)] if prompt else [])
 
     def prompt(self, role: str, conv: Conversation) -> str:
@@ -312,14 +351,17 @@ class ConversationJob(TurnStep):
         return assistant_turn_prompt(self.tokenizer, message_list(conv))
 
     def summary(self) -> Summary:
-        return Summary("gen_conv", len(self.rows) if any(self.rows) else 0)
+        return Summary("gen_conv", self.rows if self.any_row else 0)
 
     def finish(self, summary: Summary) -> Summary:
-        convs, engine = self.grown()
-        out = []
-        for i, (row, conv, (key, system)) in enumerate(
-            zip(self.rows, convs, self.systems, strict=True)
-        ):
+        """Write one record per row, grown as the journal says, streamed, flags counted."""
+        engine = self.last_engine()
+        self.journal.finish(self._records(engine, summary))
+        summary.records_out = self.rows
+        return summary
+
+    def _records(self, engine: str | None, summary: Summary) -> Iterator[dict]:
+        for i, ((row, (key, system)), conv) in enumerate(self.replay()):
             record: dict = {"id": i, **row}
             turns = conv.chat
             if self.single:
@@ -336,10 +378,4 @@ class ConversationJob(TurnStep):
             record["model_name"] = self.model_name
             record["conversation_stop_reason"] = conv.stop_reason
             record["gen_input_configs"] = {**self.gen_configs, "engine": engine}
-            if conv.stop_reason:
-                summary.flags[conv.stop_reason] += 1
-            out.append(flag_special_text(record, self.tokenizer))
-        count_special_text(summary.flags, out)
-        summary.records_out = len(out)
-        self.journal.finish(out)
-        return summary
+            yield flagged(record, conv, self.tokenizer, summary)

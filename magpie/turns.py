@@ -172,12 +172,16 @@ def _apply(conv: Conversation, entry: dict) -> None:
 class TurnStep(Step):
     """A stage that grows conversations by `roles`, one journal entry per turn ("i/step").
 
-    Items are (conversation index, {step: its journaled turn}), so that a chunk sent to a
-    Ray replica (without the journal) continues a resumed conversation where it stopped.
+    Items are (conversation index, source, {step: its journaled turn}): the source is
+    what `opening` starts the conversation from (an input record, a row and its system
+    prompt), so a chunk sent to a Ray replica (without the journal or the input)
+    continues a resumed conversation where it stopped. The step holds no conversations:
+    `sources()` reads them from the input each time they are needed (the to-do list, the
+    progress total, the output), so memory stays flat however many there are.
     Subclasses set `stage`, `roles`, `tokenizer`, `user_params`, `assistant_params` (and
-    `max_turns` to stop conversations at that many turns) and define `opening(i)`
-    (conversation i as its input starts it, with a `stop_reason` when it is not to be
-    grown), `prompt(role, conv)`, `count()` (how many conversations) and `finish`."""
+    `max_turns` to stop conversations at that many turns) and define `sources()`,
+    `opening(source)` (the conversation as its input starts it, with a `stop_reason` when
+    it is not to be grown), `prompt(role, conv)` and `finish`."""
 
     unit = "turn"
     roles: list[str]
@@ -185,12 +189,12 @@ class TurnStep(Step):
     assistant_params: SamplingParams
     max_turns: int | None = None
 
-    def count(self) -> int:
-        """How many conversations."""
+    def sources(self) -> Iterator:
+        """What each conversation starts from, in order, read as they are asked for."""
         raise NotImplementedError
 
-    def opening(self, i: int) -> Conversation:
-        """Conversation i as its input starts it (a new object at each call), with a
+    def opening(self, source) -> Conversation:
+        """The conversation `source` starts (a new object at each call), with a
         `stop_reason` when it is not to be grown."""
         raise NotImplementedError
 
@@ -200,17 +204,16 @@ class TurnStep(Step):
     def params(self, role: str) -> SamplingParams:
         return self.user_params if role == "user" else self.assistant_params
 
-    def journaled(self) -> dict[int, dict[int, dict]]:
-        """The journal's turns as {conversation index: {step: entry}}."""
-        turns: dict[int, dict[int, dict]] = {}
-        for key, entry in self.journal.done.items():
-            i, step = key.split("/")
-            turns.setdefault(int(i), {})[int(step)] = entry
-        return turns
+    def journaled(self, i: int) -> dict[int, dict]:
+        """Conversation i's journaled turns as {step: entry}, read back from the journal."""
+        done = self.journal.done
+        keys = ((step, f"{i}/{step}") for step in range(len(self.roles)))
+        return {step: done[key] for step, key in keys if key in done}
 
-    def replayed(self, i: int, turns: dict[int, dict]) -> tuple[Conversation, bool]:
-        """Conversation i with its journaled `turns` applied, and whether it needs more."""
-        conv = self.opening(i)
+    def replayed(self, source, turns: dict[int, dict]) -> tuple[Conversation, bool]:
+        """The conversation of `source` with its journaled `turns` applied, and whether it
+        needs more."""
+        conv = self.opening(source)
         for step in range(len(self.roles)):
             if not growing(conv, self.max_turns):
                 return conv, False
@@ -219,28 +222,31 @@ class TurnStep(Step):
             _apply(conv, turns[step])
         return conv, False
 
-    def todo(self) -> list[tuple[int, dict[int, dict]]]:
-        journaled = self.journaled()
-        items = [(i, journaled.get(i, {})) for i in range(self.count())]
-        return [(i, turns) for i, turns in items if self.replayed(i, turns)[1]]
+    def todo(self) -> Iterator[tuple[int, object, dict[int, dict]]]:
+        for i, source in enumerate(self.sources()):
+            turns = self.journaled(i)
+            if self.replayed(source, turns)[1]:
+                yield i, source, turns
 
     def progress(self) -> tuple[int, int]:
         """(turns to make at most, turns journaled): a conversation that stops early makes
         fewer, so the bar may end short of its total."""
         roles, total = len(self.roles), 0
-        for i in range(self.count()):
-            conv = self.opening(i)
+        for source in self.sources():
+            conv = self.opening(source)
             if growing(conv, self.max_turns):
                 left = roles if self.max_turns is None else self.max_turns - len(conv.chat)
                 total += min(roles, left)
         return total, len(self.journal.done)
 
-    def make(self, engine: Engine, items: list[tuple[int, dict[int, dict]]]) -> Iterator[Made]:
-        convs = {i: self.opening(i) for i, _ in items}
+    def make(
+        self, engine: Engine, items: list[tuple[int, object, dict[int, dict]]]
+    ) -> Iterator[Made]:
+        convs = {i: self.opening(source) for i, source, _ in items}
         yield from run_turns(
             engine,
             convs,
-            dict(items),
+            {i: turns for i, _, turns in items},
             self.roles,
             self.prompt,
             self.params,
@@ -248,10 +254,21 @@ class TurnStep(Step):
             self.max_turns,
         )
 
+    def replay(self) -> Iterator[tuple[object, Conversation]]:
+        """(source, conversation as the journal leaves it) of every conversation, in
+        order, streamed: what `finish` writes from."""
+        for i, source in enumerate(self.sources()):
+            yield source, self.replayed(source, self.journaled(i))[0]
+
     def grown(self) -> tuple[list[Conversation], str | None]:
-        """Every conversation as the journal leaves it, and the engine that made the latest
-        turn (None when no turn was made: every conversation was done or unusable)."""
-        journaled = self.journaled()
-        convs = [self.replayed(i, journaled.get(i, {}))[0] for i in range(self.count())]
-        engines = [e["engine"] for e in self.journal.done.values() if e.get("engine")]
-        return convs, engines[-1] if engines else None
+        """Every conversation as the journal leaves it, all in memory (for tests and
+        notebooks; stages write through `replay`), and `last_engine`."""
+        return [conv for _, conv in self.replay()], self.last_engine()
+
+    def last_engine(self) -> str | None:
+        """The engine that made the latest journaled turn (None when no turn was made:
+        every conversation was done or unusable), the journal read one entry at a time."""
+        engine = None
+        for entry in self.journal.done.values():
+            engine = entry.get("engine") or engine
+        return engine

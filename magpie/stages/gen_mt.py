@@ -18,8 +18,13 @@ from magpie.logits import first_token_processor
 from magpie.models import canonical_name
 from magpie.multiturn import ConversationJob, MultiTurnJob
 from magpie.profiles import get_profile
-from magpie.records import InputError, overwriting, read_records
-from magpie.responses import response_file_name, response_settings, used_penalties
+from magpie.records import InputError, overwriting
+from magpie.responses import (
+    response_file_name,
+    response_settings,
+    stream_records,
+    used_penalties,
+)
 from magpie.settings import Settings, command, console, flag
 from magpie.stage import already_complete
 from magpie.stages.gen_ins import OVERWRITE_HELP
@@ -170,7 +175,9 @@ class GenMt(Dialogues):
             output = Path(self.output_file)
         else:
             output = response_file_name(self.input_file, "_mt")
-        read_records(self.input_file)  # bad input fails before any model loads
+        # Malformed input fails before any model (or tokenizer) loads: one streaming pass.
+        for _ in stream_records(self.input_file):
+            pass
         return output, {
             "input_file": self.input_file,
             "num_turns": self.num_turns,

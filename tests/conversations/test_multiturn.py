@@ -258,12 +258,14 @@ def test_gen_mt_continues_a_half_journaled_dialogue_from_its_item(tmp_path):
         header + "\n" + json.dumps({"key": "0/0", "record": turn}) + "\n"
     )
     resumed = job()
-    assert resumed.todo() == [(0, {0: turn}), (1, {})]
+    items = list(resumed.todo())  # (index, input record, journaled turns)
+    assert [(i, turns) for i, _, turns in items] == [(0, {0: turn}), (1, {})]
+    assert [record.get("id") for _, record, _ in items] == [0, None]
     assert resumed.progress() == (4, 1)
     replica = pickle.loads(pickle.dumps(resumed))
     assert replica.journal is None
     engine = Scripted(replies)
-    made = list(replica.make(engine, resumed.todo()))
+    made = list(replica.make(engine, items))
     assert [key for key, _, _ in made] == ["1/0", "0/1", "1/1"]
     assert [entry["content"] for _, entry, _ in made] == ["Second follow-up?", "Its answer.", "B2."]
     assert {entry["engine"] for _, entry, _ in made} == {"scripted"}

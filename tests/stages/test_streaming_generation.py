@@ -256,3 +256,177 @@ def test_gen_ins_writes_every_round_in_order_whatever_the_chunking(tmp_path, mon
     assert [r["instruction"] for r in records] == texts
     assert [r["instruction_flag"] for r in records] == [None if t else "empty" for t in texts]
     assert summary.flags == {"empty": texts.count("")} and summary.records_out == total
+
+
+# ---------------------------------------------------------------- gen_mt and gen_conv
+SAMPLING = {"temperature": 1.0, "top_p": 1.0, "repetition_penalty": 1.0}
+
+
+class StubTurnEngine:
+    """A stub engine for the conversation stages' bookkeeping: a turn seeded s is "T<s>".
+    With `fail_after`, it raises (a crash) after that many turns."""
+
+    name = "stub"
+    tokenizer = None
+
+    def __init__(self, fail_after: int | None = None):
+        self.fail_after = fail_after
+        self.made = 0
+
+    def stream(self, prompts, params, seeds=None):
+        for k in range(len(prompts)):
+            if self.made == self.fail_after:
+                raise RuntimeError("crash")
+            self.made += 1
+            yield k, [Completion(f"T{seeds[k]}", "stop", "\n", 3, 2)]
+
+
+def turn(stage: str, step: int, i: int) -> str:
+    """The text of conversation i's turn at `step` (by hand: the seed of item i)."""
+    return f"T{stage_seed(SEED, f'{stage}/{step}') + i}"
+
+
+def mt_input(i: int) -> dict:
+    if i % 10 == 4:  # a flagged instruction: nothing to continue, left as it came
+        return {"id": i, "instruction": "", "instruction_flag": "empty", "response": None}
+    return {"id": i, "instruction": f"q{i}", "response": f"a{i}"}
+
+
+def mt_expected(i: int) -> dict:
+    record = mt_input(i)
+    configs = {
+        "num_turns": 2,
+        "system_prompt": "S",
+        "instruction": SAMPLING,
+        "response": SAMPLING,
+        "max_tokens": 64,
+        "mt_generator": "stub",
+        "engine": "stub",
+    }
+    if i % 10 == 4:
+        stop = "input has no usable instruction and response"
+        return {**record, "conversation_stop_reason": stop, "gen_mt_configs": configs}
+    follow_up, answer = turn("gen_mt", 0, i), turn("gen_mt", 1, i)
+    return {
+        **record,
+        "instruction_2": follow_up,
+        "response_2": answer,
+        "conversation": [
+            {"role": "user", "content": f"q{i}"},
+            {"role": "assistant", "content": f"a{i}"},
+            {"role": "user", "content": follow_up},
+            {"role": "assistant", "content": answer},
+        ],
+        "conversation_stop_reason": None,
+        "gen_mt_configs": configs,
+    }
+
+
+def mt_job(src: Path, out: Path):
+    from magpie.multiturn import MultiTurnJob
+
+    return MultiTurnJob(
+        Profile("stub", "", STOP, []),
+        StubTokenizer(),
+        src,
+        out,
+        model_name="stub",
+        system_prompt="S",
+        instruction_params=SAMPLING,
+        response_params=SAMPLING,
+        max_tokens=64,
+        seed=SEED,
+    )
+
+
+@pytest.fixture
+def conversations_never_whole(monkeypatch, never_whole):
+    import magpie.multiturn
+
+    def whole(path):
+        raise AssertionError(f"{path} read whole")
+
+    monkeypatch.setattr(magpie.multiturn, "read_records", whole, raising=False)
+
+
+@pytest.mark.parametrize("chunk", [7, 4096])
+def test_gen_mt_streams_and_resumes_after_a_crash(
+    tmp_path, monkeypatch, conversations_never_whole, chunk
+):
+    """2000 dialogues grown by a follow-up and its answer, streamed from a .json input in
+    chunks; a run that crashes after 1500 turns, rerun, writes every record as an
+    uninterrupted run would (by hand: `mt_expected`), journaled turns not made again."""
+    n = 2000
+    monkeypatch.setattr(magpie.executor, "LOCAL_CHUNK", chunk)
+    src, out = tmp_path / "in.json", tmp_path / "in_mt.json"
+    src.write_text(json.dumps([mt_input(i) for i in range(n)]))
+    with pytest.raises(RuntimeError, match="crash"):
+        mt_job(src, out).run(StubTurnEngine(fail_after=1500))
+    engine = StubTurnEngine()
+    summary = mt_job(src, out).run(engine)
+    assert engine.made == 2 * (n - n // 10) - 1500
+    assert json.loads(out.read_text()) == [mt_expected(i) for i in range(n)]
+    assert summary.records_in == summary.records_out == n
+    assert summary.flags == {"input has no usable instruction and response": n // 10}
+
+
+def test_gen_conv_streams_rows_and_draws_system_prompts_in_row_order(
+    tmp_path, monkeypatch, conversations_never_whole
+):
+    """1500 rows of a .json input, some with their own system prompt, the rest drawn from
+    a weighted mapping in row order from the run seed (by hand with random.Random)."""
+    import random
+
+    from magpie.multiturn import ConversationJob
+    from magpie.turns import parse_system_prompts
+
+    n = 1500
+    monkeypatch.setattr(magpie.executor, "LOCAL_CHUNK", 100)
+    rows = [
+        {"topic": f"t{i}", **({"system_prompt": "own"} if i % 7 == 0 else {})} for i in range(n)
+    ]
+    src, out = tmp_path / "rows.json", tmp_path / "conv.json"
+    src.write_text(json.dumps(rows))
+    job = ConversationJob(
+        Profile("stub", "<pre>", STOP, [], system_prompt_template="{system_prompt}"),
+        StubTokenizer(),
+        out,
+        model_name="stub",
+        input_file=src,
+        include_system_prompt=True,
+        system_prompts=parse_system_prompts({"a": "A", "b": ["B", 3]}),
+        instruction_params=SAMPLING,
+        response_params=SAMPLING,
+        max_tokens=64,
+        seed=SEED,
+    )
+    summary = job.run(StubTurnEngine())
+    rng = random.Random(SEED)
+    expected = []
+    for i, row in enumerate(rows):
+        key = rng.choices(["a", "b"], weights=[0.25, 0.75])[0]
+        key, system = (None, "own") if "system_prompt" in row else (key, key.upper())
+        expected.append(
+            {
+                "id": i,
+                **row,
+                "instruction": turn("gen_conv", 0, i),
+                "response": turn("gen_conv", 1, i),
+                "system_prompt": system,
+                "system_prompt_key": key,
+                "model_name": "stub",
+                "conversation_stop_reason": None,
+                "gen_input_configs": {
+                    "n_turns": 1,
+                    "end_with_user": False,
+                    "instruction": SAMPLING,
+                    "response": SAMPLING,
+                    "max_tokens": 64,
+                    "input_generator": "stub",
+                    "seed": SEED,
+                    "engine": "stub",
+                },
+            }
+        )
+    assert json.loads(out.read_text()) == expected
+    assert summary.records_in == summary.records_out == n
