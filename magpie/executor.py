@@ -119,9 +119,11 @@ class LocalExecutor:
         total, done = step.progress()
         log_start(step, total, done, "this process")
         model = self.model(load) if first else None  # loaded before the bar starts
+        chunks = chain([first], chunks) if first else iter(())
+        del first  # held by the chain only until it is made
         bar = tqdm(total=total, initial=done, desc=step.stage, unit=step.unit)
         try:
-            for items in chain([first], chunks) if first else ():
+            for items in chunks:
                 for key, entry, tokens in step.make(model, items):
                     summary.tokens += tokens
                     if key not in journal.done:

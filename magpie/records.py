@@ -84,15 +84,13 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     array of records, one record, or one object wrapping the array under a single key
     (`{"data": [...]}`, `{"train": [...]}`: read, and logged). Unpaired surrogates are
     repaired (see `REPAIRED_FIELD`) with one warning naming the file and the count."""
-    records = list(iter_records(path))
-    if not records and Path(path).suffix == ".jsonl":
-        raise InputError(f"{path}: file is empty")
-    return records
+    return list(iter_records(path))
 
 
 def iter_records(path: str | os.PathLike) -> Iterator[dict]:
     """The records of a .json or .jsonl file one at a time, in order, as `read_records`
-    reads them (same records, same errors), holding one record at a time: a .jsonl file
+    reads them (same records, same errors; an empty .jsonl file, or a blank .json one, is
+    refused: "file is empty"), holding one record at a time: a .jsonl file
     line by line, a .json array element by element through ijson's incremental parser.
     Only a top-level object (one record, or a wrapper of records) is read whole."""
     path = _checked(path)
@@ -118,7 +116,10 @@ def count_records(path: str | os.PathLike) -> int:
 
 
 def _jsonl_records(path: Path) -> Iterator[dict]:
+    """A .jsonl file's records; one with none (no line, or blank lines only) is refused
+    ("file is empty") once its end is reached."""
     repaired: list[str] = []
+    count = 0
     try:
         with open(path, "rb") as f:  # bytes: lines end at b"\n" and nowhere else
             for lineno, raw in enumerate(f, start=1):
@@ -127,9 +128,12 @@ def _jsonl_records(path: Path) -> Iterator[dict]:
                     continue
                 if _SURROGATE_ESCAPE_BYTES.search(raw) and _repair_record(record):
                     repaired.append(f"{path}:{lineno}")
+                count += 1
                 yield record
     finally:
         _report_repairs(path, repaired)
+    if not count:
+        raise InputError(f"{path}: file is empty")
 
 
 def _first_byte(path: Path) -> bytes:

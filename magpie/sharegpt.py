@@ -229,8 +229,6 @@ def _checked_shard_size(path: str, include_system: bool) -> int:
             conversations_of(record, include_system)
         except ValueError as e:
             raise InputError(f"{where(path, n - 1)}: {e}") from None
-    if n == 0 and Path(path).suffix == ".jsonl":  # as read_records says it
-        raise InputError(f"{path}: file is empty")
     return n
 
 

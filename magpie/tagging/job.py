@@ -35,7 +35,6 @@ from magpie.records import (
     count_records,
     iter_records,
     overwriting,
-    read_records,
 )
 from magpie.stage import Summary
 from magpie.tagging import CANNOT_JUDGE, LLM_MISSIONS, expand, output_file
@@ -87,10 +86,7 @@ def _view(mission: str, conv: Conversation) -> tuple[Conversation | None, str | 
 def checked_count(path: str | Path) -> int:
     """How many records `path` holds, every one of them read once (so a bad file fails
     here, with read_records' messages) and none kept."""
-    n = sum(1 for _ in iter_records(path))
-    if not n:
-        read_records(path)  # an empty .jsonl file is refused there
-    return n
+    return sum(1 for _ in iter_records(path))
 
 
 class TagJob(Step):

@@ -123,7 +123,6 @@ def test_tagging_job_reads_its_input_as_it_goes(tmp_path, monkeypatch):
     def whole(*args, **kwargs):
         raise AssertionError("the input was read whole")
 
-    monkeypatch.setattr(magpie.tagging.job, "read_records", whole)
     monkeypatch.setattr(magpie.records, "read_records", whole)
     _peak_of_a_run(tmp_path, 100)  # modules a run imports are loaded before measuring
     small, large = _peak_of_a_run(tmp_path, 10_000), _peak_of_a_run(tmp_path, 40_000)
