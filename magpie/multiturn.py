@@ -36,7 +36,6 @@ from magpie.engines.base import SamplingParams
 from magpie.profiles import Profile
 from magpie.prompt_text import count_special_text, flag_special_text
 from magpie.records import InputError, Journal, iter_records, where
-from magpie.responses import stream_records
 from magpie.stage import Summary, json_type
 from magpie.turns import MULTI_TURN_SYSTEM_PROMPT, SystemPrompts, TurnStep, growing
 
@@ -117,7 +116,7 @@ class MultiTurnJob(TurnStep):
         # exchanges of those to grow: steps count from the shortest (conversation i's turn
         # at step s has the seed of item i of "gen_mt/<s>", whichever chunk it is in).
         self.total, any_system, shortest = 0, False, None
-        for i, record in enumerate(stream_records(input_file)):
+        for i, record in enumerate(iter_records(input_file)):
             try:
                 any_system = any_system or read(record).system is not None
             except ConversationError as e:
@@ -320,7 +319,7 @@ class ConversationJob(TurnStep):
     def _rows(self) -> Iterator[dict]:
         """The input rows, or `total` empty ones, one at a time."""
         if self.input_file:
-            return stream_records(self.input_file)
+            return iter_records(self.input_file)
         return ({} for _ in range(self.total))
 
     def sources(self) -> Iterator[tuple[dict, tuple[str | None, str | None]]]:

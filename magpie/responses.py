@@ -135,24 +135,12 @@ def input_kind(
     return ("open" if chat[-1].role == "user" else "answered"), conv
 
 
-def stream_records(path: str | Path) -> Iterator[dict]:
-    """The records of a .json or .jsonl file one at a time (`iter_records`), with every
-    error `read_records` gives, its "file is empty" for a .jsonl file too: what a
-    generation stage's validation pass reads instead of the whole file."""
-    count = 0
-    for record in iter_records(path):
-        count += 1
-        yield record
-    if not count and Path(path).suffix == ".jsonl":
-        raise InputError(f"{path}: file is empty")
-
-
 def check_input(input_file: str | Path, multi: bool = False) -> tuple[int, int]:
     """(records, conversations already ending on an answer) of a gen_res input, read in
     one streaming pass that fails on the first bad record (`input_kind`; malformed JSON,
     an empty file: as `read_records` says) before any model loads."""
     count = answered = 0
-    for i, record in enumerate(stream_records(input_file)):
+    for i, record in enumerate(iter_records(input_file)):
         answered += input_kind(record, input_file, i, multi)[0] == "answered"
         count += 1
     return count, answered

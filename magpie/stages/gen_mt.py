@@ -18,11 +18,10 @@ from magpie.logits import first_token_processor
 from magpie.models import canonical_name
 from magpie.multiturn import ConversationJob, MultiTurnJob
 from magpie.profiles import get_profile
-from magpie.records import InputError, overwriting
+from magpie.records import InputError, iter_records, overwriting
 from magpie.responses import (
     response_file_name,
     response_settings,
-    stream_records,
     used_penalties,
 )
 from magpie.settings import Settings, command, console, flag
@@ -176,7 +175,7 @@ class GenMt(Dialogues):
         else:
             output = response_file_name(self.input_file, "_mt")
         # Malformed input fails before any model (or tokenizer) loads: one streaming pass.
-        for _ in stream_records(self.input_file):
+        for _ in iter_records(self.input_file):
             pass
         return output, {
             "input_file": self.input_file,
