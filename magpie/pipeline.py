@@ -69,7 +69,16 @@ STAGES: dict[str, type[Settings]] = {
 
 # Keys a recipe gives once for every stage (besides the engine flags of EngineOptions).
 # `model` is short for `model_path`; `data_dir` is where the original's job folders go.
-SHARED_KEYS = {"model_path", "model", "seed", "timestamp", "output_dir", "data_dir", "overwrite"}
+SHARED_KEYS = {
+    "model_path",
+    "model",
+    "seed",
+    "timestamp",
+    "output_dir",
+    "data_dir",
+    "overwrite",
+    "save_as",
+}
 DEFAULT_RECIPE = "default"
 
 

@@ -430,6 +430,18 @@ JSON_ERRORS = "magpie.json_escape"  # `errors=` for files of JSON text (a codec 
 codecs.register_error(JSON_ERRORS, _escape_surrogates)
 
 
+FORMATS = ("json", "jsonl")
+
+
+def saved_as(path: str | os.PathLike, save_as: str) -> Path:
+    """`path` (a default output name) with the extension of the format `save_as`: "json"
+    (one array, the original's format) or "jsonl" (a record per line); InputError for
+    anything else."""
+    if save_as not in FORMATS:
+        raise InputError(f"--save_as must be json or jsonl, not '{save_as}'")
+    return Path(path).with_suffix(f".{save_as}")
+
+
 def write_records(path: str | os.PathLike, records: Iterable[dict]) -> int:
     """Write records atomically (see `RecordWriter`), one at a time as the iterable yields
     them; returns how many were written."""

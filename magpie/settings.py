@@ -20,6 +20,11 @@ from magpie.engines import ENGINE_FLAGS_HELP, EngineOptions
 from magpie.records import InputError
 from magpie.stage import run_cli
 
+SAVE_AS_HELP = (
+    "json (one array: the original's format) or jsonl (a record per line: smaller, read "
+    "line by line by any tool; the choice for large runs)."
+)
+
 ENGINE_FLAGS = tuple(f.name for f in dataclasses.fields(EngineOptions))
 
 

@@ -13,8 +13,8 @@ from magpie.instructions import InstructionJob, instruction_file_name
 from magpie.logits import first_token_processor
 from magpie.models import canonical_name, is_default_model
 from magpie.profiles import CONTROL_TASKS, get_profile
-from magpie.records import InputError, overwriting
-from magpie.settings import Settings, command, console, flag
+from magpie.records import InputError, overwriting, saved_as
+from magpie.settings import SAVE_AS_HELP, Settings, command, console, flag
 from magpie.stage import already_complete
 
 log = logging.getLogger("magpie")
@@ -89,6 +89,7 @@ class GenIns(Settings):
     timestamp: int | None = flag(
         None, "used in the output file name; default now. Pass the same one to resume."
     )
+    save_as: str = flag("json", SAVE_AS_HELP)
     overwrite: bool = flag(False, OVERWRITE_HELP)
 
     def sampling(self) -> dict:
@@ -118,7 +119,9 @@ class GenIns(Settings):
         name = canonical_name(self.model_path)
         folder = Path(self.output_folder)
         folder = folder / self.job_name if self.job_name else folder
-        output = folder / instruction_file_name(name, total_prompts, timestamp)
+        output = saved_as(
+            folder / instruction_file_name(name, total_prompts, timestamp), self.save_as
+        )
         tokenizer = engine.tokenizer(self.model_path)
         profile = get_profile(name, tokenizer)
         log.info("model %s, profile from %s", name, profile.source)

@@ -18,13 +18,13 @@ from magpie.logits import first_token_processor
 from magpie.models import canonical_name
 from magpie.multiturn import ConversationJob, MultiTurnJob
 from magpie.profiles import get_profile
-from magpie.records import InputError, iter_records, overwriting
+from magpie.records import InputError, iter_records, overwriting, saved_as
 from magpie.responses import (
     response_file_name,
     response_settings,
     used_penalties,
 )
-from magpie.settings import Settings, command, console, flag
+from magpie.settings import SAVE_AS_HELP, Settings, command, console, flag
 from magpie.stage import already_complete
 from magpie.stages.gen_ins import OVERWRITE_HELP
 from magpie.turns import MULTI_TURN_SYSTEM_PROMPT, parse_system_prompts
@@ -50,6 +50,7 @@ class Dialogues(Settings):
     job_class: ClassVar[type]
 
     model_path: str = flag("", MODEL_PATH_HELP)
+    save_as: str = flag("json", SAVE_AS_HELP)
     instruction_temperature: float = flag(1.0, "sampling temperature for user turns.")
     instruction_top_p: float = flag(1.0, "nucleus threshold for user turns.")
     instruction_repetition_penalty: float = flag(1.0, "repetition penalty for user turns.")
@@ -173,7 +174,7 @@ class GenMt(Dialogues):
         if self.output_file:
             output = Path(self.output_file)
         else:
-            output = response_file_name(self.input_file, "_mt")
+            output = saved_as(response_file_name(self.input_file, "_mt"), self.save_as)
         # Malformed input fails before any model (or tokenizer) loads: one streaming pass.
         for _ in iter_records(self.input_file):
             pass
@@ -253,7 +254,9 @@ class GenConv(Dialogues):
             folder = folder / self.job_name
         count = "input" if self.input_file else self.total_prompts
         name = Path(canonical_name(self.model_path)).name
-        output = folder / f"Magpie_{name}_{count}_{self.timestamp}_conv.json"
+        output = saved_as(
+            folder / f"Magpie_{name}_{count}_{self.timestamp}_conv.json", self.save_as
+        )
         return output, {
             "total": self.total_prompts,
             "input_file": self.input_file,

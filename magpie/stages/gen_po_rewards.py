@@ -11,8 +11,8 @@ from magpie.compat import torch_device
 from magpie.engines import EngineOptions
 from magpie.judge import JUDGE, check_judge, is_judge, judge_model_of, judge_name
 from magpie.preference import RewardJob, load_scorer, reward_file_name
-from magpie.records import InputError, overwriting
-from magpie.settings import Settings, command, console, flag
+from magpie.records import InputError, overwriting, saved_as
+from magpie.settings import SAVE_AS_HELP, Settings, command, console, flag
 from magpie.stage import already_complete
 
 DEFAULT_REWARD_MODEL = "RLHFlow/ArmoRM-Llama3-8B-v0.1"
@@ -71,6 +71,7 @@ class GenPoRewards(Settings):
     )
     max_model_len: int = flag(4096, "the judge's context length with --engine vllm.")
     output_file: str | None = flag(None, "default <input stem>_armorm.json next to the input.")
+    save_as: str = flag("json", SAVE_AS_HELP)
     checkpoint_every: int = flag(
         5000, "kept for compatibility; every record is journaled as it is scored."
     )
@@ -144,7 +145,11 @@ class GenPoRewards(Settings):
         judged = is_judge(name)
         options = self.engine_options(judged)
         judge_path = judge_model_of(name, self.judge_model_path) if judged else None
-        output = Path(self.output_file) if self.output_file else reward_file_name(self.input_file)
+        output = (
+            Path(self.output_file)
+            if self.output_file
+            else saved_as(reward_file_name(self.input_file), self.save_as)
+        )
         with overwriting(self.overwrite):
             job = RewardJob(
                 self.input_file,

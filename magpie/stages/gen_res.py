@@ -10,14 +10,14 @@ from typing import ClassVar
 from magpie.engines import EngineOptions
 from magpie.models import canonical_name
 from magpie.profiles import get_profile
-from magpie.records import InputError, overwriting
+from magpie.records import InputError, overwriting, saved_as
 from magpie.responses import (
     ResponseJob,
     check_input,
     response_file_name,
     response_settings,
 )
-from magpie.settings import Settings, command, console, flag
+from magpie.settings import SAVE_AS_HELP, Settings, command, console, flag
 from magpie.stage import already_complete
 from magpie.stages.gen_ins import MODEL_PATH_HELP, OVERWRITE_HELP
 
@@ -83,6 +83,7 @@ class GenRes(Settings):
         "`reasoning`, its answer to `response`.",
     )
     output_file: str | None = flag(None, "default <input stem>_res.json next to the input.")
+    save_as: str = flag("json", SAVE_AS_HELP)
     overwrite: bool = flag(False, OVERWRITE_HELP)
 
     def sampling(self) -> dict:
@@ -94,7 +95,7 @@ class GenRes(Settings):
     def output_path(self) -> Path:
         if self.output_file:
             return Path(self.output_file)
-        return response_file_name(self.input_file, self.file_suffix())
+        return saved_as(response_file_name(self.input_file, self.file_suffix()), self.save_as)
 
     def file_suffix(self) -> str:
         return "_res"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from magpie.engines import EngineOptions
 from magpie.records import InputError
-from magpie.settings import Settings, command, console, flag
+from magpie.settings import SAVE_AS_HELP, Settings, command, console, flag
 from magpie.tagging.job import TagOptions
 from magpie.tagging.job import run as run_missions
 
@@ -52,7 +52,7 @@ class Unitag(Settings):
     checkpoint_every: int = flag(
         40, "kept for compatibility; every record is journaled as it is made."
     )
-    save_as: str = flag("json", "json or jsonl.")
+    save_as: str = flag("json", SAVE_AS_HELP)
     max_tokens: int = flag(1024, "most tokens per tagger answer.")
     temperature: float = flag(0.0, "tagger sampling temperature; 0 = greedy (the original's).")
     top_p: float = flag(1.0, "nucleus sampling threshold.")

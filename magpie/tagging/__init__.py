@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from magpie.records import InputError
+from magpie.records import InputError, saved_as
 
 MISSIONS = (
     "difficulty",
@@ -88,7 +88,5 @@ def expand(tag_mission: str) -> list[str]:
 
 def output_file(input_file: str | Path, mission: str, save_as: str = "json") -> Path:
     """<input stem><mission suffix>.<save_as>, next to the input."""
-    if save_as not in ("json", "jsonl"):
-        raise InputError(f"--save_as must be json or jsonl, not '{save_as}'")
     p = Path(input_file)
-    return p.with_name(f"{p.stem}{SUFFIX[mission]}.{save_as}")
+    return saved_as(p.with_name(f"{p.stem}{SUFFIX[mission]}.json"), save_as)

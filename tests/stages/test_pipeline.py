@@ -5,6 +5,7 @@ rerun ends with the records of an uninterrupted one; bad recipes are refused up 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -350,3 +351,26 @@ def test_magpie_sh_and_a_model_script_keep_the_original_command_line(ending_mode
     assert all("instruction_sanitize_class_num" in r for r in ins)  # --sanitize ran
     configs = next(r["gen_response_configs"] for r in res if r["gen_response_configs"])
     assert (configs["temperature"], configs["top_p"]) == (0.6, 0.9)
+
+
+def test_save_as_jsonl_writes_every_record_file_as_json_lines(ending_model_dir, tmp_path):
+    """`save_as: jsonl` (the choice for large runs) reaches each stage that writes a
+    record file: the same records, one per line, in files named .jsonl."""
+    stages = [
+        {"gen_ins": {"total_prompts": 8, "n": 4, "max_tokens": 16}},
+        {"gen_res": {"max_tokens": 24, "temperature": 0.8}},
+        {"unitag": {"tag_mission": "language"}},
+    ]
+    base = {"model": str(ending_model_dir), "seed": 3, "timestamp": 1000, "batch_size": 4}
+    as_json = magpie.run({**base, "output_dir": str(tmp_path / "json"), "stages": stages})
+    as_jsonl = magpie.run(
+        {**base, "output_dir": str(tmp_path / "jsonl"), "save_as": "jsonl", "stages": stages}
+    )
+    for stage in ("gen_ins", "gen_res", "unitag"):
+        assert as_json[stage].suffix == ".json" and as_jsonl[stage].suffix == ".jsonl"
+        assert as_jsonl[stage].name == as_json[stage].with_suffix(".jsonl").name
+        lines = as_jsonl[stage].read_text(encoding="utf-8").splitlines()
+        from_lines = [json.loads(line) for line in lines]
+        array = json.loads(as_json[stage].read_text(encoding="utf-8"))
+        assert len(lines) == len(array) == 8
+        assert without_time(from_lines) == without_time(array), stage
