@@ -40,6 +40,9 @@ class Step:
     stage = "step"
     unit = "rec"  # what the progress bar counts: one per journal entry
     needs_gpu = True  # whether its model wants GPUs on a Ray replica (where there are any)
+    entries_per_item = (
+        1  # journal entries one item makes at most (a round of n, a dialogue's turns)
+    )
     journal = None
 
     def todo(self) -> Iterable:

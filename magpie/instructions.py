@@ -92,6 +92,7 @@ class InstructionJob(Step):
         else:
             self.template = profile.template(control_tasks, bool(system_prompt))
         self.model_name, self.total, self.n = model_name, total_prompts, n
+        self.entries_per_item = n  # an item is a round of n instructions
         self.sanitize, self.early_stopping, self.shuffle, self.seed = (
             sanitize,
             early_stopping,

@@ -32,6 +32,7 @@ import os
 import random
 import shutil
 import tempfile
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -351,12 +352,12 @@ def make_pairs(
     return pairs, dropped
 
 
-def split_order(n: int, test_size: float = 0.02, seed: int = 42) -> tuple[list[int], list[int]]:
+def split_order(n: int, test_size: float = 0.02, seed: int = 42) -> tuple[array, array]:
     """(train, test) positions of `n` pairs after a seeded shuffle. `test_size` below 1 is
     a share (rounded up, as `datasets` does, and never all the rows), 1 or more a count."""
     n_test = math.ceil(test_size * n) if test_size < 1 else int(test_size)
     n_test = max(0, min(n_test, n - 1))
-    order = list(range(n))
+    order = array("q", range(n))  # 8 bytes a pair; shuffled with the draws of a list
     random.Random(seed).shuffle(order)
     return order[n_test:], order[:n_test]
 

@@ -204,11 +204,12 @@ class RayExecutor:
         if isinstance(items, list):
             per_item = max(1, (total - done) // len(items)) if items else 1
             left = len(items)
-        else:  # read lazily from the input: one journal entry per item
+        else:  # read lazily: the step says how many entries an item makes
             items = iter(items)
             first = next(items, None)
             items = chain([first], items) if first is not None else []
-            per_item, left = 1, total - done
+            per_item = max(1, step.entries_per_item)
+            left = -(-(total - done) // per_item)
         if not left or not items:
             return step.finish(summary)
         log_start(step, total, done, f"Ray, {self.num_replicas} replicas")

@@ -211,6 +211,7 @@ def _json_array_records(path: Path) -> Iterator[dict]:
     from ijson.backends import python as exact
 
     repaired: list[str] = []
+    i = done - 1
     try:
         with open(path, "rb") as f:
             items = islice(exact.items(f, "item", use_float=True), done, None)
@@ -486,12 +487,14 @@ class RecordWriter:
     def __exit__(self, kind, error, trace) -> None:
         f, tmp = self._file, self._tmp
         try:
-            if kind is None:
-                if not self.jsonl:
-                    f.write(b"\n]\n" if self.count else b"]\n")
-                f.flush()
-                os.fsync(f.fileno())
-            f.close()
+            try:
+                if kind is None:
+                    if not self.jsonl:
+                        f.write(b"\n]\n" if self.count else b"]\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            finally:
+                f.close()
             if kind is None:
                 os.replace(tmp, self.path)
         finally:
@@ -806,6 +809,8 @@ class Journal:
         self.release()
 
     def close(self) -> None:
+        """Sync and close the journal file (and the index's reader; it reopens if asked)."""
+        self.done.close()
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())

@@ -189,6 +189,10 @@ class TurnStep(Step):
     assistant_params: SamplingParams
     max_turns: int | None = None
 
+    @property
+    def entries_per_item(self) -> int:
+        return len(self.roles)  # a conversation makes a turn per role at most
+
     def sources(self) -> Iterator:
         """What each conversation starts from, in order, read as they are asked for."""
         raise NotImplementedError

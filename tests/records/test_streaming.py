@@ -215,3 +215,13 @@ def test_pending_skips_journaled_records(tmp_path):
     assert [i for i, _ in journal.pending(src)] == [0, 1, 3, 4, 6, 7, 8, 9]
     assert [r for _, r in journal.pending(src)][0] == {"i": 0}
     journal.release()
+
+
+def test_malformed_record_right_after_a_lone_surrogate_is_named(tmp_path, monkeypatch):
+    """The exact parser takes over at the record the fast one could not read; if that very
+    record is malformed the error still names it."""
+    monkeypatch.setattr(rec, "_WHOLE_READ_LIMIT", 0)
+    path = tmp_path / "x.json"
+    path.write_text('[{"a": 1}, {"instruction": "\\ud800 x", ]', encoding="utf-8")
+    with pytest.raises(InputError, match=r"x\.json: record 1: malformed JSON"):
+        list(iter_records(path))
