@@ -1,8 +1,8 @@
 """Benchmark: memory and time of the stages as the records grow (issue 25).
 
-Makes N synthetic Magpie-shaped records (tagged, ~1.7 KB each as JSON; a share in other
-languages), then runs each stage on them in its own process and prints its peak RSS and
-seconds (`os.wait4`'s rusage of that process):
+Makes N synthetic Magpie-shaped records (tagged, ~2.3 KB each as indented JSON; a share
+in other languages), then runs each stage on them in its own process and prints its peak
+RSS (VmHWM, read by that process as it ends) and seconds:
 
 - concat: the tagged JSON array -> ShareGPT JSONL (`magpie.Concat`)
 - filter: `--config fms-dgt` on the tagged records, plus a category cap and a shuffle
@@ -216,14 +216,23 @@ def inputs_for(stage: str, work: Path, n: int) -> None:
         make_input("instructions", n, work / f"instructions_{n}.jsonl")
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident memory (KiB), from /proc: its own since exec (the
+    rusage maxrss of a child also counts the parent's memory at the fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def measure(stage: str, work: Path, n: int) -> dict:
     """Run the stage in a child process; its seconds and peak RSS."""
     inputs_for(stage, work, n)
     cmd = [sys.executable, __file__, "--child", stage, "--work", str(work), "--sizes", str(n)]
     start = time.time()
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
+    child = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     seconds = time.time() - start
+    peaks = [line.split()[1] for line in child.stdout.splitlines() if line.startswith("VmHWM")]
     for leftover in work.glob(f"out_{stage}_{n}*"):
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     for leftover in work.glob(f".magpie/out_{stage}_{n}*"):
@@ -235,8 +244,8 @@ def measure(stage: str, work: Path, n: int) -> dict:
         "stage": stage,
         "records": n,
         "seconds": round(seconds, 1),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024),
-        "exit": os.waitstatus_to_exitcode(status),
+        "peak_rss_mib": round(int(peaks[-1]) / 1024) if peaks else None,
+        "exit": child.returncode,
     }
 
 
@@ -259,6 +268,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     if args.child:
         run_stage(args.child, args.work, args.sizes[0])
+        print(f"VmHWM {peak_rss_kib()}")
         return
     rows = []
     print(f"machine: {machine()}")
