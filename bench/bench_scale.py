@@ -235,7 +235,7 @@ def measure(stage: str, work: Path, n: int) -> dict:
     peaks = [line.split()[1] for line in child.stdout.splitlines() if line.startswith("VmHWM")]
     for leftover in work.glob(f"out_{stage}_{n}*"):
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-    for leftover in work.glob(f".magpie/out_{stage}_{n}*"):
+    for leftover in [*work.glob(f".magpie/out_{stage}_{n}*"), *work.glob(f".magpie/language_{n}*")]:
         leftover.unlink()
     (work / f"language_{n}.json").unlink(missing_ok=True)
     for leftover in work.glob(f"language_{n}*"):
