@@ -836,34 +836,67 @@ def _entry_key(line: bytes):
     return json.loads(line)["key"]
 
 
+# A dialogue stage's key: "<conversation>/<turn step>".
+_TURN_KEY = re.compile(r"(\d{1,12})/(\d{1,2})")
+
+
 class JournalIndex(Mapping):
     """Journal keys -> records, holding only each record's offset in the journal file: an
-    8-byte slot per key for keys 0..n-1 (an array), a dict entry for other keys. A record
-    is read back from the file when looked up (`journal.done[k]`), so iterating over
-    `done[i] for i in range(n)` streams the output in order."""
+    8-byte slot per key for keys 0..n-1 (an array) and for dialogue keys "i/step" (an
+    array per step), a dict entry for other keys. A record is read back from the file
+    when looked up (`journal.done[k]`), so iterating over `done[i] for i in range(n)`
+    streams the output in order."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._slots = array("q")  # offset + 1 per integer key; 0: not done
+        self._turns: dict[int, array] = {}  # step -> offset + 1 per conversation
         self._other: dict = {}
         self._count = 0
         self._reader = None
 
+    def _array_slot(self, key, grow: bool = False) -> tuple[array, int] | None:
+        """(array, index) holding `key`'s slot, or None for a key kept in the dict."""
+        if type(key) is int:
+            if not 0 <= key < (1 << 40):
+                return None
+            slots, i = self._slots, key
+        elif type(key) is str and (match := _TURN_KEY.fullmatch(key)):
+            i, step = int(match.group(1)), int(match.group(2))
+            if str(i) != match.group(1) or str(step) != match.group(2):
+                return None  # "01/2" is not "1/2"
+            slots = self._turns.setdefault(step, array("q")) if grow else self._turns.get(step)
+            if slots is None:
+                return None
+        else:
+            return None
+        if grow and i >= len(slots):
+            slots.extend(array("q", bytes(8 * max(i + 1 - len(slots), len(slots) // 2, 1024))))
+        return (slots, i) if i < len(slots) else None
+
     def add(self, key, offset: int) -> None:
-        if type(key) is int and 0 <= key < (1 << 40):
-            if key >= len(self._slots):
-                grow = max(key + 1 - len(self._slots), len(self._slots) // 2, 1024)
-                self._slots.extend(array("q", bytes(8 * grow)))
-            self._count += self._slots[key] == 0
-            self._slots[key] = offset + 1
+        slot = self._array_slot(key, grow=True)
+        if slot is not None:
+            slots, i = slot
+            self._count += slots[i] == 0
+            slots[i] = offset + 1
         else:
             self._count += key not in self._other
             self._other[key] = offset
 
     def _offset(self, key) -> int | None:
-        if type(key) is int and 0 <= key < len(self._slots):
-            return self._slots[key] - 1 if self._slots[key] else None
+        slot = self._array_slot(key)
+        if slot is not None:
+            slots, i = slot
+            return slots[i] - 1 if slots[i] else None
         return self._other.get(key)
+
+    def latest(self):
+        """The record written last (at the greatest offset), None when there is none."""
+        ends = [max(a) - 1 for a in (self._slots, *self._turns.values()) if len(a)]
+        ends += self._other.values()
+        offset = max(ends, default=-1)
+        return None if offset < 0 else self._read(offset)
 
     def __contains__(self, key) -> bool:
         return self._offset(key) is not None
@@ -872,6 +905,9 @@ class JournalIndex(Mapping):
         offset = self._offset(key)
         if offset is None:
             raise KeyError(key)
+        return self._read(offset)
+
+    def _read(self, offset: int):
         if self._reader is None:
             self._reader = open(self.path, "rb")
         self._reader.seek(offset)
@@ -881,6 +917,10 @@ class JournalIndex(Mapping):
         for key, slot in enumerate(self._slots):
             if slot:
                 yield key
+        for step, slots in sorted(self._turns.items()):
+            for i, slot in enumerate(slots):
+                if slot:
+                    yield f"{i}/{step}"
         yield from self._other
 
     def __len__(self) -> int:

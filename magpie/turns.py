@@ -271,8 +271,6 @@ class TurnStep(Step):
 
     def last_engine(self) -> str | None:
         """The engine that made the latest journaled turn (None when no turn was made:
-        every conversation was done or unusable), the journal read one entry at a time."""
-        engine = None
-        for entry in self.journal.done.values():
-            engine = entry.get("engine") or engine
-        return engine
+        every conversation was done or unusable)."""
+        latest = self.journal.done.latest()
+        return latest.get("engine") if latest else None

@@ -225,3 +225,25 @@ def test_malformed_record_right_after_a_lone_surrogate_is_named(tmp_path, monkey
     path.write_text('[{"a": 1}, {"instruction": "\\ud800 x", ]', encoding="utf-8")
     with pytest.raises(InputError, match=r"x\.json: record 1: malformed JSON"):
         list(iter_records(path))
+
+
+def test_dialogue_keys_take_a_slot_each_and_the_latest_entry_is_the_last_written(tmp_path):
+    """gen_mt/gen_conv journal "i/step" keys: kept in arrays (not a dict entry per turn),
+    looked up and listed as themselves; other string keys still work."""
+    index = rec.JournalIndex(tmp_path / "j.jsonl")
+
+    def fill():
+        for i in range(200_000):
+            for step in (0, 1):
+                index.add(f"{i}/{step}", (2 * i + step) * 900)
+
+    assert _peak_bytes(fill) < 8 * 2**20  # a dict entry per turn: ~50 MB
+    assert len(index) == 400_000 and "199999/1" in index and "200000/0" not in index
+    assert "01/1" not in index and "1/01" not in index
+    out = tmp_path / "out.json"
+    journal = Journal(out, {"stage": "t"})
+    journal.append_many([("3/1", {"engine": "a"}), ("0/0", {"engine": "b"}), ("x", {"n": 1})])
+    journal.append_many([("1/0", {"engine": "c"})])
+    assert sorted(journal.done) == ["0/0", "1/0", "3/1", "x"]
+    assert journal.done["3/1"] == {"engine": "a"} and journal.done.latest() == {"engine": "c"}
+    journal.release()
