@@ -47,6 +47,7 @@ from magpie.profiles import get_profile
 from magpie.records import (
     InputError,
     Journal,
+    iter_records,
     overwriting,
     read_records,
     write_json,
@@ -231,8 +232,7 @@ def _post_process(task: dict, tagged: Path, out_dir: Path, summary: dict) -> Pat
     cfg = _filter_config(task.get("filter"))
     final = out_dir / "final_data.jsonl"
     if cfg is None:
-        write_records(final, read_records(current))
-        summary["kept"] = len(read_records(final))
+        summary["kept"] = write_records(final, iter_records(current))
         return final
     report = run_filter(current, cfg, final, out_dir / "filter_rejected.jsonl")
     summary["filter"] = {
