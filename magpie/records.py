@@ -74,7 +74,7 @@ _JSON_SPACE = " \t\r\n"
 _REPORTED: set[tuple] = set()
 
 
-def read_records(path: str | os.PathLike) -> list[dict]:
+def read_records(path: str | os.PathLike, *, allow_empty: bool = False) -> list[dict]:
     """Records of a .json array or a .jsonl file, all in memory; errors name the file, line
     and problem. For large files use `iter_records`, which reads the same records one at a
     time.
@@ -84,20 +84,23 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     array of records, one record, or one object wrapping the array under a single key
     (`{"data": [...]}`, `{"train": [...]}`: read, and logged). Unpaired surrogates are
     repaired (see `REPAIRED_FIELD`) with one warning naming the file and the count."""
-    return list(iter_records(path))
+    return list(iter_records(path, allow_empty=allow_empty))
 
 
-def iter_records(path: str | os.PathLike) -> Iterator[dict]:
+def iter_records(path: str | os.PathLike, *, allow_empty: bool = False) -> Iterator[dict]:
     """The records of a .json or .jsonl file one at a time, in order, as `read_records`
     reads them (same records, same errors; an empty .jsonl file, or a blank .json one, is
-    refused: "file is empty"), holding one record at a time: a .jsonl file
+    refused: "file is empty", unless `allow_empty`: a stage's output may hold no record,
+    an input may not), holding one record at a time: a .jsonl file
     line by line, a .json array element by element through ijson's incremental parser.
     Only a top-level object (one record, or a wrapper of records) is read whole."""
     path = _checked(path)
     if path.suffix == ".jsonl":
-        yield from _jsonl_records(path)
+        yield from _jsonl_records(path, allow_empty)
     elif _first_byte(path) == b"[":
         yield from _json_array_records(path)
+    elif allow_empty and not _first_byte(path):
+        return
     else:
         yield from _whole_json_records(path)
 
@@ -115,7 +118,7 @@ def count_records(path: str | os.PathLike) -> int:
     return n
 
 
-def _jsonl_records(path: Path) -> Iterator[dict]:
+def _jsonl_records(path: Path, allow_empty: bool = False) -> Iterator[dict]:
     """A .jsonl file's records; one with none (no line, or blank lines only) is refused
     ("file is empty") once its end is reached."""
     repaired: list[str] = []
@@ -132,7 +135,7 @@ def _jsonl_records(path: Path) -> Iterator[dict]:
                 yield record
     finally:
         _report_repairs(path, repaired)
-    if not count:
+    if not count and not allow_empty:
         raise InputError(f"{path}: file is empty")
 
 

@@ -247,3 +247,21 @@ def test_dialogue_keys_take_a_slot_each_and_the_latest_entry_is_the_last_written
     assert sorted(journal.done) == ["0/0", "1/0", "3/1", "x"]
     assert journal.done["3/1"] == {"engine": "a"} and journal.done.latest() == {"engine": "c"}
     journal.release()
+
+
+@pytest.mark.parametrize(
+    "name, text", [("a.jsonl", ""), ("b.jsonl", "\n  \n"), ("c.json", " \n"), ("d.json", "[]")]
+)
+def test_an_empty_file_is_refused_as_input_and_read_as_an_output(tmp_path, name, text):
+    """A stage's input must hold a record; an output may hold none (a filter that kept
+    nothing): `allow_empty` reads it as no records, anything malformed is still refused."""
+    path = tmp_path / name
+    path.write_text(text)
+    if text != "[]":
+        with pytest.raises(InputError, match=rf"{name}: file is empty"):
+            list(iter_records(path))
+    assert list(iter_records(path, allow_empty=True)) == []
+    assert read_records(path, allow_empty=True) == []
+    (tmp_path / "bad.jsonl").write_text("\n{oops\n")
+    with pytest.raises(InputError, match=r"bad\.jsonl:2"):
+        list(iter_records(tmp_path / "bad.jsonl", allow_empty=True))
