@@ -31,6 +31,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -59,8 +60,14 @@ log = logging.getLogger("magpie")
 # Stop strings are searched in the decoded tail of this many tokens (a stop string longer
 # than this many tokens would be missed; real stop strings are 1-8 tokens).
 STOP_WINDOW_TOKENS = 24
-# Most padded tokens in one batch of `next_token_probs` (one forward pass, no cache kept).
+# Most padded tokens computed in one batch of `next_token_probs` (one forward pass), and
+# most tokens whose keys and values the batch holds (the shared prefix's copies included).
 PROBS_BATCH_TOKENS = 16384
+PROBS_CACHE_TOKENS = 65536
+# Prompts of one `next_token_probs` call sharing at least this many leading tokens
+# prefill them once (`HFEngine._shared_prefix`); None switches the reuse off.
+MIN_SHARED_PREFIX = 32
+PREFIXES_KEPT = 4
 
 
 @dataclass
@@ -73,6 +80,35 @@ class _Row:
     done: bool = False
     matcher: object | None = None  # grammar matcher under constrained decoding
     generator: torch.Generator | None = None  # this row's own random stream
+
+
+@dataclass
+class _Prefix:
+    """A prefix's tokens and its keys and values per layer (keys, values, keys, ...),
+    each [variants, kv_heads, P, head_dim]: variant e as a row whose length has the
+    parity of P + e holds them (`HFEngine._shared_prefix`; one variant when the engine
+    is not batch-invariant)."""
+
+    tokens: tuple[int, ...]
+    kv: list[torch.Tensor]
+
+    def batch_cache(self, lengths: torch.Tensor, width: int):
+        """A cache of the first P columns of a left-padded batch of prompts that all
+        start with this prefix: row r's column c holds prefix token c - (width -
+        lengths[r]) (padding, masked, where negative), from the variant of its parity."""
+        from transformers import DynamicCache
+
+        count = len(self.tokens)
+        pad = width - lengths
+        token = (torch.arange(count, device=lengths.device)[None, :] - pad[:, None]).clamp(min=0)
+        variant = ((lengths - count) % self.kv[0].shape[0])[:, None]
+        cache = DynamicCache()
+        for layer in range(len(self.kv) // 2):
+            keys, values = (
+                t[variant, :, token].transpose(1, 2) for t in self.kv[2 * layer : 2 * layer + 2]
+            )
+            cache.update(keys.contiguous(), values.contiguous(), layer)
+        return cache
 
 
 class HFEngine:
@@ -126,6 +162,8 @@ class HFEngine:
         self._special = [t for t in tokenizer.all_special_tokens if t]
         self._grammar = None
         self.supports_json_schema = grammar.available()
+        self.min_shared_prefix = MIN_SHARED_PREFIX
+        self._prefixes: list[_Prefix] = []  # most recently used first
 
     # ----------------------------------------------------------------- public API
     def generate(
@@ -230,35 +268,103 @@ class HFEngine:
         (softmax over the whole vocabulary, not renormalised), in prompt order.
 
         One forward pass per batch, no decoding: prompts are sorted by length and
-        left-padded into batches of at most `batch_size` rows and PROBS_BATCH_TOKENS padded
-        tokens, with each row's positions counted from its first real token (as if it
-        were alone), and only the last position's logits are computed. A prompt that
-        cannot be read (empty, or no room in the context: `prompt_problem`) gets NaNs.
+        left-padded into batches of at most `batch_size` rows and PROBS_BATCH_TOKENS
+        computed tokens, with each row's positions counted from its first real token (as
+        if it were alone), and only the last position's logits are computed. The prefix
+        all prompts share (a tag mission's instructions and examples, a judge's rubric)
+        is prefilled once and its keys and values reused by every row (`_shared_prefix`):
+        the same logits, bit for bit under `batch_invariant`. A prompt that cannot be
+        read (empty, or no room in the context: `prompt_problem`) gets NaNs.
         """
         ids = torch.tensor(list(token_ids), dtype=torch.long, device=self.device)
         encoded = [self.encode(p) for p in prompts]
         out: list[list[float]] = [[math.nan] * len(ids) for _ in encoded]
         good = [i for i, e in enumerate(encoded) if prompt_problem(e, self.max_positions) is None]
-        keep_last = {"logits_to_keep": 1} if self._logits_to_keep else {}
-        for batch in _length_batches(good, encoded, self.batch_size, PROBS_BATCH_TOKENS):
-            width = max(len(encoded[i]) for i in batch)
-            rows = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):
-                rows[r, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-                mask[r, width - len(encoded[i]) :] = 1
-            rows, mask = rows.to(self.device), mask.to(self.device)
-            logits = self.model(
-                input_ids=rows,
-                attention_mask=mask,
-                position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
-                use_cache=False,
-                **keep_last,
-            ).logits[:, -1, :]
+        prefix = self._shared_prefix([encoded[i] for i in good])  # each batch reuses it
+        shared = 0 if prefix is None else len(prefix.tokens)
+        for batch in _length_batches(good, encoded, self.batch_size, PROBS_BATCH_TOKENS, shared):
+            logits, _, _ = self._prefill([encoded[i] for i in batch], keep_cache=False)
             probs = logits.float().log_softmax(dim=-1).index_select(1, ids).exp()
             for r, i in enumerate(batch):
                 out[i] = probs[r].tolist()
         return out
+
+    def _prefill(self, prompts: list[list[int]], keep_cache: bool):
+        """One forward pass over `prompts` left-padded into a batch, each row's positions
+        counted from its first real token, the last position's logits only. The prefix
+        all rows share (`_shared_prefix`) is not computed again: each row's first P
+        columns (its padding, then the prefix's first tokens) are copied from its cache,
+        where a full pass would have put them, with the same bits under
+        `batch_invariant`. Returns (logits [B, vocab], the batch's cache if `keep_cache`
+        else None, attention mask [B, width])."""
+        width = max(len(p) for p in prompts)
+        rows = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for r, p in enumerate(prompts):
+            rows[r, width - len(p) :] = torch.tensor(p)
+            mask[r, width - len(p) :] = 1
+        rows, mask = rows.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        kwargs = {"logits_to_keep": 1} if self._logits_to_keep else {}
+        prefix = self._shared_prefix(prompts)
+        start, cache = 0, None
+        if prefix is not None:
+            start = len(prefix.tokens)
+            lengths = torch.tensor([len(p) for p in prompts], device=self.device)
+            cache = prefix.batch_cache(lengths, width)
+        if keep_cache or cache is not None:
+            kwargs.update({self._cache_key: cache, "use_cache": True})
+        else:
+            kwargs["use_cache"] = False
+        out = self.model(
+            input_ids=rows[:, start:],
+            attention_mask=mask,
+            position_ids=positions[:, start:],
+            **kwargs,
+        )
+        return out.logits[:, -1, :], getattr(out, self._cache_key) if keep_cache else None, mask
+
+    def _shared_prefix(self, prompts: list[list[int]]) -> _Prefix | None:
+        """The longest prefix every prompt shares, short of each prompt's last token,
+        prefilled (`_Prefix`); None when it is shorter than `min_shared_prefix` tokens.
+        The last PREFIXES_KEPT computed are kept: one is reused while it is a prefix of
+        every prompt (the next call of the same mission, the next admission)."""
+        if not prompts or self.min_shared_prefix is None:
+            return None
+        shared = os.path.commonprefix(prompts)[: min(len(p) for p in prompts) - 1]
+        if len(shared) < self.min_shared_prefix:
+            return None
+        for kept in self._prefixes:  # (a lone prompt is prefilled whole unless kept)
+            if len(kept.tokens) <= len(shared) and tuple(shared[: len(kept.tokens)]) == kept.tokens:
+                self._prefixes.remove(kept)
+                self._prefixes.insert(0, kept)
+                return kept
+        if len(prompts) == 1:
+            return None
+        # Batch-invariant attention sums a row's keys in pairs counted from its end: the
+        # prefix's keys and values are computed twice, as rows of even and odd length
+        # hold them (a masked column after the prefix), so every row gets its own bits.
+        variants = []
+        for extra in (0, 1) if self.exact else (0,):
+            ids = torch.tensor([[*shared, *[self.pad_id] * extra]], device=self.device)
+            mask = torch.ones_like(ids)
+            mask[0, len(shared) :] = 0
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=torch.arange(ids.shape[1], device=self.device)[None, :],
+                use_cache=True,
+            )
+            variants.append(
+                [
+                    t[:, :, : len(shared)]
+                    for layer in getattr(out, self._cache_key).layers
+                    for t in (layer.keys, layer.values)
+                ]
+            )
+        kv = [torch.cat(ts, dim=0) for ts in zip(*variants, strict=True)]
+        self._prefixes = [_Prefix(tuple(shared), kv), *self._prefixes[: PREFIXES_KEPT - 1]]
+        return self._prefixes[0]
 
     # ----------------------------------------------------------------- internals
     def _batch_invariant(self, wanted: bool | None) -> bool:
@@ -295,31 +401,21 @@ class HFEngine:
         return torch.Generator().manual_seed(seed)
 
     def _admit(self, rows, new, cache, mask):
-        """Prefill `new` rows (unique prompts once) and splice them into the batch cache."""
+        """Prefill `new` rows (unique prompts once, their shared prefix from its cache:
+        `_prefill`) and splice them into the batch cache."""
         unique: dict[tuple[int, ...], int] = {}
         for r in new:
             unique.setdefault(tuple(r.prompt_ids), len(unique))
-        prompts = list(unique)
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        pmask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for j, p in enumerate(prompts):
-            ids[j, width - len(p) :] = torch.tensor(p)
-            pmask[j, width - len(p) :] = 1
-        ids, pmask = ids.to(self.device), pmask.to(self.device)
-        positions = (pmask.cumsum(dim=1) - 1).clamp(min=0)
-        out = self.model(
-            input_ids=ids, attention_mask=pmask, position_ids=positions, use_cache=True
-        )
+        logits, new_cache, pmask = self._prefill([list(p) for p in unique], keep_cache=True)
         expand = torch.tensor([unique[tuple(r.prompt_ids)] for r in new], device=self.device)
         new_layers = [
             (layer.keys.index_select(0, expand), layer.values.index_select(0, expand))
-            for layer in getattr(out, self._cache_key).layers
+            for layer in new_cache.layers
         ]
         new_mask = pmask.index_select(0, expand)
-        logits_new = out.logits[:, -1, :].index_select(0, expand)
+        logits_new = logits.index_select(0, expand)
         if cache is None or not rows:
-            cache = getattr(out, self._cache_key)
+            cache = new_cache
             for layer, (k, v) in zip(cache.layers, new_layers, strict=True):
                 layer.keys, layer.values = k, v
             return cache, new_mask, logits_new
@@ -438,14 +534,17 @@ def _note_not_exact(dtype: str, device: str, reason: str, quiet: bool = False) -
 
 
 def _length_batches(
-    indices: list[int], encoded: list[list[int]], rows: int, max_tokens: int
+    indices: list[int], encoded: list[list[int]], rows: int, max_tokens: int, shared: int = 0
 ) -> Iterator[list[int]]:
-    """`indices`, longest prompt first, in batches of at most `rows` rows and `max_tokens`
-    padded tokens (a prompt longer than that is a batch of its own)."""
+    """`indices`, longest prompt first, in batches of at most `rows` rows, `max_tokens`
+    padded tokens computed (the first `shared` of each row are not: a reused prefix) and
+    PROBS_CACHE_TOKENS held (a prompt longer than that is a batch of its own)."""
     batch: list[int] = []
     for i in sorted(indices, key=lambda i: -len(encoded[i])):
         width = len(encoded[batch[0]]) if batch else len(encoded[i])
-        if batch and (len(batch) >= rows or (len(batch) + 1) * width > max_tokens):
+        n = len(batch) + 1
+        full = n * (width - shared) > max_tokens or n * width > PROBS_CACHE_TOKENS
+        if batch and (len(batch) >= rows or full):
             yield batch
             batch = []
         batch.append(i)

@@ -270,3 +270,84 @@ def test_vllm_batch_invariant_is_refused_on_the_cpu_build_with_one_line(monkeypa
     assert "\n" not in str(refused.value)
     monkeypatch.setattr(vllm_engine, "on_cpu_platform", lambda: False)
     vllm_engine.refuse_batch_invariant_on_cpu()  # a GPU: vLLM's own mode is asked for
+
+
+def shared_head_prompts(length: int = 150) -> list[list[int]]:
+    """Prompts that start with the same `length` tokens (a tag mission's instructions),
+    then differ: suffixes of odd and even lengths, one so short that its padding reaches
+    into the head's columns, one so long that every other row's does. (From about 64
+    shared tokens on, a prefix computed once for rows of both parities differs in the
+    last bits from the full pass: measured.)"""
+    gen = torch.Generator().manual_seed(1)
+    head = torch.randint(100, 40000, (length,), generator=gen).tolist()
+    return [head + torch.randint(100, 40000, (n,), generator=gen).tolist() for n in (1, 7, 12, 61)]
+
+
+def test_a_shared_prefix_is_computed_once_and_gives_the_same_bits(smol):
+    """next_token_probs' batches: the prefix every prompt shares is prefilled once (its
+    keys and values then copied into each row), and each row's logits equal, bit for bit,
+    those of the prompt run alone through the model (issue 26)."""
+    prompts = shared_head_prompts()
+    alone = [last_logits(smol.model, [p], [])[0][0] for p in prompts]
+    smol._prefixes = []
+    fed: list[int] = []
+    hook = smol.model.register_forward_pre_hook(
+        lambda m, a, kw: fed.append(kw["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        with torch.inference_mode():
+            logits, _, _ = smol._prefill(prompts, keep_cache=False)
+    finally:
+        hook.remove()
+    assert smol._prefixes[0].tokens == tuple(prompts[0][:150])
+    # The head (twice: as rows of even and odd length hold it), then the suffixes only.
+    assert fed == [150, 151, max(map(len, prompts)) - 150]
+    for r, p in enumerate(prompts):
+        assert torch.equal(logits[r], alone[r]), (r, len(p))
+
+
+def test_generation_from_a_shared_prefix_decodes_the_same_bits(smol):
+    """Rows admitted with a shared prefix (a long system prompt) decode, step after step,
+    the same logits as each prompt prefilled and decoded alone."""
+    from magpie.engines.hf import _Row
+
+    prompts = shared_head_prompts(151)
+    feed = [[300 + r, 400 + r, 500 + r] for r in range(len(prompts))]
+    alone = [
+        last_logits(smol.model, [p], [[t] for t in f]) for p, f in zip(prompts, feed, strict=True)
+    ]
+    smol._prefixes = []
+    with torch.inference_mode():
+        cache, mask, first = smol._admit(
+            [], [_Row(r, 0, p) for r, p in enumerate(prompts)], None, None
+        )
+        assert smol._prefixes and len(smol._prefixes[0].tokens) == 151
+        steps = [first]
+        for s in range(3):
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = smol.model(
+                input_ids=torch.tensor([[f[s]] for f in feed]),
+                attention_mask=mask,
+                position_ids=mask.sum(1, keepdim=True) - 1,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            steps.append(out.logits[:, -1])
+    for r in range(len(prompts)):
+        for s in range(4):
+            assert torch.equal(steps[s][r], alone[r][s][0]), (r, s)
+
+
+def test_next_token_probs_with_and_without_the_shared_prefix_are_equal(smol):
+    prompts = shared_head_prompts()
+    tokens = [11, 500, 30000]
+    smol._prefixes = []
+    reused = smol.next_token_probs(prompts, tokens)
+    assert smol._prefixes
+    smol.min_shared_prefix = None
+    try:
+        full = smol.next_token_probs(prompts, tokens)
+    finally:
+        smol.min_shared_prefix = 32
+    assert reused == full and all(0 < p < 1 for row in full for p in row)

@@ -58,6 +58,37 @@ def test_continuous_batching_matches_unbatched_generate(tiny, smol_tokenizer):
         assert c.prompt_tokens == len(smol_tokenizer(prompt, add_special_tokens=False).input_ids)
 
 
+SYSTEM = (
+    "<|im_start|>system\nYou are a careful assistant. Answer in plain words, cite what you "
+    "use, say when you do not know, and keep every answer short and to the point.<|im_end|>\n"
+)
+
+
+def test_a_shared_system_prompt_is_prefilled_once_and_decodes_as_alone(tiny, smol_tokenizer):
+    """Prompts sharing a long system prompt (issue 26: prefilled once, its keys and values
+    copied into every row), float32: the same greedy tokens as transformers' generate on
+    each prompt alone, and next-token probabilities within 1e-6 of a full forward pass."""
+    prompts = [SYSTEM + p for p in PROMPTS[:5]]
+    eng = engine(tiny, smol_tokenizer, batch_size=8)
+    got = eng.generate(prompts, SamplingParams(temperature=0.0, max_tokens=8))
+    assert eng._prefixes and len(eng._prefixes[0].tokens) >= 32
+    assert smol_tokenizer.decode(eng._prefixes[0].tokens).startswith(SYSTEM[:60])
+    for prompt, (c,) in zip(prompts, got, strict=True):
+        want = smol_tokenizer.decode(reference_greedy(tiny, smol_tokenizer, prompt, 8))
+        for special in smol_tokenizer.all_special_tokens:
+            want = want.replace(special, "")
+        assert c.text == want and c.completion_tokens == 8
+    tokens = [11, 500, 30000]
+    eng._prefixes = []
+    probs = eng.next_token_probs(prompts, tokens)
+    assert eng._prefixes
+    for prompt, row in zip(prompts, probs, strict=True):
+        ids = smol_tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.inference_mode():
+            want = torch.softmax(tiny(input_ids=ids).logits[0, -1].double(), dim=-1)[tokens]
+        assert row == pytest.approx(want.tolist(), abs=1e-6, rel=1e-4)
+
+
 def test_stop_id_ends_row_at_once_and_is_not_in_text(tiny, smol_tokenizer):
     eng = engine(tiny, smol_tokenizer)
     free = eng.generate(PROMPTS[:3], SamplingParams(temperature=0.0, max_tokens=10))
