@@ -8,7 +8,10 @@ right-aligned, with the columns before it masked out). Rows never decode past th
 stop, and the batch stays full while work is queued.
 
 Identical prompts (every Magpie instruction prompt is the same pre-query template) are
-prefilled once per admission and their cache rows copied.
+prefilled once per admission and their cache rows copied. Prompts that only start alike
+(a tag mission's instructions and examples, a judge's rubric, a long system prompt) share
+more: the prefix they all have is prefilled once, kept, and its keys and values copied
+into every row's first columns, in `next_token_probs` and at admission (issue 26).
 
 With `SamplingParams.json_schema` set (tagging), each row gets a grammar matcher when it
 is admitted; the tokens the schema forbids are masked before sampling, the sampled token
