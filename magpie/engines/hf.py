@@ -95,16 +95,15 @@ class _Prefix:
     tokens: tuple[int, ...]
     kv: list[torch.Tensor]
 
-    def batch_cache(self, lengths: torch.Tensor, width: int):
-        """A cache of the first P columns of a left-padded batch of prompts that all
-        start with this prefix: row r's column c holds prefix token c - (width -
+    def batch_cache(self, lengths: torch.Tensor, width: int, count: int):
+        """A cache of the first `count` (<= P) columns of a left-padded batch of prompts
+        that all start with this prefix: row r's column c holds prefix token c - (width -
         lengths[r]) (padding, masked, where negative), from the variant of its parity."""
         from transformers import DynamicCache
 
-        count = len(self.tokens)
         pad = width - lengths
         token = (torch.arange(count, device=lengths.device)[None, :] - pad[:, None]).clamp(min=0)
-        variant = ((lengths - count) % self.kv[0].shape[0])[:, None]
+        variant = ((lengths - len(self.tokens)) % self.kv[0].shape[0])[:, None]
         cache = DynamicCache()
         for layer in range(len(self.kv) // 2):
             keys, values = (
@@ -285,6 +284,8 @@ class HFEngine:
         good = [i for i, e in enumerate(encoded) if prompt_problem(e, self.max_positions) is None]
         prefix = self._shared_prefix([encoded[i] for i in good])  # each batch reuses it
         shared = 0 if prefix is None else len(prefix.tokens)
+        if shared and self.exact:  # (a batch may take more: `_prefill`)
+            shared = invariant.prefix_columns([len(encoded[i]) for i in good], shared)
         for batch in _length_batches(good, encoded, self.batch_size, PROBS_BATCH_TOKENS, shared):
             logits, _, _ = self._prefill([encoded[i] for i in batch], keep_cache=False)
             probs = logits.float().log_softmax(dim=-1).index_select(1, ids).exp()
@@ -313,8 +314,11 @@ class HFEngine:
         start, cache = 0, None
         if prefix is not None:
             start = len(prefix.tokens)
+            if self.exact:  # rows past KEY_BLOCK keys take the prefix up to a block's edge
+                start = invariant.prefix_columns([len(p) for p in prompts], start)
+        if start:
             lengths = torch.tensor([len(p) for p in prompts], device=self.device)
-            cache = prefix.batch_cache(lengths, width)
+            cache = prefix.batch_cache(lengths, width, start)
         if keep_cache or cache is not None:
             kwargs.update({self._cache_key: cache, "use_cache": True})
         else:
@@ -335,6 +339,8 @@ class HFEngine:
         if not prompts or self.min_shared_prefix is None:
             return None
         shared = os.path.commonprefix(prompts)[: min(len(p) for p in prompts) - 1]
+        if self.exact:  # computed alone in one block of keys (`invariant.KEY_BLOCK`)
+            shared = shared[: invariant.KEY_BLOCK - 1]
         if len(shared) < self.min_shared_prefix:
             return None
         for kept in self._prefixes:  # (a lone prompt is prefilled whole unless kept)

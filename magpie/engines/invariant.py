@@ -98,15 +98,51 @@ def _attend(query, key, value, mask, scale: float, hkv: int) -> torch.Tensor:
     return out.view(b, h, lq, d).transpose(1, 2).contiguous()
 
 
+# Keys one matrix product sums in `probs_times_values`. Above about 570 keys the bf16
+# kernel (oneDNN) blocks its sum in places that move with the width (measured: a row's
+# result changed with the padding before it), so longer rows are cut into blocks of this
+# many keys counted from the newest key, and the blocks' products added in order.
+KEY_BLOCK = 512
+
+
 def probs_times_values(probs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """`probs @ values` over an even number of keys: the bf16 kernel (AVX512-BF16) adds
-    products in pairs of adjacent keys, counted from the first column; with an even width
-    the pairs are counted from the last (newest) key, so a row's pairs do not depend on
-    how much padding comes before it. An odd width gets one masked key in front."""
-    if probs.shape[-1] % 2:
-        probs = torch.nn.functional.pad(probs, (1, 0))
-        values = torch.nn.functional.pad(values, (0, 0, 1, 0))
-    return torch.matmul(probs, values)
+    """`probs @ values` ([..., M, K] @ [..., K, D]) with a row's sums independent of the
+    padding before it. Up to KEY_BLOCK keys: one product over an even number of keys (the
+    bf16 kernel adds products in pairs of adjacent keys counted from the first column;
+    with an even width they are counted from the last, newest key), an odd width getting
+    one masked key in front. Beyond: blocks of KEY_BLOCK keys counted from the newest,
+    each one such product, summed newest first in float32 (blocks of padding add exact
+    zeros)."""
+    width = probs.shape[-1]
+    if width <= KEY_BLOCK:
+        if width % 2:
+            probs = torch.nn.functional.pad(probs, (1, 0))
+            values = torch.nn.functional.pad(values, (0, 0, 1, 0))
+        return torch.matmul(probs, values)
+    blocks = -(-width // KEY_BLOCK)
+    missing = blocks * KEY_BLOCK - width
+    probs = torch.nn.functional.pad(probs, (missing, 0))
+    values = torch.nn.functional.pad(values, (0, 0, missing, 0))
+    parts = torch.matmul(
+        probs.unflatten(-1, (blocks, KEY_BLOCK)).movedim(-2, -3),  # [..., blocks, M, KB]
+        values.unflatten(-2, (blocks, KEY_BLOCK)),  # [..., blocks, KB, D]
+    )
+    total = parts.select(-3, blocks - 1).float()
+    for block in range(blocks - 2, -1, -1):
+        total += parts.select(-3, block).float()
+    return total.to(probs.dtype)
+
+
+def prefix_columns(lengths: list[int], count: int) -> int:
+    """How many of a shared prefix's `count` tokens rows of these lengths can take from
+    a prefix computed alone (`HFEngine._shared_prefix`, at most KEY_BLOCK - 1 tokens) and
+    still get a full pass's bits: a row longer than KEY_BLOCK has block boundaries at
+    len - k * KEY_BLOCK, and a prefix query whose keys straddle one was summed otherwise
+    alone. So the prefix is cut at the first boundary inside it."""
+    for n in lengths:
+        if n > KEY_BLOCK and n % KEY_BLOCK:
+            count = min(count, n % KEY_BLOCK)
+    return count
 
 
 @functools.cache
@@ -182,11 +218,15 @@ def probe(dtype: torch.dtype, device: str) -> str | None:
     for rows in (2, 3, 8, 17, 64, 65):  # one row is computed as two (`use`)
         if not torch.equal(torch.nn.functional.linear(x[:rows], weight), every[:rows]):
             return f"{dtype} matrix products change with the number of rows ({rows})"
-    probs, values = rand(40, 51).abs(), rand(51, 64)
-    ref = probs_times_values(probs, values)
-    for pad in (1, 2, 3, 16, 77):
-        p = torch.cat([torch.zeros(40, pad, dtype=dtype, device=device), probs], dim=1)
-        v = torch.cat([rand(pad, 64), values], dim=0)
-        if not torch.equal(probs_times_values(p, v), ref):
-            return f"{dtype} matrix products change with masked keys before a row ({pad})"
+    for rows, keys in ((40, 51), (600, 517), (6, 1100)):
+        # Attention-like rows: softmax over keys of scores spread over a wide range.
+        scores = torch.randn(rows, keys, generator=gen) * 6
+        probs = torch.softmax(scores, dim=-1).to(dtype=dtype, device=device)
+        values = rand(keys, 64)
+        ref = probs_times_values(probs, values)
+        for pad in (1, 2, 3, 16, 77, 113, 600):
+            p = torch.cat([torch.zeros(rows, pad, dtype=dtype, device=device), probs], dim=1)
+            v = torch.cat([rand(pad, 64), values], dim=0)
+            if not torch.equal(probs_times_values(p, v), ref):
+                return f"{dtype} matrix products change with masked keys before a row ({pad})"
     return None

@@ -653,10 +653,16 @@ def test_one_pass_user_turns_take_the_first_token_processor(smol_tokenizer, tmp_
     hash_id = smol_tokenizer.convert_tokens_to_ids("#")
     end_id = smol_tokenizer.convert_tokens_to_ids("<|im_end|>")
 
-    def bias(module, inputs, out):  # a prefill (many positions) picks the first token
-        favourite = hash_id if out.shape[1] > 1 else end_id
+    fed = {"width": 0}  # tokens fed by the current forward pass: a prefill feeds many
+
+    def feeding(module, args, kwargs):
+        fed["width"] = kwargs["input_ids"].shape[1]
+
+    def bias(module, inputs, out):  # a prefill picks the first token
+        favourite = hash_id if fed["width"] > 1 else end_id
         return out.index_add(-1, torch.tensor([favourite]), torch.full((*out.shape[:-1], 1), 100.0))
 
+    model.register_forward_pre_hook(feeding, with_kwargs=True)
     model.lm_head.register_forward_hook(bias)
     engine = HFEngine("tiny", model=model, tokenizer=smol_tokenizer, batch_size=4)
     greedy = {"temperature": 0.0, "top_p": 1.0, "repetition_penalty": 1.0}

@@ -351,3 +351,42 @@ def test_next_token_probs_with_and_without_the_shared_prefix_are_equal(smol):
     finally:
         smol.min_shared_prefix = 32
     assert reused == full and all(0 < p < 1 for row in full for p in row)
+
+
+def readme_tokens(smol, count: int) -> list[int]:
+    """Natural text (this repository's README), tokenised: attention over real text is
+    peaked and wide-ranged, unlike over random tokens."""
+    ids = smol.encode((REPO / "README.md").read_text(encoding="utf-8"))
+    assert len(ids) >= count
+    return ids[:count]
+
+
+def test_rows_longer_than_a_key_block_keep_their_bits_in_any_batch(smol):
+    """Past `invariant.KEY_BLOCK` keys (about 570 on this CPU) the bf16 product's own
+    blocking moved with the padding: a 90-token row batched with a 1,100-token one got
+    other logits than alone (measured before the fix). Rows of 90 to 1,100 tokens,
+    prefilled together and decoded 2 steps, equal each row alone."""
+    text = readme_tokens(smol, 1300)
+    prompts = [text[i * 50 : i * 50 + n] for i, n in enumerate((700, 517, 90, 1100))]
+    alone = [last_logits(smol.model, [p], [[300], [400]]) for p in prompts]
+    batched = last_logits(smol.model, prompts, [[300] * 4, [400] * 4])
+    for r in range(len(prompts)):
+        for step in range(3):
+            assert torch.equal(batched[step][r], alone[r][step][0]), (r, step)
+
+
+def test_a_shared_prefix_is_cut_at_the_key_blocks_of_long_rows(smol):
+    """Rows longer than KEY_BLOCK take the shared prefix only up to their first block
+    boundary (`invariant.prefix_columns`) and still get the bits of the prompt alone."""
+    text = readme_tokens(smol, 1400)
+    head, rest = text[:150], text[150:]
+    prompts = [head + rest[i * 40 : i * 40 + n] for i, n in enumerate((450, 950, 50, 250))]
+    # Rows of 600 and 1,100 tokens: boundaries at 88 and 76 (and 588) keys.
+    assert invariant.prefix_columns([len(p) for p in prompts], 150) == 76
+    alone = [last_logits(smol.model, [p], [])[0][0] for p in prompts]
+    smol._prefixes = []
+    with torch.inference_mode():
+        logits, _, _ = smol._prefill(prompts, keep_cache=False)
+    assert smol._prefixes[0].tokens[:150] == tuple(head)
+    for r in range(len(prompts)):
+        assert torch.equal(logits[r], alone[r]), r
