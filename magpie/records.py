@@ -97,11 +97,11 @@ def iter_records(path: str | os.PathLike, *, allow_empty: bool = False) -> Itera
     path = _checked(path)
     if path.suffix == ".jsonl":
         yield from _jsonl_records(path, allow_empty)
-    elif _first_byte(path) == b"[":
-        yield from _json_array_records(path)
-    elif allow_empty and not _first_byte(path):
         return
-    else:
+    first = _first_byte(path)
+    if first == b"[":
+        yield from _json_array_records(path)
+    elif first or not allow_empty:
         yield from _whole_json_records(path)
 
 

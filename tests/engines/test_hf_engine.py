@@ -40,6 +40,15 @@ def reference_greedy(model, tok, prompt: str, max_tokens: int) -> list[int]:
     return out[0, ids.shape[1] :].tolist()
 
 
+def reference_text(model, tok, prompt: str, max_tokens: int) -> str:
+    """transformers' greedy continuation of `prompt` as the engine reports text: decoded,
+    special tokens removed."""
+    text = tok.decode(reference_greedy(model, tok, prompt, max_tokens), skip_special_tokens=False)
+    for special in tok.all_special_tokens:
+        text = text.replace(special, "")
+    return text
+
+
 def test_continuous_batching_matches_unbatched_generate(tiny, smol_tokenizer):
     """Rows joining and leaving a batch of 3 decode exactly as each prompt alone would."""
     max_tokens = 12
@@ -47,12 +56,7 @@ def test_continuous_batching_matches_unbatched_generate(tiny, smol_tokenizer):
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
     got = eng.generate(PROMPTS, params)
     for prompt, (c,) in zip(PROMPTS, got, strict=True):
-        expected = smol_tokenizer.decode(
-            reference_greedy(tiny, smol_tokenizer, prompt, max_tokens), skip_special_tokens=False
-        )
-        for special in smol_tokenizer.all_special_tokens:
-            expected = expected.replace(special, "")
-        assert c.text == expected
+        assert c.text == reference_text(tiny, smol_tokenizer, prompt, max_tokens)
         assert c.finish_reason == "length"
         assert c.completion_tokens == max_tokens
         assert c.prompt_tokens == len(smol_tokenizer(prompt, add_special_tokens=False).input_ids)
@@ -74,10 +78,8 @@ def test_a_shared_system_prompt_is_prefilled_once_and_decodes_as_alone(tiny, smo
     assert eng._prefixes and len(eng._prefixes[0].tokens) >= 32
     assert smol_tokenizer.decode(eng._prefixes[0].tokens).startswith(SYSTEM[:60])
     for prompt, (c,) in zip(prompts, got, strict=True):
-        want = smol_tokenizer.decode(reference_greedy(tiny, smol_tokenizer, prompt, 8))
-        for special in smol_tokenizer.all_special_tokens:
-            want = want.replace(special, "")
-        assert c.text == want and c.completion_tokens == 8
+        assert c.text == reference_text(tiny, smol_tokenizer, prompt, 8)
+        assert c.completion_tokens == 8
     tokens = [11, 500, 30000]
     eng._prefixes = []
     probs = eng.next_token_probs(prompts, tokens)
