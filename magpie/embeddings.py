@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from magpie.dtypes import resolve_dtype
 from magpie.executor import Made, Step
 from magpie.records import InputError
 from magpie.stage import Summary
@@ -61,41 +62,14 @@ def pick_device(device: str | int | None = None) -> str:
     return text
 
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def native_bf16(device: str = "cpu") -> bool:
-    """Whether `device` multiplies bf16 matrices natively (AVX-512 BF16 or AMX on a CPU)."""
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_dtype(dtype: str | None, device: str) -> str:
-    """'auto' -> bfloat16 where the device computes it natively, else float32.
-
-    bf16 embeds about 2x faster on such CPUs and moves near-duplicate distances by about
-    0.002 (bench/bench_dedup.py measures it); float32 reproduces the original exactly.
-    """
-    dtype = dtype or "auto"
-    if dtype not in DTYPES:
-        raise InputError(f"unknown dtype {dtype!r}: use {', '.join(DTYPES)}")
-    if dtype == "auto":
-        return "bfloat16" if native_bf16(device) else "float32"
-    return dtype
-
-
 @functools.lru_cache(maxsize=2)
 def load_sentence_model(
     name: str | None = None, device: str | int | None = None, dtype: str = "auto"
 ):
     """A SentenceTransformer (cached: tests and notebooks load it once), in `dtype`
-    (see resolve_dtype)."""
+    (see magpie.dtypes.resolve_dtype). bf16 embeds about 2x faster on CPUs with native
+    bf16 and moves near-duplicate distances by about 0.002 (bench/bench_dedup.py measures
+    it); float32 reproduces the original exactly."""
     import torch
     from sentence_transformers import SentenceTransformer
 

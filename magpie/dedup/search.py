@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from magpie.embeddings import native_bf16
+from magpie.dtypes import native_bf16
 from magpie.records import InputError, write_json
 
 log = logging.getLogger("magpie")

@@ -22,7 +22,8 @@ from magpie.dedup.records import (
     write_annotated,
 )
 from magpie.dedup.search import DEFAULT_THRESHOLD, finite_rows, load_index, save_index
-from magpie.embeddings import _EMBEDDED_NAMES, DEFAULT_SENTENCE_MODEL, pick_device, resolve_dtype
+from magpie.dtypes import resolve_dtype
+from magpie.embeddings import _EMBEDDED_NAMES, DEFAULT_SENTENCE_MODEL, pick_device
 from magpie.executor import LocalExecutor
 from magpie.records import InputError, Spool
 from magpie.stage import Summary

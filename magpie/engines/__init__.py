@@ -120,7 +120,7 @@ class EngineOptions:
 
     engine: str | None = None
     device: str | None = None
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
     batch_size: int = 64
     batch_invariant: bool | None = None
     tensor_parallel_size: int = 1
@@ -224,11 +224,14 @@ ENGINE_FLAGS_HELP = {
     "engine": "hf, vllm or openai; default vllm with a GPU, else hf.",
     "device": "torch device for the hf engine (cpu, cuda, cuda:N); GPU indices (0 or "
     "0,1,2,3) set CUDA_VISIBLE_DEVICES, as the original's --device did.",
-    "dtype": "bfloat16, float16 or float32.",
+    "dtype": "auto, bfloat16, float16 or float32. auto: bfloat16 on a GPU or a CPU with "
+    "native bf16 (AVX512-BF16, AMX), else float32 (several times faster there; "
+    "magpie.dtypes); vLLM takes bfloat16 for auto, as before.",
     "batch_size": "rows decoded together by the hf engine.",
     "batch_invariant": "a row's numbers independent of the rest of its batch, so the same "
     "seed gives the same records at any batch size, resume or replica. hf: on by default "
-    "(bfloat16 runs batch-invariant attention; False: transformers' default, not exact); "
+    "(the model runs batch-invariant attention and products; False: transformers' default, "
+    "not exact); "
     "vllm: asks for vLLM's own batch-invariant mode (GPUs only; refused on the CPU build: "
     "use --dtype float32 there).",
     "tensor_parallel_size": "GPUs per model for vLLM.",

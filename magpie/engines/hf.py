@@ -21,12 +21,13 @@ Randomness is per row: each row (sample j of prompt i) owns a CPU `torch.Generat
 seeded `seeds[i] + j` and draws exactly one uniform number per decoding step, so its text
 depends on its seed alone, not on which rows share its batch or call (`Engine.stream`).
 
-Numerics are per row too in bfloat16 (`batch_invariant`, on by default): the model runs
-the batch-invariant attention of `magpie.engines.invariant`, so a row's logits are the
-same bits whatever else is in the batch, its place in it, its padding and when it was
-admitted; the same seed then gives the same records at any batch size, after a resume
-and on any replica. float32 keeps transformers' default attention (its records are
-unchanged). A run whose kernels are not invariant (`invariant.probe`) says so once.
+Numerics are per row too (`batch_invariant`, on by default): the model runs the
+batch-invariant attention and matrix products of `magpie.engines.invariant`, so a row's
+logits are the same bits whatever else is in the batch, its place in it, its padding and
+when it was admitted; the same seed then gives the same records at any batch size, after
+a resume and on any replica. The dtype is bfloat16 where the machine computes it natively
+and float32 elsewhere (`magpie.dtypes`, `--dtype auto`). A run whose kernels are not
+invariant (`invariant.probe`) says so once.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 import torch
 
 from magpie import grammar
+from magpie.dtypes import resolve_dtype
 from magpie.engines import invariant
 from magpie.engines.base import (
     Completion,
@@ -122,7 +124,7 @@ class HFEngine:
         self,
         model_path: str,
         *,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         device: str | None = None,
         batch_size: int = 64,
         seed: int | None = None,
@@ -145,7 +147,9 @@ class HFEngine:
                 local, trust_remote_code=trust_remote_code
             )
             model = AutoModelForCausalLM.from_pretrained(
-                local, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+                local,
+                dtype=getattr(torch, resolve_dtype(dtype, self.device.type)),
+                trust_remote_code=trust_remote_code,
             )
         self.model = model.to(self.device).eval()
         self.exact = self._batch_invariant(batch_invariant)
@@ -165,6 +169,8 @@ class HFEngine:
         self._grammar = None
         self.supports_json_schema = grammar.available()
         self.min_shared_prefix = MIN_SHARED_PREFIX
+        if self.exact and not invariant.prefix_reuse_is_exact(next(self.model.parameters()).dtype):
+            self.min_shared_prefix = None  # exact first (`invariant.prefix_reuse_is_exact`)
         self._prefixes: list[_Prefix] = []  # most recently used first
 
     # ----------------------------------------------------------------- public API
@@ -377,18 +383,13 @@ class HFEngine:
 
     # ----------------------------------------------------------------- internals
     def _batch_invariant(self, wanted: bool | None) -> bool:
-        """Switch a bf16/fp16 model to the batch-invariant attention unless asked not to;
+        """Switch the model to the batch-invariant attention and products unless asked not to;
         True when this engine's records do not depend on batch composition (measured:
         `invariant.probe`). A run that is not exact says so once in the log."""
         dtype = next(self.model.parameters()).dtype
         reason = None
         if wanted is False:
             reason = "--batch_invariant False"
-        elif dtype == torch.float32:
-            # transformers' default attention, as always: float32 records are unchanged.
-            # Its matrix products are not bitwise batch-invariant here, but its rounding
-            # errors are too small to flip a sampled token in the runs measured.
-            reason = invariant.probe(dtype, self.device.type)
         else:
             reason = invariant.probe(dtype, self.device.type)
             if reason is None and not invariant.use(self.model):

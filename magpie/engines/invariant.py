@@ -20,12 +20,15 @@ transformers' `AttentionInterface` (no monkeypatching) under `ATTN_IMPLEMENTATIO
   a row's sum; max and exp are elementwise or order-free;
 - grouped-query heads are folded into the rows of one product (no `repeat_kv` copy).
 
-Linear layers: a bf16 matrix product on this CPU (oneDNN, AVX512-BF16) gives a row the
-same bits at any number of rows from 2 up (measured to 511), but a single row takes
-another kernel (a matrix-vector product) that sums in another order (1 output in ~6,000
-differs). `use` hooks every linear layer so that a lone row is computed as two (itself
-twice). Norms reduce per row; rotary embeddings are elementwise. `probe()` measures all of this at engine start, so a machine where
-it does not hold is told once in the log that its bf16 records are not exact.
+Small matrix products: a product gives a row the same bits at any number of rows from
+some count up, but fewer rows take other kernels that sum in another order. Measured: bf16
+on oneDNN with AVX512-BF16, from 2 rows (a single row takes a matrix-vector kernel: 1
+output in ~6,000 differs); float32 on MKL with AVX2 only (AMD EPYC), from 12 rows and 12
+columns (fewer, except multiples of 4, take other kernels). So every product here has at
+least MIN_ROWS rows and columns: `use` hooks every linear layer to pad a smaller input with
+zero rows, and the attention pads its two products the same way. Norms reduce per row;
+rotary embeddings are elementwise. `probe()` measures all of this at engine start, so a
+machine where it does not hold is told once in the log that its records are not exact.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import torch
 log = logging.getLogger("magpie")
 
 ATTN_IMPLEMENTATION = "magpie_batch_invariant"
+# Rows (and columns) below which a matrix product is padded: see the module docstring.
+MIN_ROWS = 16
 # Score elements computed at once (rows of the batch are taken in chunks above this).
 CHUNK_ELEMENTS = 1 << 23
 
@@ -78,7 +83,7 @@ def _attend(query, key, value, mask, scale: float, hkv: int) -> torch.Tensor:
     groups = h // hkv
     # [B, Hkv, groups * Lq, D]: the query heads sharing a key head are rows of one product.
     q = query.reshape(b, hkv, groups * lq, d)
-    scores = torch.matmul(q, key.transpose(2, 3)).float().mul_(scale)
+    scores = padded_matmul(q, key.transpose(2, 3)).float().mul_(scale)
     scores = scores.view(b, hkv, groups, lq, lk)
     if mask is None and lq > 1:  # causal, no padding (a mask function that skipped it)
         keys = torch.arange(lk, device=query.device)
@@ -105,32 +110,73 @@ def _attend(query, key, value, mask, scale: float, hkv: int) -> torch.Tensor:
 KEY_BLOCK = 512
 
 
+# float32 (MKL): a product's sum over keys is split at places that move with the number of
+# keys (measured: 61 leading masked keys changed a row), so every product there takes
+# blocks of exactly this many keys, counted from the newest key.
+FIXED_KEY_BLOCK = 128
+
+
 def probs_times_values(probs: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """`probs @ values` ([..., M, K] @ [..., K, D]) with a row's sums independent of the
-    padding before it. Up to KEY_BLOCK keys: one product over an even number of keys (the
-    bf16 kernel adds products in pairs of adjacent keys counted from the first column;
+    padding before it. bf16, up to KEY_BLOCK keys: one product over an even number of keys
+    (the bf16 kernel adds products in pairs of adjacent keys counted from the first column;
     with an even width they are counted from the last, newest key), an odd width getting
     one masked key in front. Beyond: blocks of KEY_BLOCK keys counted from the newest,
     each one such product, summed newest first in float32 (blocks of padding add exact
-    zeros)."""
+    zeros). Other dtypes: always blocks of FIXED_KEY_BLOCK keys, so every product has
+    one shape."""
     width = probs.shape[-1]
+    if probs.dtype != torch.bfloat16:
+        return _in_key_blocks(probs, values, FIXED_KEY_BLOCK)
     if width <= KEY_BLOCK:
         if width % 2:
             probs = torch.nn.functional.pad(probs, (1, 0))
             values = torch.nn.functional.pad(values, (0, 0, 1, 0))
-        return torch.matmul(probs, values)
-    blocks = -(-width // KEY_BLOCK)
-    missing = blocks * KEY_BLOCK - width
+        return padded_matmul(probs, values)
+    return _in_key_blocks(probs, values, KEY_BLOCK)
+
+
+def _in_key_blocks(probs: torch.Tensor, values: torch.Tensor, size: int) -> torch.Tensor:
+    """`probs @ values` as blocks of `size` keys counted from the newest (padding in
+    front), their products summed newest first in float32."""
+    width = probs.shape[-1]
+    blocks = -(-width // size)
+    missing = blocks * size - width
     probs = torch.nn.functional.pad(probs, (missing, 0))
     values = torch.nn.functional.pad(values, (0, 0, missing, 0))
-    parts = torch.matmul(
-        probs.unflatten(-1, (blocks, KEY_BLOCK)).movedim(-2, -3),  # [..., blocks, M, KB]
-        values.unflatten(-2, (blocks, KEY_BLOCK)),  # [..., blocks, KB, D]
+    parts = padded_matmul(
+        probs.unflatten(-1, (blocks, size)).movedim(-2, -3),  # [..., blocks, M, size]
+        values.unflatten(-2, (blocks, size)),  # [..., blocks, size, D]
     )
-    total = parts.select(-3, blocks - 1).float()
+    total = parts.select(-3, blocks - 1).to(torch.float32, copy=True)
     for block in range(blocks - 2, -1, -1):
         total += parts.select(-3, block).float()
     return total.to(probs.dtype)
+
+
+def padded_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """`a @ b` ([..., M, K] @ [..., K, N]) computed with at least MIN_ROWS rows and columns
+    (zeros added, then cut off), so that small products take the kernel larger ones do."""
+    rows, cols = a.shape[-2], b.shape[-1]
+    if rows < MIN_ROWS:
+        a = torch.nn.functional.pad(a, (0, 0, 0, MIN_ROWS - rows))
+    if cols < MIN_ROWS:
+        b = torch.nn.functional.pad(b, (0, MIN_ROWS - cols))
+    out = torch.matmul(a, b)
+    if rows < MIN_ROWS or cols < MIN_ROWS:
+        out = out[..., :rows, :cols].contiguous()
+    return out
+
+
+def prefix_reuse_is_exact(dtype: torch.dtype) -> bool:
+    """Whether a shared prefix computed alone gives the full pass's bits (`HFEngine`): with
+    oneDNN's native bf16 kernel (AVX512-BF16, AMX) a row's sums depend on its keys' parity
+    only, and two variants of the prefix cover it (measured). Elsewhere (fixed key blocks;
+    torch's fallback bf16 kernel on AVX2, measured to differ) a prefix query's keys sit at
+    other places than in the full pass, so an exact engine does not reuse the prefix."""
+    from magpie.dtypes import native_bf16
+
+    return dtype == torch.bfloat16 and native_bf16("cpu")
 
 
 def prefix_columns(lengths: list[int], count: int) -> int:
@@ -176,28 +222,33 @@ def use(model) -> bool:
     if getattr(model.config, "_attn_implementation", None) != name:
         return False
     for module in model.modules():
-        if isinstance(module, torch.nn.Linear) and not hasattr(module, "_magpie_two_rows"):
-            module._magpie_two_rows = False
-            module.register_forward_pre_hook(_lone_row_as_two)
-            module.register_forward_hook(_first_of_two)
+        if isinstance(module, torch.nn.Linear) and not hasattr(module, "_magpie_rows"):
+            module._magpie_rows = None
+            module.register_forward_pre_hook(_pad_rows)
+            module.register_forward_hook(_unpad_rows)
     return True
 
 
-def _lone_row_as_two(module, args):
-    """A linear layer's input of one row is fed as two (the row twice): see the module
-    docstring (a single row takes a kernel that sums in another order)."""
+def _pad_rows(module, args):
+    """A linear layer's input of fewer than MIN_ROWS rows gets zero rows added: see the
+    module docstring (small products take kernels that sum in another order)."""
     x = args[0]
-    module._magpie_two_rows = x.dim() >= 2 and x.numel() == x.shape[-1]
-    if module._magpie_two_rows:
-        return (torch.cat([x, x], dim=-2), *args[1:])
-    return None
+    rows = x.numel() // max(1, x.shape[-1])
+    if x.dim() < 2 or rows >= MIN_ROWS:
+        module._magpie_rows = None
+        return None
+    module._magpie_rows = x.shape
+    flat = x.reshape(rows, x.shape[-1])
+    return (torch.nn.functional.pad(flat, (0, 0, 0, MIN_ROWS - rows)), *args[1:])
 
 
-def _first_of_two(module, args, output):
-    if module._magpie_two_rows:
-        module._magpie_two_rows = False
-        return output.narrow(-2, 0, 1)
-    return None
+def _unpad_rows(module, args, output):
+    shape = module._magpie_rows
+    if shape is None:
+        return None
+    module._magpie_rows = None
+    rows = output.shape[0] - (MIN_ROWS - shape[:-1].numel())
+    return output[:rows].reshape(*shape[:-1], output.shape[-1])
 
 
 @functools.cache
@@ -215,18 +266,29 @@ def probe(dtype: torch.dtype, device: str) -> str | None:
     weight = rand(1024, 512) * 0.05
     x = rand(130, 512)
     every = torch.nn.functional.linear(x, weight)
-    for rows in (2, 3, 8, 17, 64, 65):  # one row is computed as two (`use`)
-        if not torch.equal(torch.nn.functional.linear(x[:rows], weight), every[:rows]):
+    for rows in (1, 2, 3, 5, 8, 11, 17, 64, 65):  # fewer than MIN_ROWS are padded (`use`)
+        padded = torch.nn.functional.pad(x[:rows], (0, 0, 0, max(0, MIN_ROWS - rows)))
+        if not torch.equal(torch.nn.functional.linear(padded, weight)[:rows], every[:rows]):
             return f"{dtype} matrix products change with the number of rows ({rows})"
-    for rows, keys in ((40, 51), (600, 517), (6, 1100)):
+    q, k = rand(3, 7, 64), rand(3, 64, 300)  # attention scores: few rows, any columns
+    scores = padded_matmul(q, k)
+    for cols in (1, 5, 13, 64, 299):
+        if not torch.equal(padded_matmul(q, k[..., :cols]), scores[..., :cols]):
+            return f"{dtype} matrix products change with the number of columns ({cols})"
+    if not torch.equal(padded_matmul(q[:1], k[:1]), scores[:1]):
+        return f"{dtype} batched matrix products change with the batch"
+    for rows, keys in ((40, 51), (48, 120), (600, 517), (6, 1100)):
         # Attention-like rows: softmax over keys of scores spread over a wide range.
         scores = torch.randn(rows, keys, generator=gen) * 6
         probs = torch.softmax(scores, dim=-1).to(dtype=dtype, device=device)
         values = rand(keys, 64)
         ref = probs_times_values(probs, values)
-        for pad in (1, 2, 3, 16, 77, 113, 600):
+        for pad in (1, 2, 3, 16, 61, 77, 113, 600):
             p = torch.cat([torch.zeros(rows, pad, dtype=dtype, device=device), probs], dim=1)
             v = torch.cat([rand(pad, 64), values], dim=0)
             if not torch.equal(probs_times_values(p, v), ref):
                 return f"{dtype} matrix products change with masked keys before a row ({pad})"
+            more = torch.cat([p, torch.softmax(torch.randn(37, p.shape[1], generator=gen), -1)])
+            if not torch.equal(probs_times_values(more.to(dtype), v)[:rows], ref):
+                return f"{dtype} matrix products change with other rows ({pad} masked keys)"
     return None

@@ -210,7 +210,7 @@ class VLLMEngine:
         self,
         model_path: str,
         *,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float | None = None,
         max_model_len: int | None = 4096,
@@ -250,7 +250,7 @@ class VLLMEngine:
             gpu_memory_utilization = default_memory_utilization()
         kwargs: dict = {
             "model": model_path,
-            "dtype": dtype,
+            "dtype": "bfloat16" if dtype == "auto" else dtype,  # vLLM's choice, as before
             "tensor_parallel_size": tensor_parallel_size,
             "gpu_memory_utilization": gpu_memory_utilization,
             "trust_remote_code": bool(trust_remote_code),

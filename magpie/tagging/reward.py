@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from magpie.conversation import Conversation
+from magpie.dtypes import resolve_dtype
 from magpie.prompt_text import as_data, encode, render_with_data
 from magpie.records import InputError
 
@@ -89,7 +90,7 @@ class RewardScorer:
         model_path: str,
         *,
         device: str | None = None,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         batch_size: int = 64,
         max_length: int = 4096,
         trust_remote_code: bool = False,
@@ -103,7 +104,9 @@ class RewardScorer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = reward_tokenizer(model_path, trust_remote_code)
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            model_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            model_path,
+            dtype=getattr(torch, resolve_dtype(dtype, self.device.type)),
+            trust_remote_code=trust_remote_code,
         )
         self.model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None:

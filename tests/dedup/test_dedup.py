@@ -253,7 +253,8 @@ def test_natural_order_of_ids():
 
 
 def test_dtype_auto_follows_the_hardware_and_bf16_keeps_the_pairs():
-    from magpie.embeddings import embed_texts, load_sentence_model, native_bf16, resolve_dtype
+    from magpie.dtypes import native_bf16, resolve_dtype
+    from magpie.embeddings import embed_texts, load_sentence_model
 
     assert resolve_dtype("auto", "cpu") == ("bfloat16" if native_bf16("cpu") else "float32")
     assert resolve_dtype(None, "cpu") == resolve_dtype("auto", "cpu")

@@ -1,5 +1,6 @@
-"""Exact in the default precision (issue 23): in bfloat16 the hf engine runs the
-batch-invariant attention of `magpie.engines.invariant`, so a row's logits are the same
+"""Exact in the default precision (issue 23): bfloat16 where the CPU computes it natively,
+else float32 (`magpie.dtypes`); the hf engine runs the batch-invariant attention and
+matrix products of `magpie.engines.invariant`, so a row's logits are the same
 bits whatever else is in its batch, its place there, its padding and when it was
 admitted; the same seed then gives the same records at any batch size, after a SIGKILL
 and resume, and on one or two Ray replicas. The float32 versions of these tests are in
@@ -20,6 +21,7 @@ import pytest
 import torch
 from conftest import REPO
 
+from magpie.dtypes import resolve_dtype
 from magpie.engines import EngineOptions, invariant
 from magpie.engines.base import SamplingParams
 from magpie.engines.hf import HFEngine
@@ -28,9 +30,10 @@ from magpie.models import DEFAULT_MODEL
 from magpie.profiles import get_profile
 from magpie.records import read_records, state_path
 
+DEFAULT_DTYPE = getattr(torch, resolve_dtype("auto", "cpu"))
 pytestmark = pytest.mark.skipif(
-    invariant.probe(torch.bfloat16, "cpu") is not None,
-    reason=f"this CPU's bf16 kernels are not batch-invariant: {invariant.probe(torch.bfloat16, 'cpu')}",
+    invariant.probe(DEFAULT_DTYPE, "cpu") is not None,
+    reason=f"this CPU's kernels are not batch-invariant: {invariant.probe(DEFAULT_DTYPE, 'cpu')}",
 )
 
 
@@ -40,10 +43,23 @@ def without_time(records: list[dict]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def smol(embedded_dir):
-    """The embedded model in bfloat16 with the engine's defaults (batch-invariant)."""
+    """The embedded model with the engine's defaults (batch-invariant, dtype auto)."""
     eng = HFEngine(str(embedded_dir), seed=0)
-    assert eng.exact and next(eng.model.parameters()).dtype == torch.bfloat16
+    assert eng.exact and next(eng.model.parameters()).dtype == DEFAULT_DTYPE
     assert eng.model.config._attn_implementation == invariant.ATTN_IMPLEMENTATION
+    return eng
+
+
+@pytest.fixture(scope="module")
+def smol_bf16(embedded_dir, smol):
+    """The embedded model in bfloat16 where a shared prefix is reused exactly (a CPU with
+    native bf16, AVX512-BF16 or AMX: `invariant.prefix_reuse_is_exact`)."""
+    if not invariant.prefix_reuse_is_exact(torch.bfloat16):
+        pytest.skip("an exact engine reuses a shared prefix with oneDNN's native bf16 only")
+    if DEFAULT_DTYPE == torch.bfloat16:
+        return smol
+    eng = HFEngine(str(embedded_dir), seed=0, dtype="bfloat16")
+    assert eng.exact and eng.min_shared_prefix is not None
     return eng
 
 
@@ -147,7 +163,7 @@ def instruction_job(profile, out: Path) -> InstructionJob:
 
 
 @pytest.fixture(scope="module")
-def bf16_instructions(tmp_path_factory, smol_profile) -> Path:
+def default_instructions(tmp_path_factory, smol_profile) -> Path:
     """12 instructions from the embedded model in the default dtype, batch size 64."""
     out = tmp_path_factory.mktemp("ins") / "ins.json"
     EngineOptions(batch_size=64).run(instruction_job(smol_profile, out), "", seed=7)
@@ -156,20 +172,20 @@ def bf16_instructions(tmp_path_factory, smol_profile) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("batch_size", [3, 8])
-def test_bf16_records_are_identical_at_batch_sizes_3_8_64(
-    smol_profile, bf16_instructions, tmp_path, batch_size
+def test_default_dtype_records_are_identical_at_batch_sizes_3_8_64(
+    smol_profile, default_instructions, tmp_path, batch_size
 ):
     out = tmp_path / "ins.json"
     EngineOptions(batch_size=batch_size).run(instruction_job(smol_profile, out), "", seed=7)
-    reference = read_records(bf16_instructions)
+    reference = read_records(default_instructions)
     texts = [r["instruction"] for r in reference]
     assert len(set(texts)) == 12 and all(texts)  # real, varied instructions
     assert without_time(read_records(out)) == without_time(reference)
 
 
 @pytest.mark.slow
-def test_bf16_records_on_two_ray_replicas_equal_one_process(
-    ray_cluster, smol_profile, bf16_instructions, tmp_path
+def test_default_dtype_records_on_two_ray_replicas_equal_one_process(
+    ray_cluster, smol_profile, default_instructions, tmp_path
 ):
     out = tmp_path / "ray_ins.json"
     opts = EngineOptions(executor="ray", num_replicas=2)
@@ -178,7 +194,7 @@ def test_bf16_records_on_two_ray_replicas_equal_one_process(
         opts.run(instruction_job(smol_profile, out), "", seed=7)
     finally:
         del os.environ["MAGPIE_RAY_CHUNK_SIZE"]
-    assert without_time(read_records(out)) == without_time(read_records(bf16_instructions))
+    assert without_time(read_records(out)) == without_time(read_records(default_instructions))
 
 
 def gen_ins(model_dir: Path, out: Path, batch_size: int) -> list[str]:
@@ -207,8 +223,10 @@ def gen_ins(model_dir: Path, out: Path, batch_size: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_bf16_records_after_sigkill_and_resume_equal_an_uninterrupted_run(tiny_model_dir, tmp_path):
-    """The default dtype (bfloat16): an uninterrupted run at batch size 64, and a run at
+def test_default_dtype_records_after_sigkill_and_resume_equal_an_uninterrupted_run(
+    tiny_model_dir, tmp_path
+):
+    """The default dtype (auto): an uninterrupted run at batch size 64, and a run at
     batch size 3 killed twice and resumed, write the same records."""
     ref_out, out = tmp_path / "reference", tmp_path / "out"
     ref = subprocess.run(gen_ins(tiny_model_dir, ref_out, 64), capture_output=True, text=True)
@@ -253,9 +271,15 @@ def test_batch_invariant_false_keeps_transformers_attention(tiny, smol_tokenizer
     assert len(notes) <= 1  # once per process (an earlier test may have said it)
 
 
-def test_float32_records_keep_the_default_attention(tiny, smol_tokenizer):
-    eng = HFEngine("tiny", model=tiny, tokenizer=smol_tokenizer)
-    assert tiny.config._attn_implementation != invariant.ATTN_IMPLEMENTATION
+def test_float32_runs_the_invariant_attention_where_its_kernels_allow_it(tiny, smol_tokenizer):
+    """float32 too is batch-invariant where the probe passes (AVX2 CPUs, where `auto`
+    picks it, measured: products padded to MIN_ROWS rows and columns)."""
+    eng = HFEngine("tiny", model=tiny.to(torch.float32), tokenizer=smol_tokenizer)
+    exact = invariant.probe(torch.float32, "cpu") is None
+    assert eng.exact == exact
+    assert (tiny.config._attn_implementation == invariant.ATTN_IMPLEMENTATION) == exact
+    # A prefix computed alone would not give the full pass's bits in fixed key blocks.
+    assert (eng.min_shared_prefix is None) == exact
     out = eng.generate([[5, 6, 7]], SamplingParams(max_tokens=3, temperature=0.0))
     assert out[0][0].completion_tokens == 3
 
@@ -283,30 +307,30 @@ def shared_head_prompts(length: int = 150) -> list[list[int]]:
     return [head + torch.randint(100, 40000, (n,), generator=gen).tolist() for n in (1, 7, 12, 61)]
 
 
-def test_a_shared_prefix_is_computed_once_and_gives_the_same_bits(smol):
+def test_a_shared_prefix_is_computed_once_and_gives_the_same_bits(smol_bf16):
     """next_token_probs' batches: the prefix every prompt shares is prefilled once (its
     keys and values then copied into each row), and each row's logits equal, bit for bit,
     those of the prompt run alone through the model (issue 26)."""
     prompts = shared_head_prompts()
-    alone = [last_logits(smol.model, [p], [])[0][0] for p in prompts]
-    smol._prefixes = []
+    alone = [last_logits(smol_bf16.model, [p], [])[0][0] for p in prompts]
+    smol_bf16._prefixes = []
     fed: list[int] = []
-    hook = smol.model.register_forward_pre_hook(
+    hook = smol_bf16.model.register_forward_pre_hook(
         lambda m, a, kw: fed.append(kw["input_ids"].shape[1]), with_kwargs=True
     )
     try:
         with torch.inference_mode():
-            logits, _, _ = smol._prefill(prompts, keep_cache=False)
+            logits, _, _ = smol_bf16._prefill(prompts, keep_cache=False)
     finally:
         hook.remove()
-    assert smol._prefixes[0].tokens == tuple(prompts[0][:150])
+    assert smol_bf16._prefixes[0].tokens == tuple(prompts[0][:150])
     # The head (twice: as rows of even and odd length hold it), then the suffixes only.
     assert fed == [150, 151, max(map(len, prompts)) - 150]
     for r, p in enumerate(prompts):
         assert torch.equal(logits[r], alone[r]), (r, len(p))
 
 
-def test_generation_from_a_shared_prefix_decodes_the_same_bits(smol):
+def test_generation_from_a_shared_prefix_decodes_the_same_bits(smol_bf16):
     """Rows admitted with a shared prefix (a long system prompt) decode, step after step,
     the same logits as each prompt prefilled and decoded alone."""
     from magpie.engines.hf import _Row
@@ -314,18 +338,19 @@ def test_generation_from_a_shared_prefix_decodes_the_same_bits(smol):
     prompts = shared_head_prompts(151)
     feed = [[300 + r, 400 + r, 500 + r] for r in range(len(prompts))]
     alone = [
-        last_logits(smol.model, [p], [[t] for t in f]) for p, f in zip(prompts, feed, strict=True)
+        last_logits(smol_bf16.model, [p], [[t] for t in f])
+        for p, f in zip(prompts, feed, strict=True)
     ]
-    smol._prefixes = []
+    smol_bf16._prefixes = []
     with torch.inference_mode():
-        cache, mask, first = smol._admit(
+        cache, mask, first = smol_bf16._admit(
             [], [_Row(r, 0, p) for r, p in enumerate(prompts)], None, None
         )
-        assert smol._prefixes and len(smol._prefixes[0].tokens) == 151
+        assert smol_bf16._prefixes and len(smol_bf16._prefixes[0].tokens) == 151
         steps = [first]
         for s in range(3):
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            out = smol.model(
+            out = smol_bf16.model(
                 input_ids=torch.tensor([[f[s]] for f in feed]),
                 attention_mask=mask,
                 position_ids=mask.sum(1, keepdim=True) - 1,
@@ -339,17 +364,17 @@ def test_generation_from_a_shared_prefix_decodes_the_same_bits(smol):
             assert torch.equal(steps[s][r], alone[r][s][0]), (r, s)
 
 
-def test_next_token_probs_with_and_without_the_shared_prefix_are_equal(smol):
+def test_next_token_probs_with_and_without_the_shared_prefix_are_equal(smol_bf16):
     prompts = shared_head_prompts()
     tokens = [11, 500, 30000]
-    smol._prefixes = []
-    reused = smol.next_token_probs(prompts, tokens)
-    assert smol._prefixes
-    smol.min_shared_prefix = None
+    smol_bf16._prefixes = []
+    reused = smol_bf16.next_token_probs(prompts, tokens)
+    assert smol_bf16._prefixes
+    smol_bf16.min_shared_prefix = None
     try:
-        full = smol.next_token_probs(prompts, tokens)
+        full = smol_bf16.next_token_probs(prompts, tokens)
     finally:
-        smol.min_shared_prefix = 32
+        smol_bf16.min_shared_prefix = 32
     assert reused == full and all(0 < p < 1 for row in full for p in row)
 
 
@@ -375,18 +400,18 @@ def test_rows_longer_than_a_key_block_keep_their_bits_in_any_batch(smol):
             assert torch.equal(batched[step][r], alone[r][step][0]), (r, step)
 
 
-def test_a_shared_prefix_is_cut_at_the_key_blocks_of_long_rows(smol):
+def test_a_shared_prefix_is_cut_at_the_key_blocks_of_long_rows(smol_bf16):
     """Rows longer than KEY_BLOCK take the shared prefix only up to their first block
     boundary (`invariant.prefix_columns`) and still get the bits of the prompt alone."""
-    text = readme_tokens(smol, 1400)
+    text = readme_tokens(smol_bf16, 1400)
     head, rest = text[:150], text[150:]
     prompts = [head + rest[i * 40 : i * 40 + n] for i, n in enumerate((450, 950, 50, 250))]
     # Rows of 600 and 1,100 tokens: boundaries at 88 and 76 (and 588) keys.
     assert invariant.prefix_columns([len(p) for p in prompts], 150) == 76
-    alone = [last_logits(smol.model, [p], [])[0][0] for p in prompts]
-    smol._prefixes = []
+    alone = [last_logits(smol_bf16.model, [p], [])[0][0] for p in prompts]
+    smol_bf16._prefixes = []
     with torch.inference_mode():
-        logits, _, _ = smol._prefill(prompts, keep_cache=False)
-    assert smol._prefixes[0].tokens[:150] == tuple(head)
+        logits, _, _ = smol_bf16._prefill(prompts, keep_cache=False)
+    assert smol_bf16._prefixes[0].tokens[:150] == tuple(head)
     for r in range(len(prompts)):
         assert torch.equal(logits[r], alone[r]), r
