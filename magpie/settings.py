@@ -46,6 +46,13 @@ class Settings:
     stage: ClassVar[str] = "stage"
     uses_engine: ClassVar[bool] = False  # takes EngineOptions' engine and executor flags
     input_field: ClassVar[str | None] = "input_file"  # where a pipeline puts its input
+    # Every stage class by its name, as defined (what the dataset card reads a stage's
+    # defaults from without importing the pipeline, which imports the card's stages).
+    by_name: ClassVar[dict[str, type[Settings]]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Settings.by_name[cls.stage] = cls
 
     def run(self, engine: EngineOptions | None = None) -> Path:
         """Run the stage; return the path of its main output."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from magpie.card import after_stage
 from magpie.engines import EngineOptions
 from magpie.filters import filtered_file_names, load_filter_config, run_filter
 from magpie.records import InputError
@@ -83,10 +84,11 @@ class Filter(Settings):
         # The other flags are rules, set over the preset's (None: the preset's, or default).
         rules = {f.name: getattr(self, f.name) for f in self.flags() if f.name not in files}
         cfg = load_filter_config(self.config, **rules)
-        run_filter(self.input_file, cfg, self.output_file, self.rejected_file)
-        if self.output_file:
-            return Path(self.output_file)
-        return filtered_file_names(self.input_file)[0]
+        report = run_filter(self.input_file, cfg, self.output_file, self.rejected_file)
+        output = Path(self.output_file) if self.output_file else None
+        output = output or filtered_file_names(self.input_file)[0]
+        after_stage(self, output, report.not_applied)  # meta file; the export's card
+        return output
 
 
 main, cli = command(Filter), console(Filter)

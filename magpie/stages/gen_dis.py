@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from magpie.card import after_stage
 from magpie.dedup import run_distance
 from magpie.engines import ENGINE_FLAGS_HELP, EngineOptions, make_executor
 from magpie.records import InputError
@@ -126,6 +127,7 @@ class GenDis(Settings):
             )
         finally:
             runner.close()
+        after_stage(self, timings["output"])  # meta file; the export's card brought up to date
         return Path(timings["output"])
 
 

@@ -77,7 +77,7 @@ def test_recipe_gives_the_records_of_the_stage_scripts_chained_by_hand(ending_mo
     load_exp("concat").main(str(tagged), id_prefix="run")
     (shared,) = hand.glob("run_sharegpt.jsonl")
     load_exp("gen_dis").main(input_file=str(shared))
-    (dis,) = [p for p in hand.iterdir() if p.is_file() and p not in (ins, res, tagged, shared)]
+    (dis,) = [p for p in hand.glob("*.json*") if p not in (ins, res, tagged, shared)]
     load_exp("filter").main(input_file=str(dis), config="magpie", seed=5)  # the run seed
 
     for name, path in outputs.items():
