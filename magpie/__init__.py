@@ -24,6 +24,7 @@ from magpie.stages.gen_mt import GenConv, GenMt
 from magpie.stages.gen_po_pairs import GenPoPairs
 from magpie.stages.gen_po_rewards import GenPoRewards
 from magpie.stages.gen_res import GenPoMultiRes, GenRes
+from magpie.stages.report import Report
 from magpie.stages.run_task import RunTask
 from magpie.stages.unitag import Unitag
 
@@ -43,6 +44,7 @@ __all__ = [
     "GenPoRewards",
     "GenRes",
     "InputError",
+    "Report",
     "RunTask",
     "Unitag",
     "iter_records",

@@ -2,6 +2,8 @@
 
     magpie run [RECIPE] [--KEY VALUE ...] [--STAGE.KEY VALUE ...] [--dry_run]
     magpie STAGE [FLAGS]          one stage, the same flags as exp/STAGE.py
+    magpie report PATH... [--output FILE] [--sample N]
+                                  the report page (HTML) of run folders or record files
 
 RECIPE is a YAML file or a shipped recipe's name (magpie/configs/recipes); none runs the
 embedded default job. --KEY sets a shared key (model_path, seed, output_dir, engine

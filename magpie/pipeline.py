@@ -44,6 +44,7 @@ from magpie.stages.gen_mt import GenConv, GenMt
 from magpie.stages.gen_po_pairs import GenPoPairs
 from magpie.stages.gen_po_rewards import GenPoRewards
 from magpie.stages.gen_res import GenPoMultiRes, GenRes
+from magpie.stages.report import Report
 from magpie.stages.run_task import RunTask
 from magpie.stages.unitag import Unitag
 
@@ -64,6 +65,7 @@ STAGES: dict[str, type[Settings]] = {
         GenPoRewards,
         GenPoPairs,
         RunTask,
+        Report,
     )
 }
 

@@ -1,10 +1,11 @@
-"""Plots and a short summary of a tagged dataset, as PNG files next to it.
+"""The report page of a run (or of record files): one HTML file that opens offline.
 
-    python scripts/report.py data/<job>/Magpie_..._language.json [--out_dir DIR]
+    python scripts/report.py data/<job>/ [MORE PATHS...] [--output FILE] [--sample N] [--pngs]
 
-Writes <stem>_task_category.png, <stem>_difficulty.png, <stem>_input_quality.png,
-<stem>_min_neighbor_distance.png, <stem>_response_length.png (those the data has fields
-for) and <stem>_report.md, and prints the summary.
+The same page as `magpie report`: the funnel of the stages found, the distributions of the
+last stage's records and a browser over a sample of them (magpie.report_page). --pngs
+also draws the older PNG plots and <stem>_report.md next to each record file given
+(magpie.report.write_report) and prints their summary.
 """
 
 from __future__ import annotations
@@ -16,23 +17,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from magpie.records import InputError  # noqa: E402
 from magpie.report import write_report  # noqa: E402
+from magpie.report_data import DEFAULT_SAMPLE  # noqa: E402
+from magpie.report_page import build_report  # noqa: E402
 from magpie.stage import run_cli  # noqa: E402
 
 
-def main(input_file: str | None = None, out_dir: str | None = None):
-    """Plot INPUT_FILE (.json or .jsonl, any stage's output: tagged, distance-annotated,
-    filtered or ShareGPT) and print a short summary.
+def main(*paths: str, output: str | None = None, sample: int = DEFAULT_SAMPLE, pngs: bool = False):
+    """Write the report page of PATHS (run folders or .json/.jsonl record files).
 
     Args:
-      input_file: the dataset.
-      out_dir: where the PNGs and <stem>_report.md go; default next to the input.
+      paths: run folders (every stage output in them) or record files.
+      output: the page; default report.html in the first folder, or <stem>_report.html.
+      sample: records the page lets you browse (counts use every record).
+      pngs: also write PNG plots and <stem>_report.md beside each record file given.
     """
-    if not input_file:
-        raise InputError("give the dataset file: python scripts/report.py FILE")
-    text, files = write_report(input_file, out_dir)
-    print(text)
-    for f in files:
-        print(f"[report] wrote {f}")
+    if not paths:
+        raise InputError("give a run folder or record files: python scripts/report.py PATH...")
+    page = build_report(paths, output, sample)
+    print(f"[report] wrote {page}")
+    if pngs:
+        for path in paths:
+            if Path(path).is_dir():
+                continue
+            text, files = write_report(path)
+            print(text)
+            for f in files:
+                print(f"[report] wrote {f}")
 
 
 if __name__ == "__main__":

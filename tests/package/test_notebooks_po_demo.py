@@ -116,7 +116,8 @@ def test_report_script_writes_pngs_next_to_the_dataset(tmp_path, capsys):
     ]
     src = tmp_path / "tagged_distance.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
-    report.main(str(src))
+    report.main(str(src), pngs=True)
+    assert (tmp_path / "tagged_distance_report.html").is_file()  # the page: tests/report
     names = {p.name for p in tmp_path.iterdir()}
     for plot in ("task_category", "difficulty", "input_quality", "min_neighbor_distance"):
         assert f"tagged_distance_{plot}.png" in names
@@ -134,5 +135,5 @@ def test_report_script_writes_pngs_next_to_the_dataset(tmp_path, capsys):
     # "nonsense" is not a task category: counted as untagged, not dropped.
     assert label_counts(records, "task_category", TASK_CATEGORIES)["(untagged)"] == 3
 
-    with pytest.raises(InputError, match="file not found"):
+    with pytest.raises(InputError, match="no such"):
         report.main(str(tmp_path / "missing.json"))
