@@ -122,7 +122,7 @@ def update_card(export: str | os.PathLike, later: Iterable[str | os.PathLike] = 
     try:
         for card in write_card(export, later):
             print(f"[card] wrote {card}")
-    except (InputError, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - any failure here: warned of, the stage stands
         log.warning("%s: dataset card not brought up to date (%s)", export, e)
 
 
@@ -200,11 +200,14 @@ def _languages(path: Path) -> tuple[int, list[str]]:
 
 def _public(settings: dict) -> dict:
     """Settings fit for a public card: no secret, none of the bookkeeping keys."""
-    return {
-        k: v
-        for k, v in settings.items()
-        if k not in NOT_FLAGS and not any(word in k.lower() for word in SECRET_WORDS)
-    }
+    return {k: v for k, v in settings.items() if k not in NOT_FLAGS and not _secret(k)}
+
+
+def _secret(key: str) -> bool:
+    """A key naming a secret: one of SECRET_WORDS as its whole name or its last words
+    (`token`, `hf_token`, `api_key`), not a word inside another (`max_tokens`)."""
+    name = key.lower()
+    return any(name == w or name.endswith("_" + w) for w in SECRET_WORDS)
 
 
 def _command(settings: dict) -> str:

@@ -87,7 +87,8 @@ def funnel(paths: list[str | Path]) -> list[dict]:
     - `records_in`, `records_out`: records of its input(s) and of its output (None for an
       input that no longer exists);
     - `flags`: {cause: records} the stage flagged;
-    - `rejected`: {rule: records} the filter rejected, by first failed rule ({} elsewhere).
+    - `rejected`: {rule: records} the filter rejected, by first failed rule ({} elsewhere);
+    - `rejected_file`: where the filter wrote them ("" elsewhere).
 
     InputError when a path does not exist or an output cannot be read."""
     outputs: dict[Path, dict] = {}
@@ -266,7 +267,9 @@ def _count(entry: dict, counted: dict[Path, dict]) -> dict:
         inherited = set().union(*(c["fields"] for c in inputs))
         own = None
     else:
-        inherited, own = set(), OWN_FLAGS.get(stage)
+        # Input unknown: a stage counts the flag fields it owns (others it carried along);
+        # a file no stage claims, every flag it holds.
+        inherited, own = set(), OWN_FLAGS.get(stage, None if stage == UNKNOWN else set())
     flags: Counter = Counter(scan["stage_flags"])
     for key, values in scan["by_field"].items():
         if key not in inherited and (own is None or key in own):
@@ -408,4 +411,5 @@ def _row(entry: dict, counted: dict[Path, dict]) -> dict:
         "records_out": mine["records"],
         "flags": dict(sorted((mine if entry["flags"] is None else entry)["flags"].items())),
         "rejected": _rejected(entry) if stage == "filter" else {},
+        "rejected_file": str(_rejects_file(entry) or "") if stage == "filter" else "",
     }

@@ -173,6 +173,7 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False) 
         repo_type="dataset",
         commit_message="Upload a Magpie dataset",
         ignore_patterns=[".magpie/*", ".*"],
+        delete_patterns=[f"{DATA_DIR}/train-*.parquet"],  # an earlier push's shards
     )
     url = f"https://huggingface.co/datasets/{repo_id}"
     print(f"[concat] pushed {folder} to {url}")

@@ -106,8 +106,9 @@ def shown_files(paths: list[Path], rows: list[dict]) -> list[Path]:
     if not files:
         return [f for f in record_files(paths) if not is_rejects(f)] or record_files(paths)
     last = files[-1]
-    rejects = last.with_name(last.name.removesuffix("_filtered.jsonl") + "_rejected.jsonl")
-    if last.name.endswith("_filtered.jsonl") and rejects.is_file():
+    row = next(r for r in rows if Path(r["file"]) == last)
+    rejects = Path(row.get("rejected_file") or "")  # where the filter wrote them
+    if row["stage"] == "filter" and rejects.is_file():
         return [last, rejects]
     return [last]
 
@@ -153,7 +154,7 @@ class Stats:
             self.present[field] += field in values or field in record
         quality = canonical_label(record.get("input_quality"), INPUT_QUALITY)
         conf = record.get("input_quality_confidence")
-        if quality and isinstance(conf, (int, float)):
+        if quality and isinstance(conf, int | float) and isfinite(conf):
             self.confidence[quality][0] += conf
             self.confidence[quality][1] += 1
         slot = len(self.sample) if len(self.sample) < self.size else self.rng.randrange(self.n)
@@ -266,13 +267,18 @@ def _shown(record: dict, turns: list[list]) -> dict:
         else:
             tags[field] = label
     flags = {k: v for k, v in record.items() if k.endswith(FLAG_SUFFIX) and v is not None}
-    return {"id": rid, "turns": turns, "tags": tags, "flags": flags}
+    return _json_safe({"id": rid, "turns": turns, "tags": tags, "flags": flags})
 
 
 def _json_safe(value):
-    """NaN and infinities (which Python's json reads) as text: JSON.parse has no such number."""
+    """NaN and infinities (which Python's json reads) as text, at any depth: JSON.parse has
+    no such number."""
     if isinstance(value, float) and not isfinite(value):
         return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
     return value
 
 
@@ -283,8 +289,12 @@ def distance_threshold(rows: list[dict]) -> float:
     for row in rows:
         if row["stage"] == "gen_dis":
             settings = read_meta(Path(row["file"]))
-    given = settings.get("distance_threshold") or settings.get("distance_distance_threshold")
-    return float(given) if given else default_threshold(settings.get("sentence_model"))[0]
+    given = settings.get("distance_distance_threshold")  # gen_dis's order: this one first
+    if given is None:
+        given = settings.get("distance_threshold")
+    if given is not None:
+        return float(given)
+    return default_threshold(settings.get("sentence_model"))[0]
 
 
 def read_meta(output: Path) -> dict:

@@ -176,6 +176,7 @@ def test_push_to_hub_arguments_checked_and_token_never_written(
     kwargs = up.call_args.kwargs
     assert kwargs["repo_id"] == "me/demo" and kwargs["repo_type"] == "dataset"
     assert Path(kwargs["folder_path"]) == folder
+    assert kwargs["delete_patterns"] == ["data/train-*.parquet"]  # no stale shards left
     assert "README.md" in seen["files"] and "data/train-00000-of-00001.parquet" in seen["files"]
     assert seen["token"] == SECRET  # given to huggingface_hub, and only to it
     printed = capsys.readouterr()
@@ -290,3 +291,10 @@ def test_parquet_shards_and_row_groups_hold_what_they_are_asked(tmp_path):
         "train-00000-of-00002.parquet",
         "train-00001-of-00002.parquet",
     ]  # no temporary file left
+
+
+def test_secret_settings_stay_off_the_card_and_settings_named_like_them_stay_on():
+    from magpie.card import _public
+
+    settings = {"max_tokens": 256, "stop_token_ids": [2], "hf_token": SECRET, "api_key": "k"}
+    assert _public(settings) == {"max_tokens": 256, "stop_token_ids": [2]}

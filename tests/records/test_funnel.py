@@ -162,8 +162,12 @@ def test_near_duplicate_flags_as_gen_dis_counts_them(tmp_path):
             repeat_count=1,
             min_similar_conversation_id="x_0",
         ),
-        dict(
-            records[2], min_neighbor_distance=0.9, repeat_count=0, min_similar_conversation_id=None
+        dict(  # a flag gen_res gave, carried along: not gen_dis's
+            records[2],
+            min_neighbor_distance=0.9,
+            repeat_count=0,
+            min_similar_conversation_id=None,
+            response_flag="length",
         ),
         dict(
             records[3], min_neighbor_distance=0.8, repeat_count=0, min_similar_conversation_id=None

@@ -20,9 +20,14 @@ from magpie.report_page import build_report, embedded_json
 
 
 def page_data(html: str) -> dict:
-    """The JSON the page embeds, read back as the browser's JSON.parse would."""
+    """The JSON the page embeds, read back as the browser's JSON.parse would (which has
+    no NaN or Infinity)."""
     (raw,) = re.findall(r'<script type="application/json" id="data">(.*?)</script>', html, re.S)
-    return json.loads(raw)
+
+    def refuse(constant: str):
+        raise ValueError(f"JSON.parse cannot read {constant}")
+
+    return json.loads(raw, parse_constant=refuse)
 
 
 def test_embedded_json_cannot_end_its_script_element():
@@ -157,3 +162,15 @@ def test_non_finite_numbers_count_as_null_and_the_page_still_parses(tmp_path):
     data = page_data(build_report([src]).read_text(encoding="utf-8"))
     reward = data["stats"]["numbers"]["instruct_reward"]
     assert (reward["count"], reward["nulls"], reward["median"]) == (1, 2, 2.5)
+
+
+def test_non_finite_numbers_inside_tags_ids_and_flags_are_shown_as_text(tmp_path):
+    src = tmp_path / "nested.jsonl"
+    src.write_text(
+        '{"id": NaN, "instruction": "a", "response": "b", "input_quality": "good", '
+        '"input_quality_confidence": NaN, "knowledge": [1e999, "x"], "response_flag": NaN}\n'
+    )
+    data = page_data(build_report([src]).read_text(encoding="utf-8"))  # parses: no NaN
+    (record,) = data["sample"]
+    assert record["id"] == "nan" and record["flags"] == {"response_flag": "nan"}
+    assert record["tags"]["knowledge"] == ["inf", "x"]
