@@ -26,7 +26,9 @@ from magpie.records import (
     InputError,
     iter_records,
     meta_path,
+    meta_settings,
     output_meta,
+    read_meta,
     write_json,
     write_text,
 )
@@ -126,20 +128,6 @@ def update_card(export: str | os.PathLike, later: Iterable[str | os.PathLike] = 
         log.warning("%s: dataset card not brought up to date (%s)", export, e)
 
 
-def _read_meta(output: Path) -> dict:
-    """An output's meta file ({} for none, or one that cannot be read)."""
-    try:
-        meta = json.loads(meta_path(output).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
-def _read_settings(output: Path) -> dict:
-    settings = _read_meta(output).get("settings")
-    return settings if isinstance(settings, dict) else {}
-
-
 def _inputs(settings: dict) -> list[Path]:
     given = settings.get("input_files")
     if given is None:
@@ -155,7 +143,7 @@ def _upstream_export(output: Path) -> Path | None:
         if path in seen:
             continue
         seen.add(path)
-        settings = _read_settings(path)
+        settings = meta_settings(path)
         if settings.get("stage") == "concat":
             return path.resolve()
         todo.extend(_inputs(settings))
@@ -172,7 +160,7 @@ def _chain(outputs: Iterable[Path]) -> list[Path]:
         if path in found or not path.exists():
             continue
         found.append(path)
-        todo.extend(p.resolve() for p in _inputs(_read_settings(path)))
+        todo.extend(p.resolve() for p in _inputs(meta_settings(path)))
     return found
 
 
@@ -287,7 +275,7 @@ def card_text(
     from huggingface_hub import DatasetCard, DatasetCardData
 
     export = Path(export).resolve()
-    settings = _read_settings(export)
+    settings = meta_settings(export)
     n, languages, rows = facts or _facts(export, later)
     configs = [
         {
@@ -325,7 +313,7 @@ def _facts(export: Path, later: Iterable[str | os.PathLike]) -> tuple:
 
 def _body(export: Path, n: int, languages: list[str], rows: list[dict]) -> str:
     """The card's text below its header."""
-    metas = {row["file"]: _read_settings(Path(row["file"])) for row in rows}
+    metas = {row["file"]: meta_settings(Path(row["file"])) for row in rows}
     lines = [
         f"# {export.stem}",
         "",
@@ -365,7 +353,7 @@ def _body(export: Path, n: int, languages: list[str], rows: list[dict]) -> str:
         if row["stage"] != "filter":
             continue
         settings = metas[row["file"]]
-        skipped = _read_meta(Path(row["file"])).get("not_applied") or {}
+        skipped = read_meta(Path(row["file"])).get("not_applied") or {}
         rules = {k: v for k, v in _filter_rules(settings).items() if k not in skipped}
         lines.append(
             f"- `{_cell(Path(row['file']).name)}`: `{json.dumps(rules, ensure_ascii=False)}`"
@@ -422,7 +410,7 @@ def write_card(export: str | os.PathLike, later: Iterable[str | os.PathLike] = (
     export = Path(export).resolve()
     facts = _facts(export, list(later))
     places = [(export.parent / CARD_NAME, None)]
-    parquet_dir = _read_settings(export).get("parquet_dir")
+    parquet_dir = meta_settings(export).get("parquet_dir")
     if parquet_dir and Path(parquet_dir).is_dir():
         places.append((Path(parquet_dir) / CARD_NAME, f"{DATA_DIR}/train-*"))
     written = []

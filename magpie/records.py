@@ -568,6 +568,22 @@ def meta_path(output: str | os.PathLike) -> Path:
     return state_path(output, ".meta.json")
 
 
+def read_meta(output: str | os.PathLike) -> dict:
+    """An output's meta file as a dict; {} when it has none or it cannot be read (for the
+    funnel's readers, the card and the report page, which show what they can)."""
+    try:
+        meta = json.loads(meta_path(output).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def meta_settings(output: str | os.PathLike) -> dict:
+    """The settings of an output's meta file ({} as for `read_meta`)."""
+    settings = read_meta(output).get("settings")
+    return settings if isinstance(settings, dict) else {}
+
+
 def _old_meta_path(output: str | os.PathLike) -> Path:
     """Where magpie before the `.magpie/` folder kept it: beside the output."""
     return Path(f"{output}.meta.json")

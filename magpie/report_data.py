@@ -23,7 +23,7 @@ from magpie.conversation import ConversationError, read
 from magpie.dedup import default_threshold
 from magpie.funnel import funnel
 from magpie.labels import DIFFICULTY, INPUT_QUALITY, TASK_CATEGORIES
-from magpie.records import LIST_FIELDS, STATE_DIR, InputError, iter_records, meta_path
+from magpie.records import LIST_FIELDS, STATE_DIR, InputError, iter_records, meta_settings
 from magpie.sharegpt import canonical_label
 
 NULL = "(none)"  # a null or missing tag: shown as its own bar, never dropped
@@ -288,21 +288,13 @@ def distance_threshold(rows: list[dict]) -> float:
     settings: dict = {}
     for row in rows:
         if row["stage"] == "gen_dis":
-            settings = read_meta(Path(row["file"]))
+            settings = meta_settings(Path(row["file"]))
     given = settings.get("distance_distance_threshold")  # gen_dis's order: this one first
     if given is None:
         given = settings.get("distance_threshold")
     if given is not None:
         return float(given)
     return default_threshold(settings.get("sentence_model"))[0]
-
-
-def read_meta(output: Path) -> dict:
-    """The settings in an output's meta file ({} when it has none or is unreadable)."""
-    try:
-        return json.loads(meta_path(output).read_text(encoding="utf-8"))["settings"] or {}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
 
 
 def collect(paths: Iterable[str | os.PathLike], sample: int = DEFAULT_SAMPLE) -> dict:
