@@ -18,6 +18,7 @@ from math import isfinite
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from magpie.conversation import ConversationError, read
 from magpie.dedup import default_threshold
@@ -307,7 +308,8 @@ def collect(paths: Iterable[str | os.PathLike], sample: int = DEFAULT_SAMPLE) ->
     stats = Stats(sample, threshold=threshold)
     for f in shown:
         reason = KEPT if len(shown) == 2 and f == shown[0] else None
-        for record in iter_records(f, allow_empty=True):
+        records = iter_records(f, allow_empty=True)  # streamed: a bar of records, no total
+        for record in tqdm(records, desc=f"report {f.name}", unit="rec", mininterval=1):
             stats.add(record, reason)
     return {
         "title": ", ".join(str(p) for p in paths),
